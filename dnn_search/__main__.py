@@ -1,0 +1,3 @@
+from dnn_search.cli import main
+
+raise SystemExit(main())
