@@ -1,0 +1,287 @@
+"""Datasets: MNIST-1D (generated offline), MNIST (IDX files) and CIFAR-10 (binary version).
+
+Every loader returns a `Dataset` of float32 inputs flattened to (N, D) and int64 labels.
+MNIST and CIFAR-10 are read with numpy from the standard distribution files in --data_path;
+nothing is downloaded. MNIST-1D is generated with the `mnist1d` package (bit-equal to its
+published frozen file) and cached as a pickle-free .npz.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import random
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dnn_search.atomic import atomic_path
+from dnn_search.errors import UserError
+
+DATASETS = ("MNIST1D", "MNIST", "CIFAR")
+_ALIASES = {"MNIST1D": "MNIST1D", "MNIST": "MNIST", "CIFAR": "CIFAR", "CIFAR10": "CIFAR"}
+
+NUM_CLASSES = 10
+MNIST1D_FILE = "mnist1d.npz"
+_MNIST1D_SHAPES = {"x": (4000, 40), "y": (4000,), "x_test": (1000, 40), "y_test": (1000,)}
+
+MNIST_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+_IDX_IMAGES_MAGIC = 2051
+_IDX_LABELS_MAGIC = 2049
+_MNIST_SIDE = 28
+
+CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
+CIFAR_TEST_FILE = "test_batch.bin"
+_CIFAR_PIXELS = 3 * 32 * 32
+_CIFAR_RECORD = 1 + _CIFAR_PIXELS
+
+
+@dataclass
+class Dataset:
+    """Inputs x are float32 (N, D), labels y are int64 (N,)."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+    def __post_init__(self):
+        self.x_train, self.x_test = (torch.as_tensor(x, dtype=torch.float32) for x in (self.x_train, self.x_test))
+        self.y_train, self.y_test = (torch.as_tensor(y, dtype=torch.int64) for y in (self.y_train, self.y_test))
+        for x, y in ((self.x_train, self.y_train), (self.x_test, self.y_test)):
+            if x.ndim != 2 or y.ndim != 1 or len(x) != len(y) or x.shape[1] != self.x_train.shape[1]:
+                raise ValueError(f"inconsistent dataset shapes: x {tuple(x.shape)}, y {tuple(y.shape)}")
+
+    @property
+    def input_size(self) -> int:
+        return self.x_train.shape[1]
+
+    @property
+    def num_classes(self) -> int:
+        return int(max(self.y_train.max(), self.y_test.max())) + 1
+
+
+def canonical_name(name: str) -> str:
+    """'mnist1d', 'MNIST-1D' -> 'MNIST1D'; 'cifar10', 'CIFAR-10' -> 'CIFAR'."""
+    key = str(name).upper().replace("-", "").replace("_", "")
+    if key not in _ALIASES:
+        raise UserError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+    return _ALIASES[key]
+
+
+def load_dataset(name: str, data_path: str | os.PathLike | None = None) -> Dataset:
+    name = canonical_name(name)
+    if name == "MNIST1D":
+        return load_mnist1d(data_path)
+    if data_path is None:
+        raise UserError(f"{name} is read from local files: pass --data_path with the folder that holds them")
+    if name == "MNIST":
+        return load_mnist(data_path)
+    return load_cifar10(data_path)
+
+
+# --------------------------------------------------------------------------------------- MNIST-1D
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("DNN_SEARCH_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "dnn_search"
+
+
+def _read_mnist1d_cache(path: Path) -> dict[str, np.ndarray] | None:
+    """The cached arrays, or None when the file is absent or unusable (it is then regenerated)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in _MNIST1D_SHAPES}
+    except Exception:  # any unreadable cache (truncated, not a zip, wrong keys) is just rebuilt
+        return None
+    for key, shape in _MNIST1D_SHAPES.items():
+        a = arrays[key]
+        if a.shape != shape or a.dtype != (np.float64 if key.startswith("x") else np.int64):
+            return None
+    if not (np.isfinite(arrays["x"]).all() and np.isfinite(arrays["x_test"]).all()):
+        return None
+    return arrays
+
+
+def generate_mnist1d() -> dict[str, np.ndarray]:
+    """MNIST-1D from its generator with the published arguments: float64 x, int64 y."""
+    from mnist1d.data import get_dataset_args, make_dataset  # slow import, only needed without a cache
+
+    # make_dataset reseeds the global `random` and numpy generators; restore them for the caller.
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        data = make_dataset(get_dataset_args())
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+    return {"x": np.asarray(data["x"], dtype=np.float64), "y": np.asarray(data["y"], dtype=np.int64),
+            "x_test": np.asarray(data["x_test"], dtype=np.float64),
+            "y_test": np.asarray(data["y_test"], dtype=np.int64)}
+
+
+def _write_mnist1d_cache(candidates: list[Path], arrays: dict[str, np.ndarray]) -> None:
+    for path in candidates:
+        try:
+            with atomic_path(path) as temp:
+                np.savez(temp, **arrays)
+            return
+        except (UserError, OSError):
+            continue  # not writable: try the next location; the data is still usable in memory
+
+
+def load_mnist1d(data_path: str | os.PathLike | None = None) -> Dataset:
+    candidates = ([Path(data_path) / MNIST1D_FILE] if data_path is not None else [])
+    candidates.append(default_cache_dir() / MNIST1D_FILE)
+    for path in candidates:
+        arrays = _read_mnist1d_cache(path)
+        if arrays is not None:
+            break
+    else:
+        arrays = generate_mnist1d()
+        _write_mnist1d_cache(candidates, arrays)
+    return Dataset("MNIST1D", torch.from_numpy(arrays["x"]).float(), torch.from_numpy(arrays["y"]),
+                   torch.from_numpy(arrays["x_test"]).float(), torch.from_numpy(arrays["y_test"]))
+
+
+# ------------------------------------------------------------------------------ MNIST and CIFAR-10
+
+def _read_bytes(path: Path) -> bytes:
+    """The file's content, gunzipped when it ends in .gz."""
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        return path.read_bytes()
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise UserError(f"cannot read {path}: {e}") from e
+
+
+def _standardised(train: np.ndarray, test: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 pixels -> [0, 1] -> standardised with the training set's scalar mean and std."""
+    # The byte histogram gives the exact float64 mean/std without a float64 copy of the data.
+    counts = np.bincount(train.ravel(), minlength=256).astype(np.float64)
+    levels = np.arange(256) / 255.0
+    total = counts.sum()
+    mean = float((counts * levels).sum() / total) if total else 0.0
+    std = float(np.sqrt((counts * (levels - mean) ** 2).sum() / total)) if total else 1.0
+    std = std if std > 0 else 1.0  # constant images: only centre them
+    out = []
+    for pixels in (train, test):
+        x = torch.from_numpy(pixels.astype(np.float32))  # a writable float32 copy of read-only bytes
+        out.append(x.div_(255.0).sub_(mean).div_(std))
+    return out[0], out[1]
+
+
+def _check_labels(labels: np.ndarray, path: Path) -> None:
+    if labels.size and labels.max() >= NUM_CLASSES:
+        raise UserError(f"malformed file {path}: label {int(labels.max())} is not in 0..{NUM_CLASSES - 1}")
+
+
+def _find_files(folder: Path, subfolder: str, names: list[str], gz: bool, what: str) -> list[Path]:
+    """Locate each expected file in `folder` or `folder/subfolder` (MNIST also accepts .gz)."""
+    folders = [folder, folder / subfolder]
+    found, missing = [], []
+    for name in names:
+        variants = [name + ".gz", name] if gz else [name]
+        hit = next((d / v for d in folders for v in variants if (d / v).is_file()), None)
+        found.append(hit)
+        if hit is None:
+            missing.append(name + ".gz" if gz else name)
+    if missing:
+        expected = ", ".join(n + ".gz" if gz else n for n in names)
+        suffix = " (or the same names without .gz)" if gz else ""
+        raise UserError(f"{what} files not found in {folder} or {folder / subfolder}: expected {expected}"
+                        f"{suffix}; missing {', '.join(missing)}")
+    return found
+
+
+def _parse_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
+    """An IDX file (big-endian int32 magic and dimension sizes, then uint8 data) as an array."""
+    raw = _read_bytes(path)
+    header = 4 * (1 + ndim)
+    if len(raw) < header:
+        raise UserError(f"malformed file {path}: too short for an IDX header")
+    fields = np.frombuffer(raw, dtype=">i4", count=1 + ndim)
+    if fields[0] != magic:
+        raise UserError(f"malformed file {path}: IDX magic number {int(fields[0])}, expected {magic}")
+    dims = tuple(int(d) for d in fields[1:])
+    if any(d < 0 for d in dims):
+        raise UserError(f"malformed file {path}: negative dimension in {dims}")
+    expected = header + int(np.prod(dims, dtype=np.int64))
+    if len(raw) != expected:
+        raise UserError(f"malformed file {path}: {len(raw)} bytes, the header {dims} implies {expected}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def load_mnist(data_path: str | os.PathLike) -> Dataset:
+    folder = Path(data_path)
+    paths = dict(zip(MNIST_FILES, _find_files(folder, "MNIST/raw", list(MNIST_FILES.values()), True, "MNIST")))
+    splits = []
+    for split in ("train", "test"):
+        images = _parse_idx(paths[f"{split}_images"], _IDX_IMAGES_MAGIC, 3)
+        labels = _parse_idx(paths[f"{split}_labels"], _IDX_LABELS_MAGIC, 1)
+        if images.shape[1:] != (_MNIST_SIDE, _MNIST_SIDE):
+            raise UserError(f"malformed file {paths[f'{split}_images']}: images are "
+                            f"{images.shape[1]}x{images.shape[2]}, expected {_MNIST_SIDE}x{_MNIST_SIDE}")
+        if len(images) != len(labels):
+            raise UserError(f"malformed file {paths[f'{split}_labels']}: {len(labels)} labels for "
+                            f"{len(images)} images in {paths[f'{split}_images'].name}")
+        _check_labels(labels, paths[f"{split}_labels"])
+        splits.append((images.reshape(len(images), -1), labels))
+    x_train, x_test = _standardised(splits[0][0], splits[1][0])
+    return Dataset("MNIST", x_train, torch.from_numpy(splits[0][1].astype(np.int64)),
+                   x_test, torch.from_numpy(splits[1][1].astype(np.int64)))
+
+
+def _parse_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR-10 binary records: 1 label byte then 3072 pixel bytes (1024 R, 1024 G, 1024 B)."""
+    raw = _read_bytes(path)
+    if not raw or len(raw) % _CIFAR_RECORD:
+        raise UserError(f"malformed file {path}: {len(raw)} bytes is not a whole number of "
+                        f"{_CIFAR_RECORD}-byte CIFAR-10 records")
+    records = np.frombuffer(raw, dtype=np.uint8).reshape(-1, _CIFAR_RECORD)
+    labels = records[:, 0]
+    _check_labels(labels, path)
+    return records[:, 1:], labels
+
+
+def load_cifar10(data_path: str | os.PathLike) -> Dataset:
+    folder = Path(data_path)
+    names = [*CIFAR_TRAIN_FILES, CIFAR_TEST_FILE]
+    paths = _find_files(folder, "cifar-10-batches-bin", names, False, "CIFAR-10")
+    train = [_parse_cifar_batch(p) for p in paths[:-1]]
+    test_x, test_y = _parse_cifar_batch(paths[-1])
+    train_x = np.concatenate([x for x, _ in train])
+    train_y = np.concatenate([y for _, y in train])
+    x_train, x_test = _standardised(train_x, test_x)
+    return Dataset("CIFAR", x_train, torch.from_numpy(train_y.astype(np.int64)),
+                   x_test, torch.from_numpy(test_y.astype(np.int64)))
+
+
+# ------------------------------------------------------------------------------------ validation
+
+def split_validation(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Seeded random split: the last round(fraction * N) of a permutation become the validation set."""
+    if not 0 <= fraction < 1:
+        raise UserError(f"validation fraction must be in [0, 1), got {fraction}")
+    n = len(x)
+    if len(y) != n:
+        raise ValueError(f"x has {n} rows but y has {len(y)}")
+    n_val = round(fraction * n)
+    if n_val >= n and n > 0:
+        raise UserError(f"validation fraction {fraction} leaves no training examples out of {n}")
+    generator = torch.Generator().manual_seed(int(seed))
+    perm = torch.randperm(n, generator=generator).to(x.device)
+    train_idx, val_idx = perm[:n - n_val], perm[n - n_val:]
+    return x[train_idx], y[train_idx], x[val_idx], y[val_idx]

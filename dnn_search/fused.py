@@ -1,0 +1,108 @@
+"""Fast evaluation of the learned activations for the meta-learning inner loop.
+
+Each hidden neuron h of the classifier applies f(z) = base(z) + 0.2 * g(z), where g's weights
+are those of the neuron's block. The inner loop needs f(z) and f'(z) (the hand-written inner
+gradient uses f'), and the meta-gradient needs their derivatives with respect to z and the
+activation weights. The B x H x Ho tensor tanh(z * w1 + b1) dominates the cost; it is recomputed
+in the backward instead of being stored, so one inner step keeps only z (B x H) alive, and both
+kernels are fused with torch.compile where a compiler is available (eager otherwise).
+"""
+from __future__ import annotations
+
+import os
+import threading
+
+import torch
+
+from dnn_search.activations import RESIDUAL_SCALE, base_derivatives
+
+
+def _forward_kernel(z, w1, b1, w2, b2, base: str):
+    t = torch.tanh(z[..., None] * w1 + b1)
+    g = (t * w2).sum(-1) + b2
+    g_prime = ((1 - t * t) * (w2 * w1)).sum(-1)
+    value, d1, _ = base_derivatives(base, z)
+    return value + RESIDUAL_SCALE * g, d1 + RESIDUAL_SCALE * g_prime
+
+
+def _backward_kernel(z, w1, b1, w2, grad_f, grad_fp, base: str):
+    """Vector-Jacobian product of (f, f') with respect to z and the per-neuron weights."""
+    t = torch.tanh(z[..., None] * w1 + b1)
+    sech2 = 1 - t * t
+    c = grad_f[..., None]
+    cp = grad_fp[..., None]
+    # u = z * w1 + b1;  f = base + s * sum(w2 * t);  f' = base' + s * sum(w2 * w1 * sech2(u))
+    # d tanh/du = sech2,  d sech2/du = -2 t sech2
+    grad_u = RESIDUAL_SCALE * w2 * sech2 * (c - 2 * cp * w1 * t)
+    grad_w2 = RESIDUAL_SCALE * (c * t + cp * w1 * sech2).sum(0)
+    grad_b1 = grad_u.sum(0)
+    grad_w1 = (grad_u * z[..., None]).sum(0) + RESIDUAL_SCALE * (cp * w2 * sech2).sum(0)
+    _, d1, d2 = base_derivatives(base, z)
+    grad_z = (grad_u * w1).sum(-1) + grad_f * d1 + grad_fp * d2
+    grad_b2 = RESIDUAL_SCALE * grad_f.sum(0)
+    return grad_z, grad_w1, grad_b1, grad_w2, grad_b2
+
+
+_kernels = {"forward": _forward_kernel, "backward": _backward_kernel}
+_compiled: dict[str, object] = {}
+_lock = threading.Lock()
+
+
+def compile_enabled() -> bool:
+    """torch.compile is used unless DNN_SEARCH_COMPILE=0 (e.g. where no C++ compiler exists)."""
+    return os.environ.get("DNN_SEARCH_COMPILE", "1") != "0"
+
+
+def _kernel(name: str):
+    if not compile_enabled():
+        return _kernels[name]
+    with _lock:
+        if name not in _compiled:
+            try:
+                _compiled[name] = torch.compile(_kernels[name], dynamic=False, fullgraph=True)
+            except Exception:  # no compiler backend at all: the eager kernel is the same maths
+                _compiled[name] = _kernels[name]
+        return _compiled[name]
+
+
+def _run(name: str, *args):
+    fn = _kernel(name)
+    if fn is _kernels[name]:
+        return fn(*args)
+    try:
+        return fn(*args)
+    except Exception as exc:  # a compiler that fails at first call (missing toolchain): fall back
+        if os.environ.get("DNN_SEARCH_COMPILE_STRICT") == "1":
+            raise
+        import warnings
+        warnings.warn(f"torch.compile failed ({type(exc).__name__}: {exc}); using the eager kernels",
+                      RuntimeWarning, stacklevel=2)
+        with _lock:
+            _compiled[name] = _kernels[name]
+        return _kernels[name](*args)
+
+
+class _LearnedActivation(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z, w1, b1, w2, b2, base):
+        ctx.base = base
+        ctx.save_for_backward(z, w1, b1, w2)
+        return _run("forward", z, w1, b1, w2, b2, base)
+
+    @staticmethod
+    def backward(ctx, grad_f, grad_fp):
+        z, w1, b1, w2 = ctx.saved_tensors
+        if grad_f is None:
+            grad_f = torch.zeros_like(z)
+        if grad_fp is None:
+            grad_fp = torch.zeros_like(z)
+        grads = _run("backward", z, w1, b1, w2, grad_f.contiguous(), grad_fp.contiguous(), ctx.base)
+        return (*grads, None)
+
+
+def activation_and_derivative(z, w1, b1, w2, b2, base: str):
+    """f(z) and f'(z) for z of shape (B, H) and per-neuron weights (H, Ho), bias (H,).
+
+    Differentiable once (the meta-gradient needs first-order autograd only).
+    """
+    return _LearnedActivation.apply(z, w1, b1, w2, b2, base)
