@@ -1,0 +1,197 @@
+"""`dnn-search`: the command line. Parsing and dispatch only; the work lives in the jobs modules.
+
+Every problem a user can fix ends as one line on stderr and exit status 2, without a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from dnn_search.errors import UserError
+
+DESCRIPTION = """\
+Meta-learn diverse neuron activation functions ("Neural networks embrace diversity",
+arXiv 2204.04348) and search their hyperparameters at scale.
+
+science commands (one configuration at a time, original DiversityNN flags):
+  metalearn   meta-learn --n_activations activations on a dataset
+  validate    retrain ordinary networks with learned activations (pure/single/diverse)
+  hessian     Hessian eigenvalues, trace and spectral density of a saved validation model
+"""
+
+
+def str2bool(text: str) -> bool:
+    value = str(text).strip().lower()
+    if value in ("1", "true", "yes", "y", "on"):
+        return True
+    if value in ("0", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {text!r}")
+
+
+def _flag(parser, name: str, help_text: str) -> None:
+    """A boolean that works both as `--name` and as the original `--name True`."""
+    parser.add_argument(name, type=str2bool, nargs="?", const=True, default=False, metavar="BOOL", help=help_text)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    return value
+
+
+def _add_device(parser) -> None:
+    _flag(parser, "--use_gpu", "run on a CUDA GPU (default: CPU)")
+    parser.add_argument("--gpu_no", type=int, default=0, help="CUDA device index with --use_gpu (default 0)")
+
+
+def _add_metalearn(sub) -> None:
+    from dnn_search.metalearn import IMPLEMENTATIONS, MetaConfig
+    d = MetaConfig()
+    p = sub.add_parser(
+        "metalearn", help="meta-learn activation functions (DESIGN.md §1.3)",
+        description="Meta-learn n activation functions f_i(x) = base(x) + 0.2 g_i(x): at every outer step a "
+                    "fresh classifier is trained with a differentiable RMSprop, and the exact meta-gradient of "
+                    "its mean training loss updates the activations. Writes the original .txt file plus an "
+                    ".npz (exact weights) and a .json (metadata) under --output_folder.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", default=d.dataset, help="MNIST1D, MNIST or CIFAR")
+    p.add_argument("--data_path", default=None, help="folder with the MNIST/CIFAR files (and the MNIST-1D cache)")
+    p.add_argument("--output_folder", default="results/metalearn", help="where the activation files go")
+    p.add_argument("--activation", default=d.activation, help="base function: sin, tanh or elu")
+    p.add_argument("--n_activations", type=_positive_int, default=d.n_activations, help="number of activations n")
+    p.add_argument("--inner_hidden_size", type=_positive_int, default=d.inner_hidden_size, help="classifier hidden neurons H")
+    p.add_argument("--outer_hidden_size", type=_positive_int, default=d.outer_hidden_size, help="hidden units Ho of each g_i")
+    p.add_argument("--inner_batch_size", type=_positive_int, default=d.inner_batch_size, help="inner training batch size")
+    p.add_argument("--outer_batch_size", type=_positive_int, default=d.outer_batch_size,
+                   help="classifiers per outer step; the meta-loss is their mean")
+    p.add_argument("--epochs", type=_positive_int, default=d.epochs, help="inner epochs per outer step")
+    p.add_argument("--steps", type=_positive_int, default=d.steps, help="outer (meta) steps")
+    p.add_argument("--inner_lr", type=float, default=d.inner_lr, help="inner RMSprop learning rate")
+    p.add_argument("--outer_lr", type=float, default=d.outer_lr, help="outer SGD learning rate")
+    p.add_argument("--inner_mu", type=float, default=d.inner_mu, help="inner RMSprop decay")
+    p.add_argument("--outer_mu", type=float, default=d.outer_mu, help="outer heavy-ball momentum")
+    p.add_argument("--noise", type=float, default=d.noise, help="uniform noise amplitude during meta-training (0: off)")
+    p.add_argument("--val_fraction", type=float, default=d.val_fraction,
+                   help="share of the training data held out for the accuracy metric")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the first run (run r uses seed + r)")
+    p.add_argument("--runs", type=_positive_int, default=1, help="independent meta-learning runs")
+    p.add_argument("--impl", choices=IMPLEMENTATIONS, default=d.impl,
+                   help="fast: fused, hand-derived inner gradient; reference: textbook autograd")
+    _add_device(p)
+    _flag(p, "--verbose", "print progress lines more often")
+    _flag(p, "--save_curve", "also write STEM_curve.csv: one row per step (meta-loss, gradient norms, accuracy)")
+    _flag(p, "--save_model", "also write STEM_state.pt: the full learner state (weights, momentum, RNG)")
+    p.set_defaults(handler=_run_metalearn)
+
+
+def _run_metalearn(args) -> None:
+    from dnn_search import jobs
+    from dnn_search.metalearn import MetaConfig
+    cfg = MetaConfig.from_dict(vars(args))
+    jobs.metalearn(cfg, runs=args.runs, data_path=args.data_path, output_folder=args.output_folder,
+                   use_gpu=args.use_gpu, gpu_no=args.gpu_no, save_curve=args.save_curve,
+                   save_model=args.save_model, verbose=args.verbose)
+
+
+def _add_validate(sub) -> None:
+    p = sub.add_parser(
+        "validate", help="retrain ordinary networks with learned activations (DESIGN.md §1.4)",
+        description="Train D -> 200 -> C networks with SGD + momentum using the base function (pure), one learned "
+                    "activation on every neuron (single k) or all of them in blocks (diverse), over --runs seeds, "
+                    "and report mean ± std test accuracy and loss. Writes validation.parquet. Flags left unset "
+                    "are taken from the activation file's metadata (or its original file name).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--act_path", required=True, help="activation file: our .npz (exact) or an original .txt (interpolated)")
+    p.add_argument("--validation_mode", default="all",
+                   help="pure, diverse (or 0/false), k (1-based single activation) or all")
+    p.add_argument("--dataset", default=None, help="MNIST1D, MNIST or CIFAR (default: the file's)")
+    p.add_argument("--data_path", default=None, help="folder with the MNIST/CIFAR files")
+    p.add_argument("--activation", default=None, help="base function, if the file does not say")
+    p.add_argument("--runs", type=_positive_int, default=5, help="seeds per mode")
+    p.add_argument("--seed", type=int, default=0, help="first seed")
+    p.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (default: file's or 5)")
+    p.add_argument("--inner_lr", type=float, default=None, help="SGD learning rate (default: file's or 0.01)")
+    p.add_argument("--inner_mu", type=float, default=None, help="SGD momentum (default: file's or 0.8)")
+    p.add_argument("--inner_batch_size", type=_positive_int, default=None, help="batch size (default: 200)")
+    p.add_argument("--inner_hidden_size", type=_positive_int, default=None, help="hidden neurons (default: 200)")
+    p.add_argument("--output_folder", default=None, help="default: the activation file's folder")
+    _add_device(p)
+    _flag(p, "--save_curve", "store per-epoch test accuracy/loss in validation.parquet")
+    _flag(p, "--save_model", "save each trained network (state dict + .json) under OUTPUT/models/")
+    p.set_defaults(handler=_run_validate)
+
+
+def _run_validate(args) -> None:
+    from dnn_search import jobs
+    jobs.validate(args.act_path, validation_mode=args.validation_mode, dataset=args.dataset,
+                  data_path=args.data_path, runs=args.runs, seed=args.seed, epochs=args.epochs, lr=args.inner_lr,
+                  momentum=args.inner_mu, batch_size=args.inner_batch_size, hidden_size=args.inner_hidden_size,
+                  activation=args.activation, output_folder=args.output_folder, use_gpu=args.use_gpu,
+                  gpu_no=args.gpu_no, save_curve=args.save_curve, save_model=args.save_model)
+
+
+def _add_hessian(sub) -> None:
+    p = sub.add_parser(
+        "hessian", help="Hessian spectrum of a saved validation model (DESIGN.md §1.5)",
+        description="Top-k Hessian eigenvalues (power iteration), trace (Hutchinson) and spectral density "
+                    "(stochastic Lanczos quadrature) of a model saved by `validate --save_model`, on a seeded "
+                    "sample of the training split, with PyHessian. Writes MODEL_hessian.json and MODEL_density.png.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model_path", required=True, help="a .pt written by validate --save_model")
+    p.add_argument("--act_path", default=None,
+                   help="activation file to rebuild the network from when the model's .json is missing")
+    p.add_argument("--dataset", default=None, help="default: the model's dataset")
+    p.add_argument("--data_path", default=None, help="folder with the MNIST/CIFAR files")
+    p.add_argument("--num_samples", type=_positive_int, default=1000, help="training samples in the loss")
+    p.add_argument("--top_k", type=_positive_int, default=3, help="number of top eigenvalues")
+    p.add_argument("--iters", type=_positive_int, default=100, help="iterations (power, Hutchinson, Lanczos)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output_folder", default=None, help="default: the model's folder")
+    _add_device(p)
+    p.set_defaults(handler=_run_hessian)
+
+
+def _run_hessian(args) -> None:
+    from dnn_search import jobs
+    jobs.hessian(args.model_path, act_path=args.act_path, dataset=args.dataset, data_path=args.data_path,
+                 num_samples=args.num_samples, top_k=args.top_k, iters=args.iters, seed=args.seed,
+                 use_gpu=args.use_gpu, gpu_no=args.gpu_no, output_folder=args.output_folder)
+
+
+COMMANDS = [_add_metalearn, _add_validate, _add_hessian]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dnn-search", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from dnn_search import __version__
+    parser.add_argument("--version", action="version", version=f"dnn-search {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        args.handler(args)
+    except UserError as exc:
+        print(f"dnn-search {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dnn-search {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""The science commands as file-to-file jobs: metalearn, validate, hessian.
+
+Each job takes plain arguments (parsed by `dnn_search.cli`), reads its inputs, runs the science
+modules and writes its outputs atomically. Nothing here imports Ray.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dnn_search import __version__
+from dnn_search.actfile import original_stem, read_activation_file, write_activation_files
+from dnn_search.atomic import atomic_path, atomic_write_text
+from dnn_search.data import canonical_name, load_dataset, split_validation
+from dnn_search.errors import UserError
+from dnn_search.metalearn import MetaConfig, MetaLearner, StepMetrics
+from dnn_search.progress import Progress
+
+
+def versions() -> dict:
+    return {"dnn_search": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def resolve_device(use_gpu: bool, gpu_no: int = 0) -> torch.device:
+    if not use_gpu:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise UserError("--use_gpu was given but no CUDA device is available (CPU-only torch or no GPU)")
+    if not 0 <= gpu_no < torch.cuda.device_count():
+        raise UserError(f"--gpu_no {gpu_no} does not exist: {torch.cuda.device_count()} CUDA device(s) visible")
+    return torch.device(f"cuda:{gpu_no}")
+
+
+def ensure_writable(folder) -> Path:
+    """Create the output folder now, so a bad path fails before any work is done."""
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".dnn_search_write_probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write to output folder {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def write_csv(path, rows: list[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else [])
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def step_row(metrics: StepMetrics) -> dict:
+    row = {"step": metrics.step, "meta_loss": metrics.meta_loss, "final_train_loss": metrics.final_train_loss,
+           "heldout_accuracy": metrics.heldout_accuracy, "heldout_loss": metrics.heldout_loss,
+           "seconds": metrics.seconds}
+    row.update({f"grad_norm_{i + 1}": v for i, v in enumerate(metrics.grad_norms)})
+    return row
+
+
+# ----------------------------------------------------------------------------------- metalearn
+
+def metalearn(cfg: MetaConfig, *, runs: int, data_path, output_folder, use_gpu=False, gpu_no=0,
+              save_curve=False, save_model=False, verbose=False, dtype=torch.float32) -> list[dict]:
+    """Meta-learn `runs` independent activation sets (seed, seed+1, ...); returns written paths."""
+    cfg.dataset = canonical_name(cfg.dataset)
+    cfg.validate()
+    if runs < 1:
+        raise UserError(f"--runs must be a positive integer, got {runs}")
+    device = resolve_device(use_gpu, gpu_no)
+    out = ensure_writable(output_folder)
+    data = load_dataset(cfg.dataset, data_path)
+    x_tr, y_tr, x_val, y_val = split_validation(data.x_train, data.y_train, cfg.val_fraction, cfg.seed)
+    device_name = "cpu" if device.type == "cpu" else "cuda"
+    written = []
+    for run in range(runs):
+        run_cfg = MetaConfig.from_dict({**cfg.to_dict(), "seed": cfg.seed + run})
+        learner = MetaLearner(run_cfg, x_tr, y_tr, x_val, y_val, data.num_classes, device=device, dtype=dtype)
+        progress = Progress(cfg.steps, f"run {run + 1}/{runs}", line_s=2.0 if verbose else 10.0)
+        rows = []
+        for _ in range(cfg.steps):
+            metrics = learner.step()
+            rows.append(step_row(metrics))
+            progress.update(metrics.step, meta_loss=metrics.meta_loss, acc=metrics.heldout_accuracy,
+                            **{"s/step": metrics.seconds})
+        progress.close()
+        stem = original_stem(cfg.dataset, cfg.activation, cfg.n_activations, device_name, cfg.seed,
+                             cfg.inner_lr, cfg.outer_lr, cfg.steps, run)
+        last = rows[-1]
+        metadata = {"config": run_cfg.to_dict(), "run": run, "steps_done": learner.step_index,
+                    "final_meta_loss": last["meta_loss"], "final_heldout_accuracy": last["heldout_accuracy"],
+                    "best_heldout_accuracy": max(r["heldout_accuracy"] for r in rows),
+                    "device": str(device), "versions": versions(), "dataset": cfg.dataset,
+                    "activation": cfg.activation}
+        paths = write_activation_files(out, stem, learner.activations(), metadata)
+        if save_curve:
+            paths["curve"] = out / f"{stem}_curve.csv"
+            write_csv(paths["curve"], rows)
+        if save_model:
+            paths["model"] = out / f"{stem}_state.pt"
+            with atomic_path(paths["model"]) as tmp:
+                torch.save(learner.state_dict(), tmp)
+        print(f"run {run + 1}: meta-loss {last['meta_loss']:.4f}, held-out accuracy "
+              f"{last['heldout_accuracy'] * 100:.2f} % -> {paths['txt']}")
+        written.append(paths)
+    return written
+
+
+# ------------------------------------------------------------------------------------ validate
+
+def _mode_slug(mode: str) -> str:
+    return mode.replace(":", "-")
+
+
+def validate(act_path, *, validation_mode="all", dataset=None, data_path=None, runs=5, seed=0,
+             epochs=None, lr=None, momentum=None, batch_size=None, hidden_size=None, activation=None,
+             output_folder=None, use_gpu=False, gpu_no=0, save_curve=False, save_model=False,
+             extra_columns: dict | None = None, quiet=False) -> list[dict]:
+    """Train validation networks for each mode and seed; write validation.parquet; return rows."""
+    from dnn_search.validation import ValidationConfig, format_summary, parse_modes, run_mode, summarise
+
+    acts = read_activation_file(act_path, base=activation)
+    meta = acts.metadata or {}
+    meta_cfg = meta.get("config", {}) if isinstance(meta.get("config"), dict) else {}
+
+    def pick(flag, key, default):
+        """Command-line flags win over the file's metadata, which wins over the defaults."""
+        if flag is not None:
+            return flag
+        for source in (meta, meta_cfg):
+            if source.get(key) is not None:
+                return source[key]
+        return default
+
+    dataset_name = canonical_name(pick(dataset, "dataset", "MNIST1D"))
+    cfg = ValidationConfig(epochs=int(pick(epochs, "epochs", 5)), lr=float(pick(lr, "inner_lr", 0.01)),
+                           momentum=float(pick(momentum, "inner_mu", 0.8)),
+                           batch_size=int(pick(batch_size, "inner_batch_size", 200)),
+                           hidden_size=int(pick(hidden_size, "inner_hidden_size", 200))).validate()
+    modes = parse_modes(validation_mode, acts.n)
+    if runs < 1:
+        raise UserError(f"--runs must be a positive integer, got {runs}")
+    if "diverse" in modes and acts.n > cfg.hidden_size:
+        raise UserError(f"diverse mode needs at most {cfg.hidden_size} activations, the file has {acts.n}")
+    device = resolve_device(use_gpu, gpu_no)
+    out = ensure_writable(output_folder or Path(act_path).parent)
+    data = load_dataset(dataset_name, data_path)
+    rows = []
+    total = len(modes) * runs
+    progress = Progress(total, "validate", enabled=not quiet)
+    for mode in modes:
+        for run in range(runs):
+            run_seed = seed + run
+            result, net = run_mode(acts, data, mode, run_seed, cfg, device)
+            row = {**(extra_columns or {}), "dataset": dataset_name, "mode": mode, "run": run, "seed": run_seed,
+                   "test_accuracy": result["test_accuracy"], "test_loss": result["test_loss"],
+                   "epochs": cfg.epochs, "kind": "exact" if acts.is_exact() and mode != "pure" else
+                   ("pure" if mode == "pure" else "interpolated"),
+                   "activation_file": str(act_path), "seconds": result["seconds"]}
+            if save_curve:
+                row["curve_accuracy"] = [c["test_accuracy"] for c in result["curve"]]
+                row["curve_loss"] = [c["test_loss"] for c in result["curve"]]
+            if save_model:
+                row["model_path"] = str(save_validation_model(out, net, dataset_name, mode, run_seed, act_path))
+            rows.append(row)
+            progress.update(len(rows), mode=mode, acc=result["test_accuracy"])
+    progress.close()
+    write_parquet(out / "validation.parquet", rows)
+    if not quiet:
+        print(format_summary(summarise(rows)))
+        print(f"wrote {out / 'validation.parquet'}")
+    return rows
+
+
+def save_validation_model(folder: Path, net, dataset: str, mode: str, seed: int, act_path) -> Path:
+    """State dict (plain tensors) plus a JSON spec, enough for `hessian` to rebuild the net."""
+    models = folder / "models"
+    stem = f"{dataset}_{_mode_slug(mode)}_seed{seed}"
+    path = models / f"{stem}.pt"
+    with atomic_path(path) as tmp:
+        torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, tmp)
+    spec = {**net.spec.to_dict(), "mode": mode, "dataset": dataset, "seed": seed,
+            "activation_file": str(act_path), "versions": versions()}
+    atomic_write_text(models / f"{stem}.json", json.dumps(spec, indent=2))
+    return path
+
+
+def write_parquet(path, rows: list[dict]) -> None:
+    import pandas as pd
+    with atomic_path(path) as tmp:
+        pd.DataFrame(rows).to_parquet(tmp, index=False)
+
+
+# ------------------------------------------------------------------------------------- hessian
+
+def hessian(model_path, *, act_path=None, dataset=None, data_path=None, num_samples=1000, top_k=3,
+            iters=100, seed=0, use_gpu=False, gpu_no=0, output_folder=None, quiet=False) -> dict:
+    """Top-k eigenvalues, trace and spectral density of a saved validation model's training loss."""
+    from dnn_search.hessian import analyze, plot_density
+    from dnn_search.models import load_net
+    from dnn_search.validation import build_for_mode
+
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise UserError(f"model file not found: {model_path}")
+    spec_path = model_path.with_suffix(".json")
+    if spec_path.is_file():
+        try:
+            spec = json.loads(spec_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot read model description {spec_path}: {exc}") from None
+        if not isinstance(spec, dict):
+            raise UserError(f"model description {spec_path} is not a JSON object")
+    elif act_path is None:
+        raise UserError(f"{spec_path} (written by `validate --save_model`) is missing: "
+                        "pass --act_path and --dataset so the network can be rebuilt")
+    else:
+        spec = {}
+    if act_path is not None:
+        # Rebuild the activation layer from the file, then check the saved weights fit it.
+        acts = read_activation_file(act_path)
+        mode = spec.get("mode", "diverse")
+        data_name = canonical_name(dataset or spec.get("dataset") or acts.metadata.get("dataset") or "MNIST1D")
+        probe = load_dataset(data_name, data_path)
+        net = build_for_mode(mode, acts, probe.input_size, probe.num_classes, spec.get("hidden_size", 200))
+        spec = {**net.spec.to_dict(), "mode": mode, "dataset": data_name}
+    if not 1 <= top_k <= 100 or iters < 1 or num_samples < 1:
+        raise UserError("--top_k must be 1..100, --iters and --num_samples positive")
+    device = resolve_device(use_gpu, gpu_no)
+    out = ensure_writable(output_folder or model_path.parent)
+    net = load_net(spec, model_path).to(device)
+    data_name = canonical_name(dataset or spec.get("dataset") or "MNIST1D")
+    data = load_dataset(data_name, data_path)
+    if data.input_size != net.spec.input_size:
+        raise UserError(f"model expects {net.spec.input_size} inputs but {data_name} has {data.input_size}")
+    generator = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(data.x_train.shape[0], generator=generator)[:num_samples]
+    x, y = data.x_train[idx].to(device), data.y_train[idx].to(device)
+    result = analyze(net, x, y, top_k=top_k, trace_iters=iters, density_iters=min(iters, 100),
+                     eigen_iters=iters, seed=seed, device=str(device))
+    record = {**result.to_dict(), "model": str(model_path), "mode": spec.get("mode"), "dataset": data_name,
+              "num_samples": int(x.shape[0]), "seed": seed, "versions": versions()}
+    json_path = out / f"{model_path.stem}_hessian.json"
+    png_path = out / f"{model_path.stem}_density.png"
+    atomic_write_text(json_path, json.dumps(record, indent=2))
+    plot_density(result, png_path, f"Hessian spectral density: {spec.get('mode', '')} on {data_name}")
+    if not quiet:
+        top = ", ".join(f"{v:.4g}" for v in result.top_eigenvalues)
+        print(f"top eigenvalues [{top}], trace {result.trace:.4g}, {result.num_params} parameters")
+        print(f"wrote {json_path} and {png_path}")
+    return record
