@@ -282,25 +282,3 @@ def read_activation_file(path: str | os.PathLike, base: str | None = None) -> Lo
     if suffix == ".txt":
         return _read_txt(path, base)
     raise UserError(f"activation file {path}: unsupported type {path.suffix!r}, expected .npz or .txt")
-
-
-# ------------------------------------------------------------------------------- interpolation
-
-def interpolate(grid_x, grid_y_row, z: torch.Tensor) -> torch.Tensor:
-    """Piecewise-linear interpolation of one sampled activation at z (any shape, differentiable in z).
-
-    Beyond the grid the end segments are extended linearly, so the slope never drops to zero.
-    grid_x (K,) and grid_y_row (K,) may be numpy arrays or tensors; they are moved to z's device
-    and dtype.
-    """
-    xs = torch.as_tensor(grid_x, dtype=z.dtype, device=z.device)
-    ys = torch.as_tensor(grid_y_row, dtype=z.dtype, device=z.device)
-    if xs.ndim != 1 or xs.shape != ys.shape or len(xs) < 2:
-        raise ValueError(f"grid must be two 1-D arrays of equal length >= 2, got {tuple(xs.shape)} "
-                         f"and {tuple(ys.shape)}")
-    # Segment j covers [x_j, x_{j+1}); clamping to the first/last segment gives the extrapolation.
-    idx = torch.searchsorted(xs, z.detach().contiguous(), right=True) - 1
-    idx = idx.clamp_(0, len(xs) - 2)
-    x0, y0 = xs[idx], ys[idx]
-    slope = (ys[idx + 1] - y0) / (xs[idx + 1] - x0)
-    return y0 + slope * (z - x0)

@@ -42,3 +42,286 @@ def plot_activations(acts: ActivationSet, path, title: str = "Learned activation
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     return save_figure(fig, path)
+
+
+# ------------------------------------------------------------------------------------- report figures
+# Each function draws one figure from plain tables (pandas DataFrames) and writes it as a PNG.
+
+STATUS_STYLE = {
+    "COMPLETED": {"color": None, "ls": "-", "alpha": 0.9},
+    "PRUNED": {"color": "0.55", "ls": "--", "alpha": 0.8},
+    "FAILED": {"color": "tab:red", "ls": ":", "alpha": 0.8},
+    "RUNNING": {"color": "tab:orange", "ls": "-.", "alpha": 0.8},
+}
+_UNITS = {"meta_loss": "meta-loss J (mean inner cross-entropy, nats)",
+          "heldout_accuracy": "held-out accuracy (fraction correct)",
+          "heldout_loss": "held-out loss (cross-entropy, nats)",
+          "final_train_loss": "final training loss (cross-entropy, nats)",
+          "grad_norm": "meta-gradient norm"}
+
+
+def metric_label(name: str) -> str:
+    return _UNITS.get(name, name.replace("_", " "))
+
+
+def _draw_activations(ax, x, y, base: str, title: str) -> None:
+    import torch
+    plt = pyplot()
+    ax.plot(x, base_value(base, torch.as_tensor(x)).numpy(), "k--", lw=1.5, label=f"base: {base}")
+    colors = plt.cm.viridis(np.linspace(0, 0.9, len(y)))
+    for i, row in enumerate(y):
+        ax.plot(x, row, color=colors[i], lw=1.5, label=f"f{i + 1}" if len(y) <= 8 else None)
+    ax.set_xlabel("input x (pre-activation)")
+    ax.set_ylabel("activation f(x)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+
+
+def plot_top_activations(entries, path, title: str = "Learned activations of the top trials") -> Path:
+    """entries: [(label, base, grid_x, grid_y (n, K))] drawn one panel each, base function dashed."""
+    plt = pyplot()
+    k = max(1, len(entries))
+    cols = min(3, k)
+    rows = -(-k // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False)
+    for ax, (label, base, x, y) in zip(axes.flat, entries):
+        _draw_activations(ax, np.asarray(x), np.asarray(y), base, label)
+    for ax in list(axes.flat)[len(entries):]:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_learning_curves(steps, trials, path, metrics=("meta_loss", "heldout_accuracy"),
+                         title: str = "Learning curves of all trials") -> Path:
+    """One panel per metric, one line per trial over outer steps; pruned trials grey, dashed,
+    ending early with an x; failed ones red and dotted."""
+    plt = pyplot()
+    status = dict(zip(trials["trial_id"].astype(str), trials["status"].astype(str))) if trials is not None else {}
+    metrics = [m for m in metrics if m in steps.columns and steps[m].notna().any()]
+    fig, axes = plt.subplots(1, max(1, len(metrics)), figsize=(6.2 * max(1, len(metrics)), 4.2), squeeze=False)
+    ids = list(dict.fromkeys(steps["trial_id"].astype(str)))
+    palette = [plt.cm.tab10(i) for i in (0, 1, 2, 4, 5, 6, 8, 9)]  # no red/grey: those mean failed/pruned
+    for ax, metric in zip(axes.flat, metrics):
+        for j, tid in enumerate(ids):
+            part = steps[steps["trial_id"].astype(str) == tid].sort_values("step")
+            st = status.get(tid, "COMPLETED")
+            style = STATUS_STYLE.get(st, STATUS_STYLE["COMPLETED"])
+            color = style["color"] if style["color"] is not None else palette[j % len(palette)]
+            ax.plot(part["step"], part[metric], ls=style["ls"], color=color, alpha=style["alpha"], lw=1.3)
+            if st != "COMPLETED" and len(part):
+                ax.plot(part["step"].iloc[-1], part[metric].iloc[-1], "x", color=color, ms=7)
+        ax.set_xlabel("outer (meta) step")
+        ax.set_ylabel(metric_label(metric))
+        short = metric_label(metric).split(" (")[0]
+        ax.set_title(short[:1].upper() + short[1:] + " per step")
+        ax.grid(alpha=0.3)
+        from matplotlib.lines import Line2D
+        present = [s for s in STATUS_STYLE if s in set(status.values())] or ["COMPLETED"]
+        handles = [Line2D([], [], color=STATUS_STYLE[s]["color"] or palette[0], ls=STATUS_STYLE[s]["ls"],
+                          marker="x" if s != "COMPLETED" else None, label=f"{s.lower()} trials")
+                   for s in present]
+        ax.legend(handles=handles, fontsize=8, loc="best")
+    fig.suptitle(f"{title} ({len(ids)} trials)")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_importance(importances: dict, path, method: str, metric: str) -> Path:
+    plt = pyplot()
+    names = list(importances)[::-1]
+    values = [importances[n] for n in names]
+    fig, ax = plt.subplots(figsize=(6.5, 0.5 * len(names) + 1.6))
+    bars = ax.barh(names, values, color="tab:blue")
+    for bar, v in zip(bars, values):
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {v:.2f}", va="center", fontsize=8)
+    ax.set_xlabel("importance (fraction of the total, sums to 1)")
+    ax.set_ylabel("hyperparameter")
+    ax.set_xlim(0, max(values + [0.01]) * 1.18)
+    ax.set_title(f"Hyperparameter importance for {metric}\n({method})", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _numeric_axis(values):
+    """Map a parameter column to numbers: numeric as is (log10 if it spans > 1 decade), categories by code."""
+    import pandas as pd
+    s = pd.Series(values)
+    num = pd.to_numeric(s, errors="coerce")
+    if num.notna().all():
+        arr = num.to_numpy(dtype=float)
+        if (arr > 0).all() and arr.max() / arr.min() > 10:
+            return np.log10(arr), "log10", None
+        return arr, "linear", None
+    cats = sorted(s.astype(str).unique())
+    return np.array([cats.index(v) for v in s.astype(str)], dtype=float), "category", cats
+
+
+def plot_param_scatter(trials, params, metric: str, path, title: str | None = None) -> Path:
+    """One panel per parameter: the metric of every finished trial against the sampled value."""
+    plt = pyplot()
+    k = max(1, len(params))
+    cols = min(3, k)
+    rows = -(-k // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.4 * rows), squeeze=False)
+    for ax, param in zip(axes.flat, params):
+        xs, scale, cats = _numeric_axis(trials[param])
+        ys = trials[metric].to_numpy(dtype=float)
+        for st, marker, color in (("COMPLETED", "o", "tab:blue"), ("PRUNED", "x", "0.45")):
+            mask = np.asarray(trials["status"].astype(str) == st)
+            if mask.any():
+                ax.scatter(xs[mask], ys[mask], marker=marker, color=color, alpha=0.85, label=f"{st.lower()}")
+        if cats:
+            ax.set_xticks(range(len(cats)))
+            ax.set_xticklabels(cats)
+        ax.set_xlabel(f"log10 {param}" if scale == "log10" else param)
+        ax.set_ylabel(metric_label(metric), fontsize=8)
+        ax.set_title(f"{metric} vs {param}", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(params):]:
+        ax.axis("off")
+    fig.suptitle(title or f"Sampled hyperparameters against {metric_label(metric)}")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_parallel_coordinates(trials, params, metric: str, path) -> Path:
+    """Parallel coordinates: each finished trial a line across its (normalised) parameters and the
+    metric, coloured by the metric."""
+    plt = pyplot()
+    cols = list(params) + [metric]
+    data, ticks = [], []
+    for c in cols:
+        vals, scale, cats = _numeric_axis(trials[c])
+        lo, hi = float(np.nanmin(vals)), float(np.nanmax(vals))
+        span = hi - lo if hi > lo else 1.0
+        data.append((vals - lo) / span)
+        if cats:
+            ticks.append(f"{c}\n({', '.join(cats)})")
+        elif scale == "log10":
+            ticks.append(f"{c}\n[{10 ** lo:.3g}, {10 ** hi:.3g}] log")
+        else:
+            ticks.append(f"{c}\n[{lo:.3g}, {hi:.3g}]")
+    data = np.array(data)
+    mvals = trials[metric].to_numpy(dtype=float)
+    norm = plt.Normalize(np.nanmin(mvals), np.nanmax(mvals))
+    cmap = plt.cm.viridis
+    fig, ax = plt.subplots(figsize=(1.9 * len(cols) + 2, 4.4))
+    for j in np.argsort(mvals):
+        ax.plot(range(len(cols)), data[:, j], color=cmap(norm(mvals[j])), alpha=0.85, lw=1.4)
+    ax.set_xticks(range(len(cols)))
+    ax.set_xticklabels(ticks, fontsize=8)
+    ax.set_ylabel("position within the sampled range (0 = min, 1 = max)")
+    for i in range(len(cols)):
+        ax.axvline(i, color="0.7", lw=0.8)
+    sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
+    fig.colorbar(sm, ax=ax, label=metric_label(metric))
+    ax.set_title(f"Parallel coordinates of the finished trials, coloured by {metric}")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_validation(table, path, value: str = "test_accuracy") -> Path:
+    """Grouped bars: mean ± std of `value` over runs, per dataset (groups) and mode (bars)."""
+    plt = pyplot()
+    stats = table.groupby(["dataset", "mode"])[value].agg(["mean", "std", "count"]).reset_index()
+    datasets = list(dict.fromkeys(table["dataset"].astype(str)))
+    modes = _mode_order(table["mode"].astype(str))
+    width = 0.8 / max(1, len(modes))
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(datasets) * len(modes) + 2), 4.4))
+    colors = plt.cm.tab10(np.linspace(0, 1, 10))
+    for i, mode in enumerate(modes):
+        part = stats[stats["mode"].astype(str) == mode].set_index("dataset")
+        means = [part["mean"].get(d, np.nan) for d in datasets]
+        stds = [np.nan_to_num(part["std"].get(d, 0.0)) for d in datasets]
+        xs = np.arange(len(datasets)) + (i - (len(modes) - 1) / 2) * width
+        ax.bar(xs, means, width, yerr=stds, capsize=4, label=mode, color=colors[i % 10], alpha=0.9)
+    ax.set_xticks(range(len(datasets)))
+    ax.set_xticklabels(datasets)
+    ax.set_xlabel("dataset")
+    ax.set_ylabel(metric_label(value) if value != "test_accuracy" else "test accuracy (fraction correct)")
+    lo = np.nanmin(stats["mean"] - stats["std"].fillna(0))
+    if value.endswith("accuracy"):
+        ax.set_ylim(max(0.0, lo - 0.05), min(1.0, np.nanmax(stats["mean"] + stats["std"].fillna(0)) + 0.05))
+    runs = int(stats["count"].max()) if len(stats) else 0
+    ax.set_title(f"Validation: {value.replace('_', ' ')} per mode (mean ± std over {runs} runs)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(title="mode", fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _mode_order(modes) -> list[str]:
+    def key(m):
+        if m == "pure":
+            return (0, 0)
+        if m.startswith("single:"):
+            try:
+                return (1, int(m.split(":", 1)[1]))
+            except ValueError:
+                return (1, 0)
+        return (2, 0) if m == "diverse" else (3, 0)
+    return sorted(dict.fromkeys(modes), key=key)
+
+
+def plot_hessian_densities(table, path) -> Path:
+    """Smoothed SLQ eigenvalue densities, one panel per dataset, one line per mode (log y).
+
+    Each Gauss node contributes a Gaussian (std 1 % of the dataset's eigenvalue span) scaled by its
+    weight; runs are averaged; all modes of a dataset share one grid so their curves compare."""
+    plt = pyplot()
+    datasets = list(dict.fromkeys(table["dataset"].astype(str)))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.2), squeeze=False)
+    colors = plt.cm.tab10(np.linspace(0, 1, 10))
+    modes = _mode_order(table["mode"].astype(str))
+    for ax, dataset in zip(axes.flat, datasets):
+        part = table[table["dataset"].astype(str) == dataset]
+        curves = {}
+        for mode in modes:
+            rows = part[part["mode"].astype(str) == mode]
+            if len(rows):
+                eig, wts = _runs(rows.iloc[0]["density_eigen"]), _runs(rows.iloc[0]["density_weight"])
+                if any(len(r) for r in eig):
+                    curves[mode] = (eig, wts)
+        if not curves:
+            ax.axis("off")
+            continue
+        nodes = np.concatenate([np.asarray(r, dtype=float) for eig, _ in curves.values() for r in eig if len(r)])
+        lo, hi = float(nodes.min()), float(nodes.max())
+        span = max(hi - lo, 1e-3)
+        grid = np.linspace(lo - 0.08 * span, hi + 0.08 * span, 1500)
+        sd = 0.01 * span
+        for i, mode in enumerate(modes):
+            if mode not in curves:
+                continue
+            eig, wts = curves[mode]
+            dens = np.zeros_like(grid)
+            for n_run, w_run in zip(eig, wts):
+                n_run, w_run = np.asarray(n_run, dtype=float), np.asarray(w_run, dtype=float)
+                dens += (w_run[:, None] * np.exp(-0.5 * ((grid[None, :] - n_run[:, None]) / sd) ** 2)).sum(0)
+            dens /= max(1, len(eig)) * sd * np.sqrt(2 * np.pi)
+            ax.semilogy(grid, np.maximum(dens, 1e-12), color=colors[i % 10], lw=1.3, label=mode)
+        ax.set_xlabel("Hessian eigenvalue λ (curvature of the cross-entropy loss)")
+        ax.set_ylabel("spectral density (per unit λ, log scale)")
+        ax.set_ylim(bottom=1e-5)
+        ax.set_title(f"Hessian spectral density: {dataset}")
+        ax.grid(alpha=0.3)
+        ax.legend(title="mode", fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _runs(value) -> list[list[float]]:
+    """A density column as a list of runs: accepts a list of lists or one flat list (one run)."""
+    if value is None:
+        return []
+    seq = list(value)
+    if not seq:
+        return []
+    if np.ndim(seq[0]) == 0:
+        return [[float(v) for v in seq]]
+    return [[float(v) for v in run] for run in seq]

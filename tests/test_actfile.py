@@ -1,5 +1,5 @@
 """Activation files: write/read round trips, the original naming scheme, refusal of bad or
-malicious input (always a UserError naming the file), and grid interpolation."""
+malicious input (always a UserError naming the file)."""
 from __future__ import annotations
 
 import io
@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dnn_search.activations import ActivationSet, default_init, standard_grid
-from dnn_search.actfile import (LoadedActivations, interpolate, original_stem, parse_original_name,
+from dnn_search.actfile import (LoadedActivations, original_stem, parse_original_name,
                                 read_activation_file, write_activation_files)
 from dnn_search.errors import UserError
 
@@ -285,46 +285,3 @@ def test_fuzz_corrupted_npz(tmp_path, start, patch, cut):
     # Damage a real archive so the zip and .npy parsers, not only the magic check, are exercised.
     content = VALID_NPZ[:start] + patch + (b"" if cut else VALID_NPZ[start + len(patch):])
     _read_or_user_error(tmp_path / "fuzz.npz", content)
-
-
-# ------------------------------------------------------------------------------- interpolation
-
-def test_interpolation_exact_at_grid_points_and_linear_between():
-    x = np.linspace(-5, 5, 11)
-    y = np.sin(x) * 3 + x ** 2
-    at_grid = interpolate(x, y, torch.tensor(x))
-    np.testing.assert_allclose(at_grid.numpy(), y, rtol=0, atol=1e-12)
-    mid = (x[:-1] + x[1:]) / 2
-    np.testing.assert_allclose(interpolate(x, y, torch.tensor(mid)).numpy(), (y[:-1] + y[1:]) / 2,
-                               atol=1e-12)
-
-
-def test_interpolation_matches_np_interp_and_extrapolates_linearly():
-    rng = np.random.default_rng(0)
-    x = np.sort(rng.uniform(-5, 5, 30))
-    y = rng.normal(size=30)
-    z = rng.uniform(x[0], x[-1], (7, 9))
-    np.testing.assert_allclose(interpolate(x, y, torch.tensor(z)).numpy(), np.interp(z, x, y), atol=1e-12)
-    # Beyond the ends: the end segments continue.
-    left, right = torch.tensor([x[0] - 2.0]), torch.tensor([x[-1] + 3.0])
-    slope_l, slope_r = (y[1] - y[0]) / (x[1] - x[0]), (y[-1] - y[-2]) / (x[-1] - x[-2])
-    np.testing.assert_allclose(interpolate(x, y, left).numpy(), [y[0] - 2.0 * slope_l], atol=1e-12)
-    np.testing.assert_allclose(interpolate(x, y, right).numpy(), [y[-1] + 3.0 * slope_r], atol=1e-12)
-
-
-def test_interpolation_keeps_dtype_and_shape_and_accepts_tensors():
-    x, y = np.linspace(-5, 5, 100), np.tanh(np.linspace(-5, 5, 100))
-    z = torch.randn(4, 5, 6)
-    out = interpolate(torch.tensor(x), torch.tensor(y), z)
-    assert out.shape == z.shape and out.dtype == torch.float32
-    np.testing.assert_allclose(out.numpy(), np.interp(z.numpy(), x, y), atol=1e-6)
-
-
-def test_interpolation_gradcheck():
-    x = np.linspace(-5, 5, 50)
-    y = np.sin(x) + 0.3 * np.cos(3 * x)
-    # Points away from the knots (the derivative jumps there) and beyond both ends.
-    z = torch.tensor([-7.3, -4.93, -1.01, 0.05, 2.47, 4.99, 6.2], dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t: interpolate(x, y, t), (z,))
-    grid_y = torch.tensor(y, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda g: interpolate(x, g, z.detach()), (grid_y,))

@@ -1,0 +1,477 @@
+"""`dnn-search report`: one self-contained HTML report of a search (and its pipeline), plus its PNGs.
+
+Reads the results folder (DESIGN.md §3): `trials.parquet`, `steps.parquet`, `search.json`, the Optuna
+study, `activations/<trial>/`, and after a pipeline `validation.parquet`, `hessian.parquet`,
+`summary.md`. Writes `report.html` (every image embedded as a base64 data URI, inline CSS, no
+script, no network fetch) and `report_figures/*.png` beside it. Missing pieces become a sentence
+in the report, not an error; only a folder with no trials at all is an error.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import json
+import math
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dnn_search.atomic import atomic_write_text
+from dnn_search.errors import UserError
+
+FIGURE_DIR = "report_figures"
+REPORT_NAME = "report.html"
+# trials.parquet columns that are not sampled hyperparameters
+_NOT_PARAMS = {"trial_id", "optuna_number", "status", "error", "node_id", "steps_done", "final_meta_loss",
+               "final_heldout_accuracy", "best_heldout_accuracy", "wall_seconds", "final_heldout_loss",
+               "final_train_loss", "best_meta_loss", "logdir", "path", "seed"}
+_STATE_TO_STATUS = {"COMPLETE": "COMPLETED", "PRUNED": "PRUNED", "FAIL": "FAILED", "RUNNING": "RUNNING",
+                    "WAITING": "RUNNING"}
+
+
+@dataclass
+class SearchResults:
+    folder: Path
+    name: str
+    metric: str
+    mode: str
+    options: dict
+    trials: object            # pandas.DataFrame (maybe empty)
+    steps: object             # pandas.DataFrame (maybe empty)
+    study: object | None      # optuna Study or None
+    validation: object | None
+    hessian: object | None
+    summary_md: str | None
+    notes: list[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------- loading
+
+def _read_parquet(path: Path, notes: list[str]):
+    import pandas as pd
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_parquet(path)
+    except Exception as e:  # a truncated or foreign file: say so, keep going
+        notes.append(f"{path.name} could not be read ({type(e).__name__}: {' '.join(str(e).split())[:200]}).")
+        return None
+
+
+def _load_study(folder: Path, name: str, notes: list[str]):
+    from dnn_search.dashboard import locate_study, open_storage
+    import optuna
+    loc = locate_study(folder)
+    if loc.is_journal and not Path(loc.storage).is_file():
+        return None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        storage = open_storage(loc.storage)
+        names = optuna.get_all_study_names(storage)
+        chosen = name if name in names else (names[0] if len(names) == 1 else None)
+        return optuna.load_study(study_name=chosen, storage=storage) if chosen else None
+    except Exception as e:
+        notes.append(f"The Optuna study could not be opened ({type(e).__name__}).")
+        return None
+
+
+def _trials_from_study(study, metric: str):
+    """trials/steps tables rebuilt from the Optuna study, when the parquet files are missing."""
+    import pandas as pd
+    rows, steps = [], []
+    for t in study.trials:
+        tid = str(t.user_attrs.get("trial_id", t.number))
+        iv = t.intermediate_values
+        values = [iv[k] for k in sorted(iv)]
+        rows.append({"trial_id": tid, "optuna_number": t.number,
+                     "status": _STATE_TO_STATUS.get(t.state.name, t.state.name), **t.params,
+                     "steps_done": len(values),
+                     f"final_{metric}": t.value if t.value is not None else (values[-1] if values else np.nan),
+                     f"best_{metric}": max(values) if values else np.nan})
+        steps += [{"trial_id": tid, "step": k, metric: v} for k, v in sorted(iv.items())]
+    return pd.DataFrame(rows), pd.DataFrame(steps, columns=["trial_id", "step", metric])
+
+
+def load_results(folder: str | os.PathLike) -> SearchResults:
+    import pandas as pd
+    from dnn_search.dashboard import _read_search_json
+    folder = Path(folder).resolve()
+    notes: list[str] = []
+    options = _read_search_json(folder)
+    name = str(options.get("name") or folder.name)
+    metric = str(options.get("metric") or "heldout_accuracy")
+    mode = str(options.get("mode") or "max")
+    study = _load_study(folder, name, notes)
+    trials = _read_parquet(folder / "trials.parquet", notes)
+    steps = _read_parquet(folder / "steps.parquet", notes)
+    if trials is None and study is not None:
+        trials, rebuilt_steps = _trials_from_study(study, metric)
+        steps = rebuilt_steps if steps is None else steps
+        notes.append("trials.parquet is missing: the trial table was rebuilt from the Optuna study.")
+    if trials is None or len(trials) == 0:
+        raise UserError(f"no trials in {folder}: neither trials.parquet nor an Optuna study with trials "
+                        "(has the search started?)")
+    if steps is None:
+        steps = pd.DataFrame(columns=["trial_id", "step"])
+        notes.append("steps.parquet is missing: no learning curves.")
+    trials = trials.copy()
+    trials["trial_id"] = trials["trial_id"].astype(str)
+    trials["status"] = trials["status"].astype(str).str.upper()
+    steps = steps.copy()
+    steps["trial_id"] = steps["trial_id"].astype(str)
+    summary = folder / "summary.md"
+    return SearchResults(folder, name, metric, mode, options, trials, steps, study,
+                         _read_parquet(folder / "validation.parquet", notes),
+                         _read_parquet(folder / "hessian.parquet", notes),
+                         summary.read_text(encoding="utf-8", errors="replace") if summary.is_file() else None,
+                         notes)
+
+
+# ------------------------------------------------------------------------------------- analysis
+
+def score_column(res: SearchResults) -> str | None:
+    for col in (f"final_{res.metric}", f"best_{res.metric}", res.metric):
+        if col in res.trials.columns and res.trials[col].notna().any():
+            return col
+    return None
+
+
+def param_columns(res: SearchResults) -> list[str]:
+    """Sampled hyperparameters: the search space's keys if known, else the non-result columns."""
+    cols = res.trials.columns
+    space = res.options.get("space")
+    if isinstance(space, dict) and space:
+        params = [k for k in space if k in cols]
+    else:
+        params = [c for c in cols if c not in _NOT_PARAMS and not c.startswith(("final_", "best_"))]
+    return params
+
+
+def varying(trials, params) -> list[str]:
+    out = []
+    for p in params:
+        values = trials[p].dropna()
+        if len(values) and values.astype(str).nunique() > 1:
+            out.append(p)
+    return out
+
+
+def ranked_trials(res: SearchResults):
+    col = score_column(res)
+    finished = res.trials[res.trials["status"].isin(["COMPLETED", "PRUNED"])]
+    if col is None:
+        return finished, None
+    finished = finished[finished[col].notna()]
+    return finished.sort_values(col, ascending=(res.mode == "min"), kind="stable"), col
+
+
+def param_importance(res: SearchResults, params: list[str]):
+    """(importances, method) or (None, reason). PED-ANOVA on the Optuna study (what
+    optuna-dashboard shows; no sklearn needed), else |Spearman rank correlation| from the table."""
+    import optuna
+    study = res.study
+    if study is not None:
+        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if len(complete) >= 2:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    imp = optuna.importance.get_param_importances(
+                        study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+                if imp and sum(imp.values()) > 0 and all(math.isfinite(v) for v in imp.values()):
+                    return dict(imp), ("PED-ANOVA (Optuna), over the completed Optuna trials; "
+                                       "it scores how much each parameter separates the top 10 % of trials")
+            except Exception:
+                pass
+    ranked, col = ranked_trials(res)
+    done = ranked[ranked["status"] == "COMPLETED"] if col else ranked
+    params = varying(done, params) if col else []
+    if col is None or len(done) < 3 or not params:
+        return None, ("Hyperparameter importance is not computable yet: it needs at least 2 completed trials "
+                      "whose sampled parameters vary" + (" (3 for the correlation fallback)." if col else "."))
+    import pandas as pd
+    y = done[col].rank().to_numpy(dtype=float)
+    scores = {}
+    for p in params:
+        v = done[p]
+        num = pd.to_numeric(v, errors="coerce")
+        x = (num if num.notna().all() else v.astype(str).astype("category").cat.codes).rank().to_numpy(dtype=float)
+        r = np.corrcoef(x, y)[0, 1] if np.std(x) > 0 and np.std(y) > 0 else 0.0
+        scores[p] = abs(float(r)) if math.isfinite(r) else 0.0
+    total = sum(scores.values())
+    if total <= 0:
+        return None, "Hyperparameter importance is not computable: no parameter correlates with the metric."
+    imp = dict(sorted(((k, v / total) for k, v in scores.items()), key=lambda kv: -kv[1]))
+    return imp, ("|Spearman rank correlation| with the metric over completed trials, normalised to sum to 1 "
+                 "(a simple stand-in: PED-ANOVA was not computable on this study)")
+
+
+def _activation_file(folder: Path) -> Path | None:
+    for pattern in ("*.npz", "*.txt"):
+        files = sorted(p for p in folder.glob(pattern) if not p.name.startswith("."))
+        if files:
+            return files[0]
+    return None
+
+
+# ------------------------------------------------------------------------------------- HTML
+
+CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0 auto;max-width:1200px;
+padding:1.5em;color:#222;background:#fff;line-height:1.45}
+h1{margin-bottom:.2em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
+.meta{color:#555}.note{background:#fff8e1;border-left:4px solid #f0b400;padding:.5em .8em}
+figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
+figcaption{color:#555;font-size:.9em}
+table{border-collapse:collapse;margin:.8em 0;font-size:.9em}
+th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}th{background:#f3f3f3}
+td.l,th.l{text-align:left}.counts span{display:inline-block;margin-right:1em;font-weight:600}
+code{background:#f3f3f3;padding:0 .2em}
+"""
+
+
+def _esc(x) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, (float, np.floating)):
+        if not math.isfinite(v):
+            return ""
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _table(frame, left=()) -> str:
+    head = "".join(f'<th class="{"l" if c in left else ""}">{_esc(c)}</th>' for c in frame.columns)
+    body = []
+    for _, row in frame.iterrows():
+        body.append("<tr>" + "".join(f'<td class="{"l" if c in left else ""}">{_esc(_fmt(row[c]))}</td>'
+                                     for c in frame.columns) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _figure(path: Path, caption: str, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (f'<figure><img alt="{_esc(alt)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{_esc(caption)} <code>{_esc(FIGURE_DIR + '/' + path.name)}</code></figcaption></figure>")
+
+
+def markdown_to_html(text: str) -> str:
+    """The small Markdown subset summary.md uses: headings, pipe tables, lists, paragraphs, `code`."""
+    def inline(s: str) -> str:
+        s = _esc(s)
+        s = re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
+        s = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", s)
+        return re.sub(r"\b(?:https?|ftp)://\S+", "[link removed]", s)  # the report fetches nothing
+
+    out, para, lines, i = [], [], text.splitlines(), 0
+
+    def flush():
+        if para:
+            out.append(f"<p>{inline(' '.join(para))}</p>")
+            para.clear()
+    while i < len(lines):
+        line = lines[i].rstrip()
+        if line.lstrip().startswith("|"):
+            flush()
+            rows = []
+            while i < len(lines) and lines[i].lstrip().startswith("|"):
+                cells = [c.strip() for c in lines[i].strip().strip("|").split("|")]
+                if not all(re.fullmatch(r":?-{2,}:?", c) for c in cells if c):
+                    rows.append(cells)
+                i += 1
+            if rows:
+                head = "".join(f"<th>{inline(c)}</th>" for c in rows[0])
+                body = "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
+                out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            continue
+        m = re.match(r"(#{1,6})\s+(.*)", line)
+        if m:
+            flush()
+            level = min(6, len(m.group(1)) + 2)  # nested below the report's own h2
+            out.append(f"<h{level}>{inline(m.group(2))}</h{level}>")
+        elif re.match(r"\s*[-*]\s+", line):
+            flush()
+            items = []
+            while i < len(lines) and re.match(r"\s*[-*]\s+", lines[i]):
+                item = re.sub(r"^\s*[-*]\s+", "", lines[i])
+                items.append(f"<li>{inline(item)}</li>")
+                i += 1
+            out.append(f"<ul>{''.join(items)}</ul>")
+            continue
+        elif not line.strip():
+            flush()
+        else:
+            para.append(line.strip())
+        i += 1
+    flush()
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------------------------- the report
+
+def write_report(folder: str | os.PathLike, top: int = 4) -> Path:
+    """Write FOLDER/report.html and FOLDER/report_figures/*.png; return the report's path."""
+    from dnn_search import __version__, plots
+    from dnn_search.actfile import read_activation_file
+
+    res = load_results(folder)
+    figdir = res.folder / FIGURE_DIR
+    figdir.mkdir(parents=True, exist_ok=True)
+    for old in figdir.glob("*.png"):  # figures of an earlier report that may no longer apply
+        old.unlink()
+    trials, steps = res.trials, res.steps
+    counts = trials["status"].value_counts()
+    ranked, score = ranked_trials(res)
+    params = param_columns(res)
+    parts: list[str] = []
+    add = parts.append
+
+    # header
+    order = ["COMPLETED", "PRUNED", "FAILED", "RUNNING"]
+    count_html = "".join(f"<span>{int(counts.get(s, 0))} {s.lower()}</span>" for s in order if counts.get(s, 0))
+    add(f"<h1>Search report: {_esc(res.name)}</h1>")
+    add(f'<p class="meta">Folder <code>{_esc(res.folder.name)}</code> · metric <b>{_esc(res.metric)}</b> '
+        f"({'higher' if res.mode == 'max' else 'lower'} is better) · generated "
+        f"{_dt.datetime.now().strftime('%Y-%m-%d %H:%M')} by dnn-search {__version__}</p>")
+    add(f'<p class="counts" id="trial-count"><span>{len(trials)} trials</span>{count_html}</p>')
+    if score is not None and len(ranked):
+        best = ranked.iloc[0]
+        add(f"<p>Best trial: <b>{_esc(best['trial_id'])}</b> with {_esc(score)} = {_fmt(best[score])}.</p>")
+    for note in res.notes:
+        add(f'<p class="note">{_esc(note)}</p>')
+
+    # top trials' activations
+    add("<h2>Top trials: learned activations</h2>")
+    entries, table_rows = [], []
+    for _, row in ranked.head(top).iterrows():
+        tid = row["trial_id"]
+        folder_t = res.folder / "activations" / tid
+        path = _activation_file(folder_t) if folder_t.is_dir() else None
+        label = f"{tid} ({score} {_fmt(row[score])})" if score else tid
+        if path is None:
+            add(f'<p class="note">No activation file for trial {_esc(tid)}.</p>')
+            continue
+        try:
+            loaded = read_activation_file(path)
+        except UserError as e:
+            add(f'<p class="note">Trial {_esc(tid)}: {_esc(e)}</p>')
+            continue
+        entries.append((label, loaded.base, loaded.grid_x, loaded.grid_y))
+        table_rows.append(row)
+    if entries:
+        fig = plots.plot_top_activations(entries, figdir / "top_activations.png",
+                                         title=f"Learned activations of the top {len(entries)} trials "
+                                               "(dashed: base function)")
+        add(_figure(fig, "Each panel: the trial's learned activations f_i(x) = base(x) + 0.2 g_i(x) on [-5, 5], "
+                         "with the base function dashed.", "top trials' activations"))
+    else:
+        add('<p class="note">No learned activations to show yet (no finished trial has an activation file).</p>')
+    if len(ranked):
+        import pandas as pd
+        cols = ["trial_id", "status"] + params + [c for c in ("steps_done", score, "wall_seconds")
+                                                  if c and c in ranked.columns]
+        add(_table(pd.DataFrame(ranked.head(max(top, 10))[list(dict.fromkeys(cols))]),
+                   left=("trial_id", "status", "activation")))
+
+    # learning curves
+    add("<h2>Learning curves</h2>")
+    metrics = [m for m in ("meta_loss", res.metric, "heldout_accuracy") if m in steps.columns]
+    metrics = list(dict.fromkeys(metrics))
+    if len(steps) and metrics:
+        fig = plots.plot_learning_curves(steps, trials, figdir / "learning_curves.png", metrics=metrics)
+        add(_figure(fig, "Per outer step, every trial. Pruned trials (grey, dashed, ending in x) stopped early; "
+                         "failed trials are red and dotted.", "learning curves"))
+    else:
+        add('<p class="note">No per-step metrics recorded yet.</p>')
+
+    # hyperparameters
+    add("<h2>Hyperparameters</h2>")
+    imp, method = param_importance(res, params)
+    if imp:
+        fig = plots.plot_importance(imp, figdir / "param_importance.png", method=method.split(",")[0].split(" (")[0],
+                                    metric=res.metric)
+        add(_figure(fig, f"Importance method: {method}.", "hyperparameter importance"))
+    else:
+        add(f'<p class="note">{_esc(method)}</p>')
+    finished = ranked
+    shown = varying(finished, params) if score else []
+    if score and len(finished) >= 2 and shown:
+        fig = plots.plot_param_scatter(finished, shown, score, figdir / "param_scatter.png")
+        add(_figure(fig, f"Each finished trial's {score} against each sampled hyperparameter "
+                         "(learning rates on a log10 axis; pruned trials report a truncated value).",
+                    "hyperparameters against the metric"))
+        done = finished[finished["status"] == "COMPLETED"]
+        if len(done) >= 2:
+            fig = plots.plot_parallel_coordinates(done, shown, score, figdir / "parallel_coordinates.png")
+            add(_figure(fig, "Completed trials across their sampled ranges, coloured by the metric.",
+                        "parallel coordinates"))
+    else:
+        add('<p class="note">Too few finished trials with varying hyperparameters for a scatter view.</p>')
+
+    # validation
+    add("<h2>Validation</h2>")
+    val = res.validation
+    if val is not None and len(val):
+        fig = plots.plot_validation(val, figdir / "validation_accuracy.png")
+        add(_figure(fig, "Networks retrained with the base function (pure), one learned activation everywhere "
+                         "(single:k) or all of them in blocks (diverse); error bars: std over runs.",
+                    "validation comparison"))
+        stats = val.groupby(["dataset", "mode"]).agg(
+            runs=("test_accuracy", "size"), acc_mean=("test_accuracy", "mean"), acc_std=("test_accuracy", "std"),
+            loss_mean=("test_loss", "mean"), loss_std=("test_loss", "std")).reset_index()
+        stats["test accuracy"] = [f"{m:.4f} ± {0 if math.isnan(s) else s:.4f}"
+                                  for m, s in zip(stats.acc_mean, stats.acc_std)]
+        stats["test loss"] = [f"{m:.4f} ± {0 if math.isnan(s) else s:.4f}"
+                              for m, s in zip(stats.loss_mean, stats.loss_std)]
+        order = {m: i for i, m in enumerate(plots._mode_order(stats["mode"].astype(str)))}
+        stats = stats.assign(_o=stats["mode"].map(order)).sort_values(["dataset", "_o"])
+        add(_table(stats[["dataset", "mode", "runs", "test accuracy", "test loss"]], left=("dataset", "mode")))
+    else:
+        add('<p class="note">No validation results yet (run `dnn-search pipeline` or `validate`).</p>')
+
+    # hessian
+    add("<h2>Hessian spectra</h2>")
+    hess = res.hessian
+    if hess is not None and len(hess):
+        if "density_eigen" in hess.columns:
+            fig = plots.plot_hessian_densities(hess, figdir / "hessian_density.png")
+            add(_figure(fig, "Smoothed stochastic-Lanczos-quadrature densities of the Hessian eigenvalues of "
+                             "the trained validation networks, per mode.", "Hessian spectral densities"))
+        cols = [c for c in ("dataset", "mode", "top_eigenvalue", "trace") if c in hess.columns]
+        agg = hess[cols].groupby([c for c in ("dataset", "mode") if c in cols]).mean().reset_index()
+        add(_table(agg, left=("dataset", "mode")))
+    else:
+        add('<p class="note">No Hessian results yet (run `dnn-search pipeline` or `hessian`).</p>')
+
+    # summary
+    add("<h2>Summary</h2>")
+    if res.summary_md:
+        add(markdown_to_html(res.summary_md))
+    else:
+        add('<p class="note">No summary.md yet (written by `dnn-search pipeline`).</p>')
+
+    doc = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+           f"<title>dnn-search report: {_esc(res.name)}</title><style>{CSS}</style></head>"
+           f"<body>\n{chr(10).join(parts)}\n</body></html>\n")
+    return atomic_write_text(res.folder / REPORT_NAME, doc)
+
+
+def run_report(name_or_dir: str, storage: str = "results", top: int = 4, out=None) -> Path:
+    import sys
+    from dnn_search.dashboard import resolve_results_dir
+    out = out or sys.stdout
+    folder = resolve_results_dir(name_or_dir, storage)
+    path = write_report(folder, top=top)
+    figs = sorted((folder / FIGURE_DIR).glob("*.png"))
+    print(f"Report: {path}", file=out)
+    print(f"  {len(figs)} figures in {folder / FIGURE_DIR}", file=out, flush=True)
+    return path

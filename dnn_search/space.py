@@ -1,0 +1,428 @@
+"""Declarative search spaces (`search_spaces/*.yaml`): loading, validation, resolution.
+
+A space file says what to optimise (metric, mode), how to sample (Optuna sampler), how to stop
+poor trials early (Ray Tune scheduler), how many trials to run, which meta-learning settings are
+fixed and which are sampled. Everything is checked before anything starts: every problem is one
+`UserError` naming the key path (`params.outer_lr.low: ...`), so the CLI exits with status 2.
+
+This module imports neither Ray nor Optuna; `dnn_search.search` turns a `SearchSpace` into them.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dnn_search.errors import UserError
+from dnn_search.metalearn import MetaConfig
+
+# Metrics every meta-learning trial reports after each outer step, with their natural direction.
+METRICS = {"heldout_accuracy": "max", "heldout_loss": "min", "meta_loss": "min", "final_train_loss": "min"}
+SAMPLERS = ("tpe", "random", "cmaes")
+SCHEDULERS = ("asha", "hyperband", "none")
+PARAM_TYPES = ("loguniform", "uniform", "int", "categorical")
+VALIDATION_DATASETS = ("MNIST1D", "MNIST", "CIFAR")
+
+_META_FIELDS = {f.name: f for f in dataclasses.fields(MetaConfig)}
+_META_DEFAULTS = MetaConfig().to_dict()
+# The Python type each MetaConfig field takes (from its default value).
+FIELD_TYPES = {name: type(value) for name, value in _META_DEFAULTS.items()}
+
+TOP_KEYS = ("description", "metric", "mode", "num_samples", "max_concurrent", "sampler", "scheduler",
+            "resources", "checkpoint_every", "max_failures", "compile", "data_path", "fixed", "params",
+            "pipeline", "top")
+SAMPLER_KEYS = ("type", "seed", "n_startup_trials")
+SCHEDULER_KEYS = ("type", "grace_period", "reduction_factor", "max_steps")
+RESOURCE_KEYS = ("cpus_per_trial", "gpus_per_trial")
+PIPELINE_KEYS = ("runs", "datasets", "epochs", "hessian", "hessian_samples", "hessian_iters", "hessian_top_k",
+                 "seed")
+PARAM_KEYS = {"loguniform": ("type", "low", "high"), "uniform": ("type", "low", "high"),
+              "int": ("type", "low", "high", "log"), "categorical": ("type", "choices")}
+
+
+@dataclass
+class Param:
+    """One sampled hyperparameter: `loguniform`/`uniform` (floats), `int` (inclusive), `categorical`."""
+
+    name: str
+    type: str
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    choices: list | None = None
+
+    def corners(self) -> list:
+        """The extreme values (or every choice): enough to check the space with MetaConfig."""
+        return list(self.choices) if self.type == "categorical" else [self.low, self.high]
+
+    def describe(self) -> str:
+        if self.type == "categorical":
+            return f"{self.name} ∈ {{{', '.join(map(str, self.choices))}}}"
+        scale = " (log)" if self.type == "loguniform" or self.log else ""
+        return f"{self.name} ∈ [{self.low:g}, {self.high:g}] {self.type}{scale}"
+
+    def to_dict(self) -> dict:
+        if self.type == "categorical":
+            return {"type": self.type, "choices": list(self.choices)}
+        out = {"type": self.type, "low": self.low, "high": self.high}
+        if self.type == "int" and self.log:
+            out["log"] = True
+        return out
+
+
+@dataclass
+class SearchSpace:
+    metric: str = "heldout_accuracy"
+    mode: str = "max"
+    num_samples: int = 8
+    max_concurrent: int | None = None
+    sampler: dict = field(default_factory=lambda: {"type": "tpe", "seed": 0, "n_startup_trials": 5})
+    scheduler: dict = field(default_factory=lambda: {"type": "asha", "grace_period": 5, "reduction_factor": 2,
+                                                     "max_steps": None})
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    checkpoint_every: int = 5
+    max_failures: int = 2
+    compile: bool = True
+    data_path: str | None = None
+    fixed: dict = field(default_factory=dict)
+    params: dict[str, Param] = field(default_factory=dict)
+    pipeline: dict = field(default_factory=lambda: dict(_PIPELINE_DEFAULTS))
+    top: int = 3
+    description: str = ""
+    source: str = ""
+
+    # ---------------------------------------------------------------------------- derived values
+
+    def max_steps(self) -> int:
+        """The most outer steps any trial can run (the scheduler's max_t)."""
+        if self.scheduler.get("max_steps"):
+            return int(self.scheduler["max_steps"])
+        if "steps" in self.params:
+            return int(max(self.params["steps"].corners()))
+        return int(self.fixed.get("steps", _META_DEFAULTS["steps"]))
+
+    def milestones(self) -> list[int]:
+        """Steps at which the scheduler may stop a trial (trials checkpoint there too)."""
+        sched = self.scheduler
+        if sched["type"] == "none":
+            return []
+        grace, rf, top = sched["grace_period"], sched["reduction_factor"], self.max_steps()
+        out, k = [], 0
+        while grace * rf ** k <= top and k < 64:
+            out.append(int(math.ceil(grace * rf ** k)))
+            k += 1
+        return sorted(set(out))
+
+    def to_dict(self) -> dict:
+        """Plain data (YAML/JSON-ready) that `from_dict` reads back into an equal space."""
+        return {
+            "description": self.description, "metric": self.metric, "mode": self.mode,
+            "num_samples": self.num_samples, "max_concurrent": self.max_concurrent,
+            "sampler": dict(self.sampler), "scheduler": dict(self.scheduler),
+            "resources": {"cpus_per_trial": self.cpus_per_trial, "gpus_per_trial": self.gpus_per_trial},
+            "checkpoint_every": self.checkpoint_every, "max_failures": self.max_failures,
+            "compile": self.compile, "data_path": self.data_path, "fixed": dict(self.fixed),
+            "params": {name: p.to_dict() for name, p in self.params.items()},
+            "pipeline": copy.deepcopy(self.pipeline), "top": self.top,
+        }
+
+    def with_overrides(self, **overrides) -> "SearchSpace":
+        """Command-line flags win over the file. None means "not given"; the result is re-checked."""
+        data = self.to_dict()
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if key in ("cpus_per_trial", "gpus_per_trial"):
+                data["resources"][key] = value
+            elif key in ("runs", "datasets", "hessian"):
+                data["pipeline"][key] = value
+            else:
+                data[key] = value
+        return from_dict(data, source=self.source)
+
+
+_PIPELINE_DEFAULTS = {"runs": 3, "datasets": ["MNIST1D"], "epochs": None, "hessian": True,
+                      "hessian_samples": 1000, "hessian_iters": 50, "hessian_top_k": 3, "seed": 0}
+
+
+# --------------------------------------------------------------------------------- validation
+
+class _Checker:
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, path: str, message: str):
+        where = f"search space {self.source}: " if self.source else "search space: "
+        raise UserError(f"{where}{path}: {message}")
+
+    def mapping(self, path: str, value, allowed: tuple) -> dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.fail(path, f"expected a mapping, got {type(value).__name__}")
+        for key in value:
+            if not isinstance(key, str):
+                self.fail(path, f"keys must be strings, got {key!r}")
+            if key not in allowed:
+                self.fail(f"{path}.{key}" if path else key,
+                          f"unknown key; allowed: {', '.join(allowed)}")
+        return value
+
+    def integer(self, path: str, value, minimum: int | None = None) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(path, f"expected an integer, got {value!r}")
+        if minimum is not None and value < minimum:
+            self.fail(path, f"must be at least {minimum}, got {value}")
+        return value
+
+    def number(self, path: str, value, minimum: float | None = None, strictly: bool = False) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            self.fail(path, f"expected a finite number, got {value!r}")
+        if minimum is not None and (value <= minimum if strictly else value < minimum):
+            self.fail(path, f"must be {'above' if strictly else 'at least'} {minimum}, got {value}")
+        return float(value)
+
+    def boolean(self, path: str, value) -> bool:
+        if not isinstance(value, bool):
+            self.fail(path, f"expected true or false, got {value!r}")
+        return value
+
+    def choice(self, path: str, value, allowed) -> str:
+        if not isinstance(value, str) or value.lower() not in allowed:
+            self.fail(path, f"expected one of {', '.join(allowed)}, got {value!r}")
+        return value.lower()
+
+    def field_value(self, path: str, name: str, value):
+        """A value for MetaConfig field `name`, of the field's type."""
+        kind = FIELD_TYPES[name]
+        if kind is int:
+            return self.integer(path, value)
+        if kind is float:
+            return self.number(path, value)
+        if not isinstance(value, str):
+            self.fail(path, f"expected a string, got {value!r}")
+        return value
+
+
+def _check_param(c: _Checker, name: str, spec) -> Param:
+    path = f"params.{name}"
+    if name not in _META_FIELDS:
+        c.fail(path, f"unknown parameter; sampleable: {', '.join(_META_FIELDS)}")
+    if not isinstance(spec, dict):
+        c.fail(path, "expected a mapping with a type and its bounds or choices, "
+                     "e.g. {type: loguniform, low: 0.01, high: 1.0}")
+    if "type" not in spec:
+        c.fail(f"{path}.type", f"missing; one of {', '.join(PARAM_TYPES)}")
+    kind = c.choice(f"{path}.type", spec["type"], PARAM_TYPES)
+    c.mapping(path, spec, PARAM_KEYS[kind])
+    field_type = FIELD_TYPES[name]
+    if kind == "categorical":
+        choices = spec.get("choices")
+        if not isinstance(choices, list) or not choices:
+            c.fail(f"{path}.choices", f"expected a non-empty list, got {choices!r}")
+        values = [c.field_value(f"{path}.choices[{i}]", name, v) for i, v in enumerate(choices)]
+        if len(set(map(repr, values))) != len(values):
+            c.fail(f"{path}.choices", "contains duplicates")
+        return Param(name, kind, choices=values)
+    for key in ("low", "high"):
+        if key not in spec:
+            c.fail(f"{path}.{key}", "missing")
+    if kind == "int":
+        if field_type is not int:
+            c.fail(f"{path}.type", f"{name} is a {field_type.__name__}, not an integer: "
+                                   f"use {'loguniform/uniform' if field_type is float else 'categorical'}")
+        low, high = c.integer(f"{path}.low", spec["low"]), c.integer(f"{path}.high", spec["high"])
+        log = c.boolean(f"{path}.log", spec.get("log", False))
+    else:
+        if field_type is not float:
+            c.fail(f"{path}.type", f"{name} is {'an integer: use int' if field_type is int else 'a string: use categorical'}")
+        low, high = c.number(f"{path}.low", spec["low"]), c.number(f"{path}.high", spec["high"])
+        log = kind == "loguniform"
+    if low >= high:
+        c.fail(path, f"low must be below high, got low={low} >= high={high}")
+    if log and low <= 0:
+        c.fail(f"{path}.low", f"must be positive on a log scale, got {low}")
+    return Param(name, kind, low=low, high=high, log=log)
+
+
+def from_dict(data, source: str = "") -> SearchSpace:
+    """Validate plain data (a parsed YAML file) into a SearchSpace; raises UserError on any problem."""
+    c = _Checker(source)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        c.fail("(top level)", f"expected a mapping of keys, got {type(data).__name__}")
+    c.mapping("", data, TOP_KEYS)
+    space = SearchSpace(source=source)
+    if "description" in data and data["description"] is not None:
+        if not isinstance(data["description"], str):
+            c.fail("description", "expected a string")
+        space.description = data["description"]
+
+    metric = data.get("metric", space.metric)
+    if metric not in METRICS:
+        c.fail("metric", f"expected one of {', '.join(METRICS)}, got {metric!r}")
+    space.metric = metric
+    space.mode = c.choice("mode", data["mode"], ("min", "max")) if data.get("mode") is not None else METRICS[metric]
+
+    if data.get("num_samples") is not None:
+        space.num_samples = c.integer("num_samples", data["num_samples"], 1)
+    if data.get("max_concurrent") is not None:
+        space.max_concurrent = c.integer("max_concurrent", data["max_concurrent"], 1)
+    if data.get("checkpoint_every") is not None:
+        space.checkpoint_every = c.integer("checkpoint_every", data["checkpoint_every"], 1)
+    if data.get("max_failures") is not None:
+        space.max_failures = c.integer("max_failures", data["max_failures"], 0)
+    if data.get("top") is not None:
+        space.top = c.integer("top", data["top"], 1)
+    if data.get("compile") is not None:
+        space.compile = c.boolean("compile", data["compile"])
+    if data.get("data_path") is not None:
+        if not isinstance(data["data_path"], str):
+            c.fail("data_path", f"expected a path string, got {data['data_path']!r}")
+        space.data_path = data["data_path"]
+
+    # sampler
+    sampler = c.mapping("sampler", data.get("sampler"), SAMPLER_KEYS)
+    s = dict(space.sampler)
+    if "type" in sampler:
+        s["type"] = c.choice("sampler.type", sampler["type"], SAMPLERS)
+    if sampler.get("seed") is not None:
+        s["seed"] = c.integer("sampler.seed", sampler["seed"], 0)
+    if sampler.get("n_startup_trials") is not None:
+        s["n_startup_trials"] = c.integer("sampler.n_startup_trials", sampler["n_startup_trials"], 0)
+    if s["type"] == "cmaes":
+        try:
+            import cmaes  # noqa: F401
+        except ImportError:
+            c.fail("sampler.type", "cmaes needs the 'cmaes' package: pip install cmaes")
+    space.sampler = s
+
+    # scheduler
+    scheduler = c.mapping("scheduler", data.get("scheduler"), SCHEDULER_KEYS)
+    sch = dict(space.scheduler)
+    if "type" in scheduler:
+        sch["type"] = c.choice("scheduler.type", scheduler["type"], SCHEDULERS)
+    if scheduler.get("grace_period") is not None:
+        sch["grace_period"] = c.integer("scheduler.grace_period", scheduler["grace_period"], 1)
+    if scheduler.get("reduction_factor") is not None:
+        rf = c.number("scheduler.reduction_factor", scheduler["reduction_factor"], 1, strictly=True)
+        sch["reduction_factor"] = int(rf) if float(rf).is_integer() else rf
+    if scheduler.get("max_steps") is not None:
+        sch["max_steps"] = c.integer("scheduler.max_steps", scheduler["max_steps"], 1)
+    space.scheduler = sch
+
+    # resources
+    resources = c.mapping("resources", data.get("resources"), RESOURCE_KEYS)
+    if resources.get("cpus_per_trial") is not None:
+        space.cpus_per_trial = c.number("resources.cpus_per_trial", resources["cpus_per_trial"], 0, strictly=True)
+    if resources.get("gpus_per_trial") is not None:
+        space.gpus_per_trial = c.number("resources.gpus_per_trial", resources["gpus_per_trial"], 0)
+
+    # fixed settings and sampled parameters
+    fixed = c.mapping("fixed", data.get("fixed"), tuple(_META_FIELDS))
+    space.fixed = {name: c.field_value(f"fixed.{name}", name, value) for name, value in fixed.items()}
+    params = data.get("params")
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        c.fail("params", f"expected a mapping of parameter names, got {type(params).__name__}")
+    space.params = {}
+    for name, spec in params.items():
+        if not isinstance(name, str):
+            c.fail("params", f"parameter names must be strings, got {name!r}")
+        space.params[name] = _check_param(c, name, spec)
+        if name in space.fixed:
+            c.fail(f"params.{name}", "is also under fixed: a setting is either fixed or sampled")
+    _check_meta_corners(c, space)
+
+    # pipeline
+    pipeline = c.mapping("pipeline", data.get("pipeline"), PIPELINE_KEYS)
+    p = dict(_PIPELINE_DEFAULTS)
+    if pipeline.get("runs") is not None:
+        p["runs"] = c.integer("pipeline.runs", pipeline["runs"], 1)
+    if pipeline.get("datasets") is not None:
+        p["datasets"] = parse_datasets(pipeline["datasets"], c, "pipeline.datasets")
+    if pipeline.get("epochs") is not None:
+        p["epochs"] = c.integer("pipeline.epochs", pipeline["epochs"], 1)
+    if pipeline.get("hessian") is not None:
+        p["hessian"] = c.boolean("pipeline.hessian", pipeline["hessian"])
+    for key in ("hessian_samples", "hessian_iters", "hessian_top_k"):
+        if pipeline.get(key) is not None:
+            p[key] = c.integer(f"pipeline.{key}", pipeline[key], 1)
+    if pipeline.get("seed") is not None:
+        p["seed"] = c.integer("pipeline.seed", pipeline["seed"], 0)
+    space.pipeline = p
+
+    if space.scheduler["type"] != "none" and space.scheduler["grace_period"] > space.max_steps():
+        c.fail("scheduler.grace_period", f"{space.scheduler['grace_period']} is beyond the "
+                                         f"{space.max_steps()} steps a trial runs")
+    if space.scheduler.get("max_steps") and "steps" not in space.params:
+        steps = int(space.fixed.get("steps", _META_DEFAULTS["steps"]))
+        if space.scheduler["max_steps"] > steps:
+            c.fail("scheduler.max_steps", f"{space.scheduler['max_steps']} is beyond fixed.steps ({steps})")
+    return space
+
+
+def parse_datasets(value, c: _Checker | None = None, path: str = "--datasets") -> list[str]:
+    """'MNIST1D,MNIST' or a list -> canonical names (MNIST1D, MNIST, CIFAR)."""
+    from dnn_search.data import canonical_name
+    c = c or _Checker("")
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        c.fail(path, f"expected a non-empty list of datasets, got {value!r}")
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, str) or not item.strip():
+            c.fail(f"{path}[{i}]", f"expected a dataset name, got {item!r}")
+        try:
+            name = canonical_name(item.strip())
+        except UserError as exc:
+            c.fail(f"{path}[{i}]", str(exc))
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def _check_meta_corners(c: _Checker, space: SearchSpace) -> None:
+    """Every fixed value and every extreme of each sampled one must make a valid MetaConfig."""
+    base = {**_META_DEFAULTS, **space.fixed}
+    low_corner = {name: p.corners()[0] for name, p in space.params.items()}
+    try:
+        MetaConfig.from_dict({**base, **low_corner}).validate()
+    except UserError as exc:
+        c.fail("fixed", str(exc))
+    for name, p in space.params.items():
+        for value in p.corners():
+            try:
+                MetaConfig.from_dict({**base, **low_corner, name: value}).validate()
+            except UserError as exc:
+                c.fail(f"params.{name}", f"value {value!r} is invalid: {exc}")
+    if "n_activations" in space.params or "inner_hidden_size" in space.params:
+        n_max = max(space.params["n_activations"].corners()) if "n_activations" in space.params \
+            else base["n_activations"]
+        h_min = min(space.params["inner_hidden_size"].corners()) if "inner_hidden_size" in space.params \
+            else base["inner_hidden_size"]
+        if n_max > h_min:
+            c.fail("params", f"n_activations can reach {n_max} but inner_hidden_size can be {h_min}: "
+                             "every activation needs at least one neuron")
+
+
+def load_space(path: str | os.PathLike) -> SearchSpace:
+    """Read and validate a YAML search space file."""
+    import yaml
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"search space file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read search space {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"search space {path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    return from_dict(data, source=str(path))

@@ -1,0 +1,74 @@
+"""Drive Debian's headless Chromium from tests: the DOM after JavaScript ran, and screenshots.
+
+Install: `apt-get update && apt-get install -y chromium` (tests that need it skip without it).
+"""
+from __future__ import annotations
+
+import html
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def chromium_binary() -> str | None:
+    env = os.environ.get("CHROMIUM")
+    if env and shutil.which(env):
+        return shutil.which(env)
+    for name in CANDIDATES:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _run(args: list[str], url: str, budget_ms: int, timeout: float) -> subprocess.CompletedProcess:
+    binary = chromium_binary()
+    if binary is None:
+        raise RuntimeError("chromium is not installed (apt-get install -y chromium)")
+    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
+        cmd = [binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+               "--no-first-run", "--no-default-browser-check", "--disable-extensions",
+               "--disable-background-networking", "--disable-sync", "--hide-scrollbars",
+               "--mute-audio", f"--user-data-dir={profile}",
+               f"--virtual-time-budget={int(budget_ms)}", *args, url]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise RuntimeError(f"chromium failed ({result.returncode}): {result.stderr[-2000:]}")
+    return result
+
+
+def dump_dom(url: str, budget_ms: int = 8000, timeout: float = 90.0) -> str:
+    """The serialised DOM of `url` after its scripts ran for `budget_ms` of virtual time."""
+    return _run(["--dump-dom"], url, budget_ms, timeout).stdout
+
+
+def visible_text(dom: str) -> str:
+    """Rough text content of a DOM dump: tags, styles, scripts and SVG stripped, whitespace collapsed."""
+    dom = re.sub(r"<(style|script)\b[^>]*>.*?</\1>", " ", dom, flags=re.S | re.I)
+    text = re.sub(r"<[^>]+>", " ", dom)
+    return re.sub(r"\s+", " ", html.unescape(text)).strip()
+
+
+def screenshot(url: str, path: str | os.PathLike, width: int = 1400, height: int = 1000,
+               budget_ms: int = 8000, timeout: float = 90.0) -> Path:
+    path = Path(path).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _run([f"--screenshot={path}", f"--window-size={width},{height}"], url, budget_ms, timeout)
+    if not path.is_file():
+        raise RuntimeError(f"chromium wrote no screenshot to {path}")
+    return path
+
+
+def distinct_colours(path: str | os.PathLike) -> int:
+    """Number of distinct RGB colours in a PNG (a blank page has one or two)."""
+    import matplotlib.image as mpimg
+    img = mpimg.imread(os.fspath(path))
+    rgb = np.round(np.asarray(img)[..., :3] * 255).astype(np.uint8).reshape(-1, 3)
+    return int(np.unique(rgb, axis=0).shape[0])
