@@ -1,0 +1,148 @@
+"""Ray Tune trainables: meta-learning, validation and Hessian trials.
+
+Each function runs inside a Ray worker. It calls the science modules (which know nothing about
+Ray) and talks to Tune only through `tune.report` / `tune.get_checkpoint`. `settings` is a plain
+dict of run-wide options passed with `tune.with_parameters` (not part of the sampled config).
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+
+STATE_FILE = "state.pt"
+
+
+def _prepare(settings: dict):
+    """Environment, thread count and device for one trial."""
+    for key, value in (settings.get("env") or {}).items():
+        os.environ[key] = str(value)
+    import ray
+    import torch
+    cpus = float(settings.get("cpus_per_trial", 1) or 1)
+    torch.set_num_threads(max(1, int(cpus)))
+    device = "cpu"
+    if ray.get_gpu_ids() and torch.cuda.is_available():
+        device = "cuda"  # Ray sets CUDA_VISIBLE_DEVICES to the trial's GPU(s)
+    return device, ray.get_runtime_context().get_node_id()
+
+
+def checkpoint_steps(step: int, last: int, every: int, milestones) -> bool:
+    """Checkpoint every `every` steps, at each scheduler rung (so a stopped trial's final state is
+    saved) and at the last step."""
+    return step % every == 0 or step == last or step in milestones
+
+
+# ------------------------------------------------------------------------------ meta-learning
+
+def metalearn_trial(config: dict, settings: dict) -> None:
+    import torch
+    from ray import tune
+
+    from dnn_search.data import canonical_name, load_dataset, split_validation
+    from dnn_search.metalearn import MetaConfig, MetaLearner, MetaLearningDiverged
+
+    device, node_id = _prepare(settings)
+    cfg = MetaConfig.from_dict(config)
+    cfg.dataset = canonical_name(cfg.dataset)
+    data = load_dataset(cfg.dataset, settings.get("data_path"))
+    split = split_validation(data.x_train, data.y_train, cfg.val_fraction, cfg.seed)
+    learner = MetaLearner(cfg, *split, data.num_classes, device=device)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            learner.load_state_dict(torch.load(Path(folder) / STATE_FILE, weights_only=True))
+    last_step = min(cfg.steps, int(settings.get("max_steps") or cfg.steps))
+    every = int(settings.get("checkpoint_every", 5))
+    milestones = set(settings.get("milestones") or ())
+    started = time.time()
+    common = {"node_id": node_id, "started_at": started, "target_steps": last_step}
+    previous = {"meta_loss": math.nan, "final_train_loss": math.nan, "heldout_accuracy": math.nan,
+                "heldout_loss": math.nan, "grad_norms": [], "grad_norm": math.nan, "seconds": 0.0}
+    while learner.step_index < last_step:
+        try:
+            m = learner.step()
+        except MetaLearningDiverged as exc:
+            # A final result, not an exception: Ray must not retry a diverged configuration.
+            tune.report({**previous, **common, "step": learner.step_index, "diverged": True, "error": str(exc)})
+            return
+        metrics = {"step": m.step, "meta_loss": m.meta_loss, "final_train_loss": m.final_train_loss,
+                   "heldout_accuracy": m.heldout_accuracy, "heldout_loss": m.heldout_loss,
+                   "grad_norms": list(m.grad_norms), "grad_norm": math.sqrt(sum(g * g for g in m.grad_norms)),
+                   "seconds": m.seconds}
+        previous = metrics
+        result = {**metrics, **common, "diverged": False, "error": ""}
+        if checkpoint_steps(m.step, last_step, every, milestones):
+            with tempfile.TemporaryDirectory(prefix="dnn_ckpt_") as folder:
+                torch.save(learner.state_dict(), Path(folder) / STATE_FILE)
+                tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
+        else:
+            tune.report(result)
+
+
+def load_checkpoint_state(folder) -> dict:
+    """The learner state saved by `metalearn_trial` (tensors only, loaded without pickle)."""
+    import torch
+    return torch.load(Path(folder) / STATE_FILE, weights_only=True)
+
+
+# --------------------------------------------------------------------------------- validation
+
+def validation_config(metadata: dict, epochs: int | None):
+    """The validation network's training settings, taken from the trial's hyperparameters the way
+    `dnn-search validate` takes them from an activation file's metadata."""
+    from dnn_search.validation import ValidationConfig
+    cfg = metadata.get("config", {}) if isinstance(metadata.get("config"), dict) else {}
+    return ValidationConfig(epochs=int(epochs or cfg.get("epochs", 5)), lr=float(cfg.get("inner_lr", 0.01)),
+                            momentum=float(cfg.get("inner_mu", 0.8)),
+                            batch_size=int(cfg.get("inner_batch_size", 200)),
+                            hidden_size=int(cfg.get("inner_hidden_size", 200))).validate()
+
+
+def validation_trial(config: dict, settings: dict) -> None:
+    from ray import tune
+
+    from dnn_search.actfile import read_activation_file
+    from dnn_search.data import load_dataset
+    from dnn_search.jobs import save_validation_model
+    from dnn_search.validation import run_mode
+
+    device, node_id = _prepare(settings)
+    job = config["job"]
+    acts = read_activation_file(job["act_path"])
+    cfg = validation_config(acts.metadata or {}, settings.get("epochs"))
+    data = load_dataset(job["dataset"], settings.get("data_path"))
+    result, net = run_mode(acts, data, job["mode"], int(job["seed"]), cfg, device)
+    model_path = ""
+    if job.get("model_dir"):
+        model_path = str(save_validation_model(Path(job["model_dir"]), net, job["dataset"], job["mode"],
+                                               int(job["seed"]), job["act_path"]))
+    tune.report({"trial_id_meta": job["trial_id"], "dataset": job["dataset"], "mode": job["mode"],
+                 "run": int(job["run"]), "seed": int(job["seed"]), "test_accuracy": result["test_accuracy"],
+                 "test_loss": result["test_loss"], "epochs": cfg.epochs, "seconds": result["seconds"],
+                 "model_path": model_path, "node_id": node_id,
+                 "curve_accuracy": [c["test_accuracy"] for c in result["curve"]],
+                 "curve_loss": [c["test_loss"] for c in result["curve"]]})
+
+
+# ------------------------------------------------------------------------------------ Hessian
+
+def hessian_trial(config: dict, settings: dict) -> None:
+    from ray import tune
+
+    from dnn_search.jobs import hessian
+
+    device, node_id = _prepare(settings)
+    job = config["job"]
+    record = hessian(job["model_path"], dataset=job["dataset"], data_path=settings.get("data_path"),
+                     num_samples=int(settings.get("hessian_samples", 1000)),
+                     top_k=int(settings.get("hessian_top_k", 3)), iters=int(settings.get("hessian_iters", 50)),
+                     seed=int(settings.get("seed", 0)), use_gpu=device != "cpu",
+                     output_folder=job["output_folder"], quiet=True)
+    tune.report({"trial_id_meta": job["trial_id"], "dataset": job["dataset"], "mode": job["mode"],
+                 "top_eigenvalue": float(record["top_eigenvalues"][0]), "trace": float(record["trace"]),
+                 "top_eigenvalues": [float(v) for v in record["top_eigenvalues"]],
+                 "density_eigen": record["density_eigen"], "density_weight": record["density_weight"],
+                 "num_params": int(record["num_params"]), "model_path": job["model_path"], "node_id": node_id})
