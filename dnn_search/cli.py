@@ -18,6 +18,10 @@ science commands (one configuration at a time, original DiversityNN flags):
   metalearn   meta-learn --n_activations activations on a dataset
   validate    retrain ordinary networks with learned activations (pure/single/diverse)
   hessian     Hessian eigenvalues, trace and spectral density of a saved validation model
+
+inspection commands:
+  dashboard   serve optuna-dashboard on a search (live learning curves, trial activation plots)
+  report      write a self-contained report.html with figures for a search (and its pipeline)
 """
 
 
@@ -162,7 +166,48 @@ def _run_hessian(args) -> None:
                  use_gpu=args.use_gpu, gpu_no=args.gpu_no, output_folder=args.output_folder)
 
 
-COMMANDS = [_add_metalearn, _add_validate, _add_hessian]
+def _add_dashboard(sub) -> None:
+    p = sub.add_parser(
+        "dashboard", help="serve optuna-dashboard on a search's study (live or finished)",
+        description="Serve optuna-dashboard (history, learning curves, parallel coordinates, importance, each "
+                    "trial's activation plot) on the Optuna study of a search, while it runs and after it. "
+                    "Binds to 127.0.0.1 unless --host says otherwise; Ctrl-C stops it.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("name_or_dir", metavar="NAME_OR_DIR", help="search name under --storage, or its results folder")
+    p.add_argument("--storage", default="results", help="root folder of the searches")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: every interface, no auth)")
+    p.add_argument("--port", type=int, default=8080, help="TCP port (0: pick a free one)")
+    p.set_defaults(handler=_run_dashboard)
+
+
+def _run_dashboard(args) -> None:
+    from dnn_search.dashboard import run_dashboard
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port must be between 0 and 65535, got {args.port}")
+    run_dashboard(args.name_or_dir, storage=args.storage, host=args.host, port=args.port)
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser(
+        "report", help="write report.html (self-contained) and report_figures/*.png for a search",
+        description="Write NAME_OR_DIR/report.html, one self-contained file (images embedded, no network): the "
+                    "top trials' activations, learning curves of all trials, hyperparameter importance and "
+                    "views, and after a pipeline the validation comparison, Hessian spectral densities and the "
+                    "summary table. The figures are also written as PNGs to NAME_OR_DIR/report_figures/.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("name_or_dir", metavar="NAME_OR_DIR", help="search name under --storage, or its results folder")
+    p.add_argument("--storage", default="results", help="root folder of the searches")
+    p.add_argument("--top", type=_positive_int, default=4, help="number of top trials whose activations are shown")
+    p.set_defaults(handler=_run_report)
+
+
+def _run_report(args) -> None:
+    from dnn_search.report import run_report
+    run_report(args.name_or_dir, storage=args.storage, top=args.top)
+
+
+
+COMMANDS = [_add_metalearn, _add_validate, _add_hessian, _add_dashboard, _add_report]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -61,6 +61,10 @@ _UNITS = {"meta_loss": "meta-loss J (mean inner cross-entropy, nats)",
 
 
 def metric_label(name: str) -> str:
+    """An axis label with units: 'final_heldout_accuracy' -> 'final held-out accuracy (fraction correct)'."""
+    for prefix in ("final_", "best_"):
+        if name.startswith(prefix) and name[len(prefix):] in _UNITS:
+            return f"{prefix[:-1]} {_UNITS[name[len(prefix):]]}"
     return _UNITS.get(name, name.replace("_", " "))
 
 
@@ -82,7 +86,7 @@ def plot_top_activations(entries, path, title: str = "Learned activations of the
     """entries: [(label, base, grid_x, grid_y (n, K))] drawn one panel each, base function dashed."""
     plt = pyplot()
     k = max(1, len(entries))
-    cols = min(3, k)
+    cols = 2 if k == 4 else min(3, k)
     rows = -(-k // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False)
     for ax, (label, base, x, y) in zip(axes.flat, entries):
@@ -177,6 +181,9 @@ def plot_param_scatter(trials, params, metric: str, path, title: str | None = No
         if cats:
             ax.set_xticks(range(len(cats)))
             ax.set_xticklabels(cats)
+        elif scale == "linear" and np.allclose(xs, np.round(xs)):
+            from matplotlib.ticker import MaxNLocator
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel(f"log10 {param}" if scale == "log10" else param)
         ax.set_ylabel(metric_label(metric), fontsize=8)
         ax.set_title(f"{metric} vs {param}", fontsize=9)

@@ -167,7 +167,10 @@ def ranked_trials(res: SearchResults):
     if col is None:
         return finished, None
     finished = finished[finished[col].notna()]
-    return finished.sort_values(col, ascending=(res.mode == "min"), kind="stable"), col
+    # completed trials first: a pruned trial's value is truncated, so it ranks behind them
+    ordered = finished.assign(_pruned=finished["status"] != "COMPLETED")
+    ordered = ordered.sort_values(["_pruned", col], ascending=[True, res.mode == "min"], kind="stable")
+    return ordered.drop(columns="_pruned"), col
 
 
 def param_importance(res: SearchResults, params: list[str]):

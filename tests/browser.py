@@ -70,5 +70,35 @@ def distinct_colours(path: str | os.PathLike) -> int:
     """Number of distinct RGB colours in a PNG (a blank page has one or two)."""
     import matplotlib.image as mpimg
     img = mpimg.imread(os.fspath(path))
-    rgb = np.round(np.asarray(img)[..., :3] * 255).astype(np.uint8).reshape(-1, 3)
-    return int(np.unique(rgb, axis=0).shape[0])
+    arr = np.asarray(img)[..., :3]
+    if arr.dtype != np.uint8:
+        arr = np.round(arr * 255).astype(np.uint8)
+    rgb = arr.reshape(-1, 3).astype(np.uint32)
+    return int(np.unique((rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]).size)
+
+
+def make_doc_screenshots(docs: str | os.PathLike = "docs", results: str | os.PathLike | None = None) -> list[Path]:
+    """docs/dashboard.png and docs/report.png, from `results` (a search folder) or else the test fixture."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).parent))
+    from dnn_search.dashboard import start_dashboard_process, stop_dashboard
+    from dnn_search.report import write_report
+    docs = Path(docs)
+    with tempfile.TemporaryDirectory() as tmp:
+        if results is None:
+            from fixtures_results import build_results
+            results = build_results(tmp, "fixture-search")
+        results = Path(results)
+        report = write_report(results)
+        proc, url = start_dashboard_process(results, port=0)
+        try:
+            dash = screenshot(f"{url}/studies/0/trials", docs / "dashboard.png", width=1280, height=860)
+        finally:
+            stop_dashboard(proc)
+        rep = screenshot(report.as_uri(), docs / "report.png", width=1100, height=1300, budget_ms=2000)
+    return [dash, rep]
+
+
+if __name__ == "__main__":
+    import sys
+    print(*make_doc_screenshots(results=sys.argv[1] if len(sys.argv) > 1 else None), sep="\n")

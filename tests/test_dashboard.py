@@ -1,0 +1,218 @@
+"""`dnn-search dashboard`: a real optuna-dashboard server on a real results folder."""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import browser  # noqa: E402
+from fixtures_results import TRIAL_PLAN, build_results  # noqa: E402
+
+from dnn_search.dashboard import start_dashboard_process, stop_dashboard  # noqa: E402
+from dnn_search.errors import UserError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+NAME = "fixture-search"
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    return build_results(tmp_path_factory.mktemp("results"), NAME, pipeline=False)
+
+
+def _get(url: str, timeout: float = 10.0):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.status, r.headers.get("Content-Type"), r.read()
+
+
+def _get_json(url: str):
+    return json.loads(_get(url)[2])
+
+
+def _answers(url: str) -> bool:
+    try:
+        _get(url, timeout=1.0)
+        return True
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+class CliProcess:
+    """`dnn-search dashboard ...` in a subprocess, stdout/stderr collected by threads."""
+
+    def __init__(self, *args: str):
+        self.proc = subprocess.Popen([sys.executable, "-m", "dnn_search.cli", "dashboard", *args],
+                                     cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        self.out: queue.Queue = queue.Queue()
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout, self.out), daemon=True).start()
+        threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr, None), daemon=True).start()
+
+    @staticmethod
+    def _read(stream, sink, q):
+        for line in iter(stream.readline, ""):
+            sink.append(line.rstrip("\n"))
+            if q is not None:
+                q.put(line.rstrip("\n"))
+
+    def wait_for_url(self, timeout: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.out.get(timeout=0.5)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            if line.startswith("Dashboard: "):
+                return line.split(" ", 1)[1].strip()
+        self.close()
+        raise AssertionError(f"no URL printed; stdout={self.stdout} stderr={self.stderr}")
+
+    def interrupt(self, timeout: float = 15.0) -> int:
+        self.proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        return self.proc.wait(timeout)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def served(results):
+    """The CLI serving the fixture on a free port: (url, process)."""
+    cli = CliProcess(str(results), "--port", "0")
+    try:
+        url = cli.wait_for_url()
+        yield url, cli
+    finally:
+        cli.close()
+
+
+def test_api_lists_study_trials_and_artifact(served, results):
+    url, _ = served
+    assert url.startswith("http://127.0.0.1:") and url.endswith("/dashboard")
+    base = url.rsplit("/", 1)[0]
+    summaries = _get_json(f"{base}/api/studies")["study_summaries"]
+    assert [s["study_name"] for s in summaries] == [NAME]
+    study_id = summaries[0]["study_id"]
+    detail = _get_json(f"{base}/api/studies/{study_id}")
+    trials = detail["trials"]
+    assert len(trials) == len(TRIAL_PLAN)
+    assert [t["state"] for t in trials] == [state.capitalize() if state != "FAIL" else "Fail"
+                                            for state, _ in TRIAL_PLAN]
+    # per-step metrics are intermediate values (learning curves); pruned curves are shorter
+    assert [len(t["intermediate_values"]) for t in trials] == [steps for _, steps in TRIAL_PLAN]
+    assert detail["has_intermediate_values"]
+    # the activation PNG of trial 0 is attached and downloadable
+    t0 = trials[0]
+    (art,) = t0["artifacts"]
+    assert art["filename"] == "activations.png" and art["mimetype"] == "image/png"
+    status, ctype, body = _get(f"{base}/artifacts/{study_id}/{t0['trial_id']}/{art['artifact_id']}")
+    assert status == 200 and ctype == "image/png"
+    assert body == (results / "activations" / f"{NAME}_00000" / "activations.png").read_bytes()
+    # the SPA itself is served
+    status, ctype, page = _get(url)
+    assert status == 200 and b"<html" in page.lower()
+
+
+@pytest.mark.skipif(browser.chromium_binary() is None, reason="chromium not installed (apt-get install -y chromium)")
+def test_chromium_renders_dashboard(served, tmp_path):
+    url, _ = served
+    text = browser.visible_text(browser.dump_dom(f"{url}/studies/0/trials"))
+    assert NAME in text
+    assert f"{len(TRIAL_PLAN)} Trials" in text
+    assert "activations.png" in text  # the trial's artifact is listed on its page
+    shot = browser.screenshot(f"{url}/studies/0", tmp_path / "dashboard.png")
+    assert shot.stat().st_size > 10_000
+    assert browser.distinct_colours(shot) > 50
+
+
+def test_ctrl_c_stops_cleanly(results):
+    cli = CliProcess(str(results), "--port", "0")
+    try:
+        url = cli.wait_for_url()
+        base = url.rsplit("/", 1)[0]
+        assert _answers(f"{base}/api/studies")
+        assert cli.interrupt() == 0, cli.stderr
+        assert not any("Traceback" in line for line in cli.stderr), cli.stderr
+        deadline = time.monotonic() + 10  # the server process went with it: nothing listens any more
+        while _answers(f"{base}/api/studies") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _answers(f"{base}/api/studies")
+    finally:
+        cli.close()
+
+
+def test_port_in_use_is_a_clear_error(results):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "dnn_search.cli", "dashboard", str(results), "--port", str(port)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "already in use" in lines[0] and str(port) in lines[0], r.stderr
+
+
+def test_no_study_is_a_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    r = subprocess.run([sys.executable, "-m", "dnn_search.cli", "dashboard", "empty", "--storage", str(tmp_path)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "no Optuna study" in r.stderr, r.stderr
+
+
+def test_wildcard_host_warns(results):
+    cli = CliProcess(str(results), "--host", "0.0.0.0", "--port", "0")
+    try:
+        url = cli.wait_for_url()
+        assert url.startswith("http://127.0.0.1:")
+        assert cli.interrupt() == 0
+        time.sleep(0.2)
+        assert any("warning" in line and "0.0.0.0" in line for line in cli.stderr), cli.stderr
+    finally:
+        cli.close()
+
+
+def test_background_dashboard_before_the_study_exists(tmp_path):
+    """What `search --dashboard` does: start on an empty folder, the study appears live."""
+    folder = tmp_path / "live"
+    proc, url = start_dashboard_process(folder, port=0, timeout=30)
+    try:
+        base = url.rsplit("/", 1)[0]
+        assert _get_json(f"{base}/api/studies")["study_summaries"] == []
+        storage = optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(folder / "optuna_journal.log")))
+        study = optuna.create_study(study_name="live", storage=storage)
+        trial = study.ask()
+        trial.report(0.5, 1)
+        summaries = _get_json(f"{base}/api/studies")["study_summaries"]
+        assert [s["study_name"] for s in summaries] == ["live"]
+        trials = _get_json(f"{base}/api/studies/{summaries[0]['study_id']}")["trials"]
+        assert len(trials) == 1 and trials[0]["state"] == "Running"
+        # a second one on the same port fails with a clear message
+        with pytest.raises(UserError, match="already in use"):
+            start_dashboard_process(folder, port=int(base.rsplit(":", 1)[1]), timeout=30)
+    finally:
+        stop_dashboard(proc)
+    assert proc.returncode is not None
+    assert not _answers(f"{base}/api/studies")
+    stop_dashboard(proc)  # idempotent
