@@ -19,6 +19,11 @@ science commands (one configuration at a time, original DiversityNN flags):
   validate    retrain ordinary networks with learned activations (pure/single/diverse)
   hessian     Hessian eigenvalues, trace and spectral density of a saved validation model
 
+search commands (Ray Tune schedules the trials, Optuna samples them; results in STORAGE/NAME/):
+  search      run a hyperparameter search from a search_spaces/*.yaml file (local Ray or --address)
+  export      write the best trials' activation files (.txt/.npz/.json) for `validate`
+  pipeline    search -> export -> validation trials -> Hessian trials -> summary.md
+
 inspection commands:
   dashboard   serve optuna-dashboard on a search (live learning curves, trial activation plots)
   report      write a self-contained report.html with figures for a search (and its pipeline)
@@ -207,7 +212,105 @@ def _run_report(args) -> None:
 
 
 
-COMMANDS = [_add_metalearn, _add_validate, _add_hessian, _add_dashboard, _add_report]
+def _nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    return value
+
+
+def _add_search_options(p, pipeline: bool = False) -> None:
+    p.add_argument("--space", default=None, metavar="FILE.yaml",
+                   help="search space file (see search_spaces/); not needed with --resume")
+    p.add_argument("--name", required=True, help="search name: folder STORAGE/NAME and Optuna study name")
+    p.add_argument("--storage", default="results", help="root folder of the results")
+    p.add_argument("--num-samples", type=_positive_int, default=None, help="number of trials (default: the space's)")
+    p.add_argument("--max-concurrent", type=_positive_int, default=None,
+                   help="trials running at once (default: the space's, else as resources allow)")
+    p.add_argument("--cpus-per-trial", type=_nonneg_float, default=None,
+                   help="CPUs per trial (fractional allowed; torch uses that many threads)")
+    p.add_argument("--gpus-per-trial", type=_nonneg_float, default=None,
+                   help="GPUs per trial; fractional so several small trials share one GPU")
+    p.add_argument("--address", default=None,
+                   help="join a running Ray cluster: auto, HOST:PORT or ray://HOST:10001 "
+                        "(default: an embedded local Ray started and stopped by the command)")
+    p.add_argument("--resume", action="store_true", help="continue the recorded search NAME where it stopped")
+    p.add_argument("--top", type=_positive_int, default=None, help="best trials to export (default: the space's, 3)")
+    p.add_argument("--optuna-storage", default=None, metavar="URL",
+                   help="Optuna storage URL (e.g. postgresql://...; default: STORAGE/NAME/optuna_journal.log)")
+    p.add_argument("--data-path", default=None, help="folder with the MNIST/CIFAR files")
+    p.add_argument("--quiet", action="store_true", help="no progress table")
+    if pipeline:
+        p.add_argument("--runs", type=_positive_int, default=None, help="validation seeds per mode")
+        p.add_argument("--datasets", default=None, help="validation datasets, e.g. MNIST1D,MNIST,CIFAR")
+        p.add_argument("--hessian", type=str2bool, nargs="?", const=True, default=None, metavar="BOOL",
+                       help="run Hessian trials (default: the space's)")
+
+
+def _search_options(args, pipeline: bool = False):
+    from dnn_search.search import Options
+    datasets = None
+    if pipeline and args.datasets is not None:
+        from dnn_search.space import parse_datasets
+        datasets = parse_datasets(args.datasets)
+    return Options(name=args.name, space_path=args.space, storage=args.storage, num_samples=args.num_samples,
+                   max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,
+                   gpus_per_trial=args.gpus_per_trial, address=args.address, resume=args.resume, top=args.top,
+                   optuna_storage=args.optuna_storage, data_path=args.data_path, quiet=args.quiet,
+                   runs=getattr(args, "runs", None), datasets=datasets, hessian=getattr(args, "hessian", None))
+
+
+def _add_search(sub) -> None:
+    p = sub.add_parser(
+        "search", help="hyperparameter search of the meta-learning (Ray Tune + Optuna)",
+        description="Run a search described by a YAML space file: Optuna samples each trial's hyperparameters, "
+                    "Ray Tune runs the meta-learning trials (locally or on a cluster) and ASHA stops poor ones. "
+                    "Writes STORAGE/NAME/: trials.parquet, steps.parquet, the Optuna study, and the top trials' "
+                    "activations. Flags override the space file.")
+    _add_search_options(p)
+    p.set_defaults(handler=_run_search)
+
+
+def _run_search(args) -> None:
+    from dnn_search.search import run_search
+    run_search(_search_options(args))
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser(
+        "export", help="write the best trials' activations for `validate`",
+        description="Write the activation files (.txt original format, .npz exact weights, .json metadata, "
+                    "plus metadata.json and activations.png) of the best trials of a search into OUT/<trial_id>/.")
+    p.add_argument("search", metavar="NAME_OR_DIR", help="search name (under --storage) or its results folder")
+    p.add_argument("--top", type=_positive_int, default=3, help="number of best trials")
+    p.add_argument("--out", default=None, help="output folder (default: the search's activations/)")
+    p.add_argument("--storage", default="results", help="root folder of the results")
+    p.set_defaults(handler=_run_export)
+
+
+def _run_export(args) -> None:
+    from dnn_search.search import export
+    export(args.search, args.top, args.out, args.storage)
+
+
+def _add_pipeline(sub) -> None:
+    p = sub.add_parser(
+        "pipeline", help="search -> export -> validation -> Hessian -> summary, all on Ray",
+        description="Run a search, export the top trials, then validation trials (every exported trial x mode "
+                    "(pure, single:k, diverse) x dataset x seed) and Hessian trials (one model per trial, mode "
+                    "and dataset), all scheduled by Ray Tune on the same cluster. Writes validation.parquet, "
+                    "hessian.parquet and summary.md next to the search results.")
+    _add_search_options(p, pipeline=True)
+    p.set_defaults(handler=_run_pipeline)
+
+
+def _run_pipeline(args) -> None:
+    from dnn_search.search import run_pipeline
+    run_pipeline(_search_options(args, pipeline=True))
+
+
+COMMANDS = [_add_metalearn, _add_validate, _add_hessian, _add_dashboard, _add_report, _add_search, _add_export, _add_pipeline]
 
 
 def build_parser() -> argparse.ArgumentParser:

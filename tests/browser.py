@@ -92,7 +92,7 @@ def make_doc_screenshots(docs: str | os.PathLike = "docs", results: str | os.Pat
         report = write_report(results)
         proc, url = start_dashboard_process(results, port=0)
         try:
-            dash = screenshot(f"{url}/studies/0/trials", docs / "dashboard.png", width=1280, height=860)
+            dash = screenshot(f"{url}/studies/0/trials", docs / "dashboard.png", width=1280, height=1120)
         finally:
             stop_dashboard(proc)
         rep = screenshot(report.as_uri(), docs / "report.png", width=1100, height=1300, budget_ms=2000)
