@@ -17,8 +17,15 @@ import torch
 from dnn_search.activations import RESIDUAL_SCALE, base_derivatives
 
 
+def _tanh(u):
+    """tanh through expm1: the same function to float rounding, and Inductor's CPU code for it
+    runs about 2.3x faster than its tanh (measured single-threaded, scripts/bench_metalearn.py)."""
+    m = torch.expm1(-2 * u.abs())
+    return torch.sign(u) * (-m) / (m + 2)
+
+
 def _forward_kernel(z, w1, b1, w2, b2, base: str):
-    t = torch.tanh(z[..., None] * w1 + b1)
+    t = _tanh(z[..., None] * w1 + b1)
     g = (t * w2).sum(-1) + b2
     g_prime = ((1 - t * t) * (w2 * w1)).sum(-1)
     value, d1, _ = base_derivatives(base, z)
@@ -27,7 +34,7 @@ def _forward_kernel(z, w1, b1, w2, b2, base: str):
 
 def _backward_kernel(z, w1, b1, w2, grad_f, grad_fp, base: str):
     """Vector-Jacobian product of (f, f') with respect to z and the per-neuron weights."""
-    t = torch.tanh(z[..., None] * w1 + b1)
+    t = _tanh(z[..., None] * w1 + b1)
     sech2 = 1 - t * t
     c = grad_f[..., None]
     cp = grad_fp[..., None]
