@@ -310,7 +310,8 @@ def _run_pipeline(args) -> None:
     run_pipeline(_search_options(args, pipeline=True))
 
 
-COMMANDS = [_add_metalearn, _add_validate, _add_hessian, _add_dashboard, _add_report, _add_search, _add_export, _add_pipeline]
+COMMANDS = [_add_metalearn, _add_validate, _add_hessian, _add_dashboard, _add_report,
+            _add_search, _add_export, _add_pipeline]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -233,6 +233,8 @@ def start_dashboard_process(results_dir: str | os.PathLike, host: str = DEFAULT_
            "--artifact-dir", os.fspath(loc.artifact_dir), "--host", host, "--port", str(int(port)),
            "--parent-pid", str(os.getpid())]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    package_root = os.fspath(Path(__file__).resolve().parent.parent)  # importable even when not installed
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
     errors: deque = deque(maxlen=50)

@@ -239,7 +239,7 @@ def plot_validation(table, path, value: str = "test_accuracy") -> Path:
     datasets = list(dict.fromkeys(table["dataset"].astype(str)))
     modes = _mode_order(table["mode"].astype(str))
     width = 0.8 / max(1, len(modes))
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(datasets) * len(modes) + 2), 4.4))
+    fig, ax = plt.subplots(figsize=(min(11, max(6, 0.55 * len(datasets) * len(modes) + 3)), 4.4))
     colors = plt.cm.tab10(np.linspace(0, 1, 10))
     for i, mode in enumerate(modes):
         part = stats[stats["mode"].astype(str) == mode].set_index("dataset")

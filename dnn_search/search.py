@@ -65,7 +65,6 @@ class Options:
 
 def _ray_env() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     # Tune's default CSV/TensorBoard loggers are not needed (we write parquet); result.json is kept
     # by adding JsonLoggerCallback explicitly.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
@@ -99,6 +98,8 @@ def ray_session(address: str | None, quiet: bool = False):
     temp = None
     try:
         if address is None:
+            # Token auth would write ~/.ray/auth_token; an embedded Ray is private to this process.
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
             temp = tempfile.mkdtemp(prefix="dnnray", dir="/tmp" if os.path.isdir("/tmp") else None)
             ray.init(include_dashboard=False, _temp_dir=temp, log_to_driver=False,
                      logging_level=logging.ERROR, configure_logging=True)
@@ -211,7 +212,14 @@ def _make_searcher_class():
             if trial_id in self._completed_trials or trial_id not in self._ot_trials:
                 return
             ot_trial = self._ot_trials[trial_id]
+            if not result and not error and _DRIVER.get("last_result"):
+                # A paused trial stopped by the scheduler (HyperBand) arrives without its result.
+                with contextlib.suppress(Exception):
+                    result = _DRIVER["last_result"](trial_id) or None
             value = result.get(self.metric) if result else None
+            if result and not error:
+                # The last result reaches the searcher here, not through on_trial_result.
+                self.on_trial_result(trial_id, result)
             if error:
                 state, reason = TrialState.FAIL, "the trial raised an error (see trials.parquet)"
             elif not result:
@@ -321,7 +329,7 @@ def _make_callbacks(exp_dir: Path, space: SearchSpace, quiet: bool):
             row = {k: result.get(k) for k in store.STEP_COLUMNS if k != "trial_id"}
             row["trial_id"] = trial.trial_id
             row["grad_norms"] = [float(v) for v in (result.get("grad_norms") or [])]
-            row["wall_time"] = result.get("timestamp")
+            row["wall_time"] = result.get("reported_at")
             self.steps[(trial.trial_id, int(result["step"]))] = row
 
         def on_trial_error(self, iteration, trials, trial, **info):
@@ -458,7 +466,7 @@ def _optuna_index(exp_dir: Path):
     return numbers, states
 
 
-def _artifact_hook(exp_dir: Path, collector, base_of):
+def _artifact_hook(exp_dir: Path, collector):
     """Before a trial is told to Optuna: plot its learned activations, attach the PNG."""
     def hook(trial_id, ot_trial, state_name, result):
         from optuna.artifacts import FileSystemArtifactStore, upload_artifact
@@ -568,7 +576,8 @@ def _search_in_session(ray, space: SearchSpace, exp_dir: Path, record: dict, opt
     storage = optuna_storage(exp_dir, options.get("optuna_storage"))
     collector = _make_callbacks(exp_dir, space, opts.quiet)
     _DRIVER.clear()
-    _DRIVER.update(on_complete=_artifact_hook(exp_dir, collector, None), numbers={})
+    _DRIVER.update(on_complete=_artifact_hook(exp_dir, collector), numbers={},
+                   last_result=lambda tid: dict(collector.trials[tid].last_result or {}))
     trainable = tune.with_resources(tune.with_parameters(metalearn_trial, settings=_settings(space)),
                                     {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial})
     run_config = tune.RunConfig(
@@ -590,7 +599,8 @@ def _search_in_session(ray, space: SearchSpace, exp_dir: Path, record: dict, opt
         tuner = tune.Tuner(trainable, param_space=fixed,
                            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=_scheduler(space),
                                                        num_samples=space.num_samples,
-                                                       max_concurrent_trials=space.max_concurrent),
+                                                       max_concurrent_trials=space.max_concurrent,
+                                                       reuse_actors=True),
                            run_config=run_config)
     try:
         _DRIVER["study"] = optuna.load_study(study_name=opts.name, storage=storage)
@@ -635,9 +645,20 @@ def run_search(opts: Options, *, then=None) -> dict:
     """`dnn-search search`: run (or resume) a search; export the top trials. `then(ray, ...)` runs
     more work in the same Ray session (the pipeline)."""
     space, exp_dir, record = resolve(opts)
+    created = not exp_dir.exists()
     _ensure_writable(exp_dir)
     address = record.get("options", {}).get("address")
     opts.resume = bool(opts.resume)
+    try:
+        return _run_search(opts, space, exp_dir, record, address, then)
+    except UserError:
+        if created:  # refused before anything ran: leave no empty folder behind
+            with contextlib.suppress(OSError):
+                exp_dir.rmdir()
+        raise
+
+
+def _run_search(opts, space, exp_dir, record, address, then) -> dict:
     with ray_session(address, opts.quiet) as ray:
         nodes = _check_resources(ray, space)
         _warn_storage(address, exp_dir, nodes, opts.quiet)
@@ -676,7 +697,7 @@ def _grid_run(name: str, trainable, jobs: list[dict], exp_dir: Path, space: Sear
         tune.with_resources(tune.with_parameters(trainable, settings=settings),
                             {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial}),
         param_space={"job": tune.grid_search(jobs)},
-        tune_config=tune.TuneConfig(max_concurrent_trials=space.max_concurrent),
+        tune_config=tune.TuneConfig(max_concurrent_trials=space.max_concurrent, reuse_actors=True),
         run_config=tune.RunConfig(name=name, storage_path=str(exp_dir / RAY_DIR), verbose=0,
                                   callbacks=[JsonLoggerCallback()],
                                   failure_config=tune.FailureConfig(max_failures=space.max_failures)))

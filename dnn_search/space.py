@@ -62,7 +62,7 @@ class Param:
     def describe(self) -> str:
         if self.type == "categorical":
             return f"{self.name} ∈ {{{', '.join(map(str, self.choices))}}}"
-        scale = " (log)" if self.type == "loguniform" or self.log else ""
+        scale = " log" if self.type == "int" and self.log else ""
         return f"{self.name} ∈ [{self.low:g}, {self.high:g}] {self.type}{scale}"
 
     def to_dict(self) -> dict:

@@ -95,9 +95,11 @@ def read_table(path):
 
 def rank_trials(trials, metric_mode: str, top: int):
     """Best first: completed trials by their final score, then pruned ones to fill up to `top`."""
+    import pandas as pd
     ok = trials[trials["status"].isin(["COMPLETED", "PRUNED"]) & trials["checkpoint_path"].notna()
                 & (trials["checkpoint_path"].astype(str) != "")].copy()
-    ok = ok[ok["score"].map(lambda v: v is not None and math.isfinite(float(v)))]
+    finite = [v is not None and math.isfinite(float(v)) for v in ok["score"]]
+    ok = ok.loc[pd.Series(finite, index=ok.index, dtype=bool)] if len(ok) else ok
     ok["_completed"] = (ok["status"] == "COMPLETED").astype(int)
     ok["_key"] = ok["score"].astype(float) * (-1 if metric_mode == "max" else 1)
     ok = ok.sort_values(["_completed", "_key"], ascending=[False, True], kind="stable")

@@ -73,7 +73,7 @@ def metalearn_trial(config: dict, settings: dict) -> None:
                    "grad_norms": list(m.grad_norms), "grad_norm": math.sqrt(sum(g * g for g in m.grad_norms)),
                    "seconds": m.seconds}
         previous = metrics
-        result = {**metrics, **common, "diverged": False, "error": ""}
+        result = {**metrics, **common, "diverged": False, "error": "", "reported_at": time.time()}
         if checkpoint_steps(m.step, last_step, every, milestones):
             with tempfile.TemporaryDirectory(prefix="dnn_ckpt_") as folder:
                 torch.save(learner.state_dict(), Path(folder) / STATE_FILE)

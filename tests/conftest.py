@@ -1,0 +1,72 @@
+"""Shared fixtures. `search_env`: environment for tests that start Ray (used by the search and
+cluster tests only, so other tests keep the default compile and cache settings)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_SPACE = """\
+metric: heldout_accuracy
+num_samples: {num_samples}
+max_concurrent: {max_concurrent}
+sampler: {{type: {sampler}, seed: 0, n_startup_trials: 2}}
+scheduler: {{type: asha, grace_period: 1, reduction_factor: 2}}
+checkpoint_every: 2
+compile: false
+fixed: {{inner_hidden_size: 16, outer_hidden_size: 8, epochs: 1, steps: {steps}, val_fraction: 0.1{extra_fixed}}}
+params:
+  outer_lr: {{type: loguniform, low: 0.04, high: 4.0}}
+{inner_lr}  n_activations: {{type: int, low: 1, high: 3}}
+top: 2
+pipeline: {{runs: 2, epochs: 1, hessian_samples: 200, hessian_iters: 5, hessian_top_k: 1}}
+"""
+
+
+def tiny_space(folder: Path, name: str = "tiny.yaml", *, num_samples=4, max_concurrent=2, steps=4,
+               sampler="tpe", inner_lr=True, extra_fixed="") -> Path:
+    """A search space whose trials take about a second each on one core."""
+    text = TINY_SPACE.format(num_samples=num_samples, max_concurrent=max_concurrent, steps=steps, sampler=sampler,
+                             extra_fixed=extra_fixed,
+                             inner_lr="  inner_lr: {type: loguniform, low: 0.001, high: 0.1}\n" if inner_lr else "")
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="session")
+def search_env(tmp_path_factory):
+    """Environment for subprocess runs of dnn-search that start Ray: a private HOME (to prove that
+    nothing is written to ~/ray_results or ~/.ray), a data cache, no torch.compile warm-up."""
+    home = tmp_path_factory.mktemp("home")
+    cache = tmp_path_factory.mktemp("cache")
+    env = {**os.environ, "HOME": str(home), "DNN_SEARCH_CACHE": str(cache), "DNN_SEARCH_COMPILE": "0",
+           "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def run_cli(args, env, timeout=600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dnn_search", *map(str, args)], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def ray_processes(marker: str = "dnnray") -> list[str]:
+    """Command lines of live processes that belong to an embedded Ray of this tool."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (proc / "stat").read_text().split()[2]
+        except OSError:
+            continue
+        if marker in cmd and state != "Z":
+            found.append(f"{proc.name}: {cmd[:200]}")
+    return found

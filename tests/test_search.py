@@ -1,0 +1,215 @@
+"""search / export / pipeline end to end on an embedded Ray, with tiny trials (~1 s each)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+
+from conftest import ray_processes, run_cli, tiny_space
+from dnn_search import cli
+from dnn_search.actfile import read_activation_file
+
+pytestmark = pytest.mark.slow
+
+
+def _study(exp: Path, name: str):
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(exp / "optuna_journal.log")))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory, search_env):
+    root = tmp_path_factory.mktemp("pipe")
+    space = tiny_space(root)
+    proc = run_cli(["pipeline", "--space", space, "--name", "demo", "--storage", root / "results"], search_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root / "results" / "demo", proc, search_env
+
+
+def test_pipeline_files(pipeline_run):
+    exp, proc, env = pipeline_run
+    for name in ("search.json", "optuna_journal.log", "trials.parquet", "steps.parquet", "validation.parquet",
+                 "hessian.parquet", "summary.md"):
+        assert (exp / name).is_file(), name
+    assert (exp / "ray" / "search").is_dir()
+    record = json.loads((exp / "search.json").read_text())
+    assert record["name"] == "demo" and "params" in record["space"]
+    # the best trials are printed, with the commands to run next
+    assert "best 2 trial(s)" in proc.stdout and "dnn-search dashboard demo" in proc.stdout
+    # hygiene: nothing in ~ (HOME is private to the test), no Ray process left
+    home = Path(env["HOME"])
+    assert not (home / "ray_results").exists()
+    assert not ray_processes(), ray_processes()
+
+
+def test_trials_table(pipeline_run):
+    exp, _, _ = pipeline_run
+    trials = pd.read_parquet(exp / "trials.parquet")
+    assert len(trials) == 4 and trials["trial_id"].is_unique
+    required = {"trial_id", "optuna_number", "status", "error", "node_id", "steps_done", "final_meta_loss",
+                "final_heldout_accuracy", "best_heldout_accuracy", "wall_seconds", "outer_lr", "inner_lr",
+                "n_activations", "inner_hidden_size", "steps", "activation", "dataset", "seed"}
+    assert required <= set(trials.columns)
+    assert set(trials["status"]) <= {"COMPLETED", "PRUNED"} and (trials["status"] == "COMPLETED").any()
+    assert (trials.loc[trials.status == "COMPLETED", "steps_done"] == 4).all()
+    assert (trials.loc[trials.status == "PRUNED", "steps_done"] < 4).all()
+    assert (trials["node_id"].str.len() > 10).all() and (trials["wall_seconds"] > 0).all()
+    assert (trials["best_heldout_accuracy"] >= trials["final_heldout_accuracy"]).all()
+    steps = pd.read_parquet(exp / "steps.parquet")
+    for col in ("trial_id", "step", "meta_loss", "final_train_loss", "heldout_accuracy", "heldout_loss",
+                "grad_norms", "grad_norm", "seconds"):
+        assert col in steps.columns
+    per_trial = steps.groupby("trial_id")["step"].max()
+    assert per_trial.to_dict() == dict(zip(trials.trial_id, trials.steps_done))
+    row = steps.iloc[0]
+    assert np.isclose(row["grad_norm"], np.linalg.norm(np.asarray(row["grad_norms"])))
+    n = dict(zip(trials.trial_id, trials.n_activations))[row["trial_id"]]
+    assert len(row["grad_norms"]) == n
+
+
+def test_optuna_study_is_truthful(pipeline_run):
+    exp, _, _ = pipeline_run
+    trials = pd.read_parquet(exp / "trials.parquet")
+    status = dict(zip(trials.trial_id, trials.status))
+    study = _study(exp, "demo")
+    assert len(study.trials) == len(trials)
+    expected = {"COMPLETED": "COMPLETE", "PRUNED": "PRUNED"}
+    for t in study.trials:
+        tid = t.user_attrs["ray_trial_id"]
+        assert t.state.name == expected[status[tid]]
+        steps = int(trials.loc[trials.trial_id == tid, "steps_done"].iloc[0])
+        assert sorted(t.intermediate_values) == list(range(1, steps + 1))
+        # every trial has its activation plot attached (optuna-dashboard shows it)
+        arts = [k for k in t.system_attrs if k.startswith("artifacts:")]
+        assert len(arts) == 1
+        art_id = arts[0].split(":", 1)[1]
+        assert (exp / "artifacts" / art_id).is_file()
+    assert study.best_trial.state.name == "COMPLETE"
+
+
+def test_exported_activations(pipeline_run, tmp_path):
+    exp, _, _ = pipeline_run
+    folders = sorted((exp / "activations").iterdir())
+    assert len(folders) == 2
+    for folder in folders:
+        assert (folder / "metadata.json").is_file() and (folder / "activations.png").is_file()
+        npz = list(folder.glob("*_activations_start_seed_*.npz"))
+        txt = list(folder.glob("*_activations_start_seed_*.txt"))
+        assert len(npz) == 1 and len(txt) == 1
+        acts = read_activation_file(npz[0])
+        assert acts.is_exact() and acts.metadata["trial_id"] == folder.name
+        assert np.loadtxt(txt[0], ndmin=2).shape == (acts.n, 100)
+    # export NAME --top K --out DIR, readable by `validate`
+    out = tmp_path / "export"
+    assert cli.main(["export", "demo", "--storage", str(exp.parent), "--top", "1", "--out", str(out)]) == 0
+    (only,) = list(out.iterdir())
+    best = pd.read_parquet(exp / "trials.parquet").sort_values("score", ascending=False)
+    assert only.name in set(best.trial_id)
+    npz = next(only.glob("*.npz"))
+    assert cli.main(["validate", "--act_path", str(npz), "--runs", "1", "--epochs", "1",
+                     "--validation_mode", "diverse"]) == 0
+
+
+def test_validation_and_hessian_tables(pipeline_run):
+    exp, _, _ = pipeline_run
+    val = pd.read_parquet(exp / "validation.parquet")
+    for col in ("trial_id", "dataset", "mode", "run", "seed", "test_accuracy", "test_loss"):
+        assert col in val.columns
+    exported = {p.name: read_activation_file(next(p.glob("*.npz"))).n for p in (exp / "activations").iterdir()}
+    assert set(val.trial_id) == set(exported)
+    for tid, n in exported.items():
+        modes = set(val.loc[val.trial_id == tid, "mode"])
+        assert modes == {"pure", "diverse", *[f"single:{k}" for k in range(1, n + 1)]}
+    assert (val.groupby(["trial_id", "mode"]).size() == 2).all()  # runs=2 seeds
+    assert set(val.seed) == {0, 1}
+    hes = pd.read_parquet(exp / "hessian.parquet")
+    for col in ("trial_id", "dataset", "mode", "top_eigenvalue", "trace", "top_eigenvalues", "density_eigen",
+                "density_weight"):
+        assert col in hes.columns
+    assert len(hes) == val.groupby(["trial_id", "dataset", "mode"]).ngroups
+    assert np.isfinite(hes.top_eigenvalue).all() and np.isfinite(hes.trace).all()
+    summary = (exp / "summary.md").read_text()
+    assert "| dataset | trial | n | pure | best homogeneous | diverse |" in summary
+    assert summary.count("| MNIST1D |") >= 2 and "±" in summary
+
+
+def test_same_seed_same_configs(tmp_path, search_env):
+    space = tiny_space(tmp_path, num_samples=4, max_concurrent=1, steps=2)
+    configs = []
+    for name in ("a", "b"):
+        proc = run_cli(["search", "--space", space, "--name", name, "--storage", tmp_path / "r", "--quiet",
+                        "--max-concurrent", "1"], search_env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        trials = pd.read_parquet(tmp_path / "r" / name / "trials.parquet").sort_values("optuna_number")
+        configs.append(trials[["outer_lr", "inner_lr", "n_activations"]].to_numpy().tolist())
+    assert configs[0] == configs[1]
+
+
+def test_divergence_is_failed_not_retried(tmp_path, search_env):
+    space = tiny_space(tmp_path, num_samples=2, inner_lr=False, extra_fixed=", inner_lr: 1000.0")
+    proc = run_cli(["search", "--space", space, "--name", "div", "--storage", tmp_path / "r", "--quiet"],
+                   search_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    exp = tmp_path / "r" / "div"
+    trials = pd.read_parquet(exp / "trials.parquet")
+    assert list(trials.status) == ["FAILED", "FAILED"]
+    assert trials.error.str.contains("diverged").all()
+    study = _study(exp, "div")
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
+    assert all("diverged" in t.user_attrs["error"] for t in study.trials)
+
+    # --resume: a stale RUNNING Optuna trial (a driver killed mid-ask) becomes FAIL, nothing re-runs
+    study.ask()
+    proc = run_cli(["search", "--name", "div", "--storage", tmp_path / "r", "--resume", "--quiet"], search_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    states = [t.state.name for t in _study(exp, "div").trials]
+    assert states == ["FAIL", "FAIL", "FAIL"]
+    assert len(pd.read_parquet(exp / "trials.parquet")) == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--name", "a/b"], "invalid search name"),
+    (["--name", ".."], "invalid search name"),
+    (["--name", "x", "--top", "0"], "--top must be a positive integer"),
+    (["--name", "nothing", "--resume"], "--resume: no search named 'nothing'"),
+    (["--name", "x", "--address", "127.0.0.1:1"], "--address 127.0.0.1:1: no Ray cluster answers there"),
+])
+def test_bad_input_one_line_exit_2(tmp_path, capsys, args, message):
+    space = tiny_space(tmp_path)
+    storage = tmp_path / "results"
+    argv = ["search", "--storage", str(storage), *args]
+    if "--resume" not in args:
+        argv += ["--space", str(space)]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not list(storage.glob("*/ray"))
+
+
+def test_unwritable_storage(tmp_path, capsys):
+    if os.geteuid() == 0:
+        blocker = tmp_path / "file"
+        blocker.write_text("not a folder")
+        storage = blocker / "sub"
+    else:
+        storage = tmp_path / "ro"
+        storage.mkdir(mode=0o500)
+    assert cli.main(["search", "--space", str(tiny_space(tmp_path)), "--name", "x", "--storage", str(storage)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write to storage" in err[0]
+
+
+def test_too_many_gpus_fails_before_waiting(tmp_path, search_env):
+    proc = run_cli(["search", "--space", tiny_space(tmp_path), "--name", "g", "--storage", tmp_path / "r",
+                    "--gpus-per-trial", "2"], search_env, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--gpus-per-trial 2: no node has that many GPUs" in lines[0]
+    assert not (tmp_path / "r" / "g" / "ray").exists()
+    assert not ray_processes()
