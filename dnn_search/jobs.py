@@ -128,26 +128,13 @@ def validate(act_path, *, validation_mode="all", dataset=None, data_path=None, r
              output_folder=None, use_gpu=False, gpu_no=0, save_curve=False, save_model=False,
              extra_columns: dict | None = None, quiet=False) -> list[dict]:
     """Train validation networks for each mode and seed; write validation.parquet; return rows."""
-    from dnn_search.validation import ValidationConfig, format_summary, parse_modes, run_mode, summarise
+    from dnn_search.validation import config_for, format_summary, parse_modes, run_mode, summarise
 
     acts = read_activation_file(act_path, base=activation)
     meta = acts.metadata or {}
-    meta_cfg = meta.get("config", {}) if isinstance(meta.get("config"), dict) else {}
-
-    def pick(flag, key, default):
-        """Command-line flags win over the file's metadata, which wins over the defaults."""
-        if flag is not None:
-            return flag
-        for source in (meta, meta_cfg):
-            if source.get(key) is not None:
-                return source[key]
-        return default
-
-    dataset_name = canonical_name(pick(dataset, "dataset", "MNIST1D"))
-    cfg = ValidationConfig(epochs=int(pick(epochs, "epochs", 5)), lr=float(pick(lr, "inner_lr", 0.01)),
-                           momentum=float(pick(momentum, "inner_mu", 0.8)),
-                           batch_size=int(pick(batch_size, "inner_batch_size", 200)),
-                           hidden_size=int(pick(hidden_size, "inner_hidden_size", 200))).validate()
+    nested = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    dataset_name = canonical_name(dataset or meta.get("dataset") or nested.get("dataset") or "MNIST1D")
+    cfg = config_for(meta, epochs=epochs, lr=lr, momentum=momentum, batch_size=batch_size, hidden_size=hidden_size)
     modes = parse_modes(validation_mode, acts.n)
     if runs < 1:
         raise UserError(f"--runs must be a positive integer, got {runs}")

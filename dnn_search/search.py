@@ -623,7 +623,7 @@ def _full_config(space: SearchSpace) -> dict:
 
 def _print_best(exp_dir: Path, space: SearchSpace, name: str, top: int) -> None:
     trials = store.read_table(exp_dir / store.TRIALS_FILE)
-    best = store.rank_trials(trials, space.mode, top)
+    best = store.rank_trials(trials, space.mode, top, space.top_per)
     counts = trials["status"].value_counts().to_dict()
     print(f"\n{len(trials)} trials: " + ", ".join(f"{v} {k.lower()}" for k, v in counts.items()))
     cols = ["trial_id", "optuna_number", "status", *space.params, "steps_done", "score", "best_heldout_accuracy"]
@@ -670,7 +670,7 @@ def _run_search(opts, space, exp_dir, record, address, then) -> dict:
             _DRIVER.pop("on_complete", None)
         exported = []
         trials = store.read_table(exp_dir / store.TRIALS_FILE)
-        if len(store.rank_trials(trials, space.mode, space.top)):
+        if len(store.rank_trials(trials, space.mode, space.top, space.top_per)):
             exported = store.export_trials(exp_dir, space.top, quiet=True)
         if not opts.quiet:
             _print_best(exp_dir, space, opts.name, space.top)
@@ -724,7 +724,8 @@ def _pipeline_stages(ray, space: SearchSpace, exp_dir: Path, exported: list[dict
         raise UserError("the search produced no finished trial to validate")
     p = space.pipeline
     settings = {"env": _settings(space)["env"], "cpus_per_trial": space.cpus_per_trial,
-                "data_path": space.data_path, "epochs": p.get("epochs"), "seed": p.get("seed", 0),
+                "data_path": space.data_path, "epochs": p.get("epochs"), "lr": p.get("lr"),
+                "momentum": p.get("momentum"), "hidden_size": p.get("hidden_size"), "seed": p.get("seed", 0),
                 "hessian_samples": p["hessian_samples"], "hessian_iters": p["hessian_iters"],
                 "hessian_top_k": p["hessian_top_k"]}
     if any(d != "MNIST1D" for d in p["datasets"]) and not space.data_path:

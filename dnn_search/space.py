@@ -34,12 +34,12 @@ FIELD_TYPES = {name: type(value) for name, value in _META_DEFAULTS.items()}
 
 TOP_KEYS = ("description", "metric", "mode", "num_samples", "max_concurrent", "sampler", "scheduler",
             "resources", "checkpoint_every", "max_failures", "compile", "data_path", "fixed", "params",
-            "pipeline", "top")
+            "pipeline", "top", "top_per")
 SAMPLER_KEYS = ("type", "seed", "n_startup_trials")
 SCHEDULER_KEYS = ("type", "grace_period", "reduction_factor", "max_steps")
 RESOURCE_KEYS = ("cpus_per_trial", "gpus_per_trial")
-PIPELINE_KEYS = ("runs", "datasets", "epochs", "hessian", "hessian_samples", "hessian_iters", "hessian_top_k",
-                 "seed")
+PIPELINE_KEYS = ("runs", "datasets", "epochs", "lr", "momentum", "hidden_size", "hessian", "hessian_samples",
+                 "hessian_iters", "hessian_top_k", "seed")
 PARAM_KEYS = {"loguniform": ("type", "low", "high"), "uniform": ("type", "low", "high"),
               "int": ("type", "low", "high", "log"), "categorical": ("type", "choices")}
 
@@ -93,6 +93,7 @@ class SearchSpace:
     params: dict[str, Param] = field(default_factory=dict)
     pipeline: dict = field(default_factory=lambda: dict(_PIPELINE_DEFAULTS))
     top: int = 3
+    top_per: str | None = None  # export the best `top` trials for each value of this parameter
     description: str = ""
     source: str = ""
 
@@ -128,7 +129,7 @@ class SearchSpace:
             "checkpoint_every": self.checkpoint_every, "max_failures": self.max_failures,
             "compile": self.compile, "data_path": self.data_path, "fixed": dict(self.fixed),
             "params": {name: p.to_dict() for name, p in self.params.items()},
-            "pipeline": copy.deepcopy(self.pipeline), "top": self.top,
+            "pipeline": copy.deepcopy(self.pipeline), "top": self.top, "top_per": self.top_per,
         }
 
     def with_overrides(self, **overrides) -> "SearchSpace":
@@ -146,7 +147,8 @@ class SearchSpace:
         return from_dict(data, source=self.source)
 
 
-_PIPELINE_DEFAULTS = {"runs": 3, "datasets": ["MNIST1D"], "epochs": None, "hessian": True,
+_PIPELINE_DEFAULTS = {"runs": 3, "datasets": ["MNIST1D"], "epochs": None, "lr": None, "momentum": None,
+                      "hidden_size": None, "hessian": True,
                       "hessian_samples": 1000, "hessian_iters": 50, "hessian_top_k": 3, "seed": 0}
 
 
@@ -280,6 +282,11 @@ def from_dict(data, source: str = "") -> SearchSpace:
         space.max_failures = c.integer("max_failures", data["max_failures"], 0)
     if data.get("top") is not None:
         space.top = c.integer("top", data["top"], 1)
+    if data.get("top_per") is not None:
+        if data["top_per"] not in _META_FIELDS:
+            c.fail("top_per", f"unknown parameter {data['top_per']!r}: expected a metalearn setting "
+                              f"such as n_activations")
+        space.top_per = data["top_per"]
     if data.get("compile") is not None:
         space.compile = c.boolean("compile", data["compile"])
     if data.get("data_path") is not None:
@@ -350,6 +357,11 @@ def from_dict(data, source: str = "") -> SearchSpace:
         p["datasets"] = parse_datasets(pipeline["datasets"], c, "pipeline.datasets")
     if pipeline.get("epochs") is not None:
         p["epochs"] = c.integer("pipeline.epochs", pipeline["epochs"], 1)
+    if pipeline.get("hidden_size") is not None:
+        p["hidden_size"] = c.integer("pipeline.hidden_size", pipeline["hidden_size"], 1)
+    for key in ("lr", "momentum"):
+        if pipeline.get(key) is not None:
+            p[key] = c.number(f"pipeline.{key}", pipeline[key], 0.0, strictly=(key == "lr"))
     if pipeline.get("hessian") is not None:
         p["hessian"] = c.boolean("pipeline.hessian", pipeline["hessian"])
     for key in ("hessian_samples", "hessian_iters", "hessian_top_k"):

@@ -93,8 +93,12 @@ def read_table(path):
 
 # ----------------------------------------------------------------------------- ranking/export
 
-def rank_trials(trials, metric_mode: str, top: int):
-    """Best first: completed trials by their final score, then pruned ones to fill up to `top`."""
+def rank_trials(trials, metric_mode: str, top: int, per: str | None = None):
+    """Best first: completed trials by their final score, then pruned ones to fill up to `top`.
+
+    With `per` (a parameter column), the best `top` of each value of that parameter, groups in the
+    order of their best trial: e.g. the best homogeneous (n=1) and the best diverse trial.
+    """
     import pandas as pd
     ok = trials[trials["status"].isin(["COMPLETED", "PRUNED"]) & trials["checkpoint_path"].notna()
                 & (trials["checkpoint_path"].astype(str) != "")].copy()
@@ -103,7 +107,10 @@ def rank_trials(trials, metric_mode: str, top: int):
     ok["_completed"] = (ok["status"] == "COMPLETED").astype(int)
     ok["_key"] = ok["score"].astype(float) * (-1 if metric_mode == "max" else 1)
     ok = ok.sort_values(["_completed", "_key"], ascending=[False, True], kind="stable")
-    return ok.drop(columns=["_completed", "_key"]).head(top)
+    ok = ok.drop(columns=["_completed", "_key"])
+    if per is None or per not in ok.columns:
+        return ok.head(top)
+    return ok.groupby(per, sort=False).head(top)
 
 
 def _activation_set(state: dict, base: str):
@@ -136,7 +143,7 @@ def export_trials(exp_dir, top: int, out=None, quiet=False) -> list[dict]:
     search = read_search(exp_dir)
     space = search["space"]
     trials = read_table(exp_dir / TRIALS_FILE)
-    best = rank_trials(trials, space.get("mode", "max"), top)
+    best = rank_trials(trials, space.get("mode", "max"), top, space.get("top_per"))
     if best.empty:
         raise UserError(f"no finished trial with a checkpoint in {exp_dir / TRIALS_FILE}: nothing to export")
     out = Path(out) if out else exp_dir / "activations"
@@ -246,5 +253,39 @@ def summary_markdown(name: str, validation, hessian, trials) -> str:
                         top, trace = f"{float(h['top_eigenvalue'].iloc[0]):.4g}", f"{float(h['trace'].iloc[0]):.4g}"
                 detail.append(f"| {dataset} | {trial_id} | {mode} | {len(g)} | {_pm(g['test_accuracy'], 100)} | "
                               f"{_pm(g['test_loss'], 1.0, 4)} | {top} | {trace} |")
+    if validation is not None and len(validation):
+        lines += ["", *_significance(validation)]
     lines += ["", "## Every mode", "", *detail, ""]
     return "\n".join(lines)
+
+
+def _welch_p(a, b) -> float:
+    from scipy.stats import ttest_ind
+    if len(a) < 2 or len(b) < 2:
+        return float("nan")
+    return float(ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def _significance(validation) -> list[str]:
+    """Per dataset: the best diverse network against pure and against the best homogeneous one
+    (any trial's `single:k`), with Welch's t-test on the per-seed test accuracies."""
+    lines = ["## Diverse against the baselines", "",
+             "Best of each kind over all exported trials (by mean test accuracy); p: two-sided Welch t-test "
+             "over seeds.", "",
+             "| dataset | diverse | pure | best homogeneous | p (diverse vs pure) | p (diverse vs best homogeneous) |",
+             "|---|---|---|---|---|---|"]
+    for dataset, group in validation.groupby("dataset", sort=False):
+        runs = {(str(t), m): g["test_accuracy"].astype(float).to_numpy()
+                for (t, m), g in group.groupby(["trial_id", "mode"], sort=False)}
+
+        def best(kind):
+            keys = [k for k in runs if (k[1].startswith("single:") if kind == "single" else k[1] == kind)]
+            return max(keys, key=lambda k: runs[k].mean()) if keys else None
+        diverse, pure, single = best("diverse"), best("pure"), best("single")
+
+        def show(key):
+            return f"{_pm(runs[key], 100)} ({key[0]} {key[1]})" if key else "–"
+        p_pure = f"{_welch_p(runs[diverse], runs[pure]):.3g}" if diverse and pure else "–"
+        p_single = f"{_welch_p(runs[diverse], runs[single]):.3g}" if diverse and single else "–"
+        lines.append(f"| {dataset} | {show(diverse)} | {show(pure)} | {show(single)} | {p_pure} | {p_single} |")
+    return lines

@@ -90,29 +90,19 @@ def load_checkpoint_state(folder) -> dict:
 
 # --------------------------------------------------------------------------------- validation
 
-def validation_config(metadata: dict, epochs: int | None):
-    """The validation network's training settings, taken from the trial's hyperparameters the way
-    `dnn-search validate` takes them from an activation file's metadata."""
-    from dnn_search.validation import ValidationConfig
-    cfg = metadata.get("config", {}) if isinstance(metadata.get("config"), dict) else {}
-    return ValidationConfig(epochs=int(epochs or cfg.get("epochs", 5)), lr=float(cfg.get("inner_lr", 0.01)),
-                            momentum=float(cfg.get("inner_mu", 0.8)),
-                            batch_size=int(cfg.get("inner_batch_size", 200)),
-                            hidden_size=int(cfg.get("inner_hidden_size", 200))).validate()
-
-
 def validation_trial(config: dict, settings: dict) -> None:
     from ray import tune
 
     from dnn_search.actfile import read_activation_file
     from dnn_search.data import load_dataset
     from dnn_search.jobs import save_validation_model
-    from dnn_search.validation import run_mode
+    from dnn_search.validation import config_for, run_mode
 
     device, node_id = _prepare(settings)
     job = config["job"]
     acts = read_activation_file(job["act_path"])
-    cfg = validation_config(acts.metadata or {}, settings.get("epochs"))
+    cfg = config_for(acts.metadata, epochs=settings.get("epochs"), lr=settings.get("lr"),
+                     momentum=settings.get("momentum"), hidden_size=settings.get("hidden_size"))
     data = load_dataset(job["dataset"], settings.get("data_path"))
     result, net = run_mode(acts, data, job["mode"], int(job["seed"]), cfg, device)
     model_path = ""

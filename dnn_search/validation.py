@@ -37,6 +37,30 @@ class ValidationConfig:
         return self
 
 
+def config_for(metadata: dict | None, *, epochs=None, lr=None, momentum=None, batch_size=None,
+               hidden_size=None) -> ValidationConfig:
+    """Explicit settings win over the activation file's hyperparameters, which win over the defaults.
+
+    Epochs, learning rate (inner_lr), momentum (inner_mu) and batch size default to the file's, as
+    the original validation reused the meta-learning flags; the hidden size is the paper's 200
+    unless given, since the network being validated need not be the meta-learning classifier.
+    """
+    metadata = metadata or {}
+    nested = metadata.get("config") if isinstance(metadata.get("config"), dict) else {}
+
+    def pick(value, key, default):
+        if value is not None:
+            return value
+        for source in (metadata, nested):
+            if source.get(key) is not None:
+                return source[key]
+        return default
+    return ValidationConfig(epochs=int(pick(epochs, "epochs", 5)), lr=float(pick(lr, "inner_lr", 0.01)),
+                            momentum=float(pick(momentum, "inner_mu", 0.8)),
+                            batch_size=int(pick(batch_size, "inner_batch_size", 200)),
+                            hidden_size=int(hidden_size or 200)).validate()
+
+
 def parse_modes(spec: str, n_activations: int) -> list[str]:
     """The original spellings (`0`/`false` for diverse, 1-based indices) plus `pure` and `all`."""
     text = str(spec).strip().lower()
