@@ -233,29 +233,34 @@ def plot_parallel_coordinates(trials, params, metric: str, path) -> Path:
 
 
 def plot_validation(table, path, value: str = "test_accuracy") -> Path:
-    """Grouped bars: mean ± std of `value` over runs, per dataset (groups) and mode (bars)."""
+    """Grouped bars: mean ± std of `value` over seeds, one group per dataset and exported trial
+    (modes of different trials are different networks, so they are never pooled), one bar per mode."""
     plt = pyplot()
-    stats = table.groupby(["dataset", "mode"])[value].agg(["mean", "std", "count"]).reset_index()
-    datasets = list(dict.fromkeys(table["dataset"].astype(str)))
+    table = table.copy()
+    table["_group"] = table["dataset"].astype(str)
+    if "trial_id" in table.columns:
+        table["_group"] += "\ntrial " + table["trial_id"].astype(str)
+    stats = table.groupby(["_group", "mode"])[value].agg(["mean", "std", "count"]).reset_index()
+    groups = list(dict.fromkeys(table["_group"]))
     modes = _mode_order(table["mode"].astype(str))
     width = 0.8 / max(1, len(modes))
-    fig, ax = plt.subplots(figsize=(min(11, max(6, 0.55 * len(datasets) * len(modes) + 3)), 4.4))
+    fig, ax = plt.subplots(figsize=(min(11, max(6, 0.55 * len(groups) * len(modes) + 3)), 4.4))
     colors = plt.cm.tab10(np.linspace(0, 1, 10))
     for i, mode in enumerate(modes):
-        part = stats[stats["mode"].astype(str) == mode].set_index("dataset")
-        means = [part["mean"].get(d, np.nan) for d in datasets]
-        stds = [np.nan_to_num(part["std"].get(d, 0.0)) for d in datasets]
-        xs = np.arange(len(datasets)) + (i - (len(modes) - 1) / 2) * width
+        part = stats[stats["mode"].astype(str) == mode].set_index("_group")
+        means = [part["mean"].get(g, np.nan) for g in groups]
+        stds = [np.nan_to_num(part["std"].get(g, 0.0)) for g in groups]
+        xs = np.arange(len(groups)) + (i - (len(modes) - 1) / 2) * width
         ax.bar(xs, means, width, yerr=stds, capsize=4, label=mode, color=colors[i % 10], alpha=0.9)
-    ax.set_xticks(range(len(datasets)))
-    ax.set_xticklabels(datasets)
-    ax.set_xlabel("dataset")
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels(groups)
+    ax.set_xlabel("dataset and exported trial")
     ax.set_ylabel(metric_label(value) if value != "test_accuracy" else "test accuracy (fraction correct)")
     lo = np.nanmin(stats["mean"] - stats["std"].fillna(0))
     if value.endswith("accuracy"):
         ax.set_ylim(max(0.0, lo - 0.05), min(1.0, np.nanmax(stats["mean"] + stats["std"].fillna(0)) + 0.05))
     runs = int(stats["count"].max()) if len(stats) else 0
-    ax.set_title(f"Validation: {value.replace('_', ' ')} per mode (mean ± std over {runs} runs)")
+    ax.set_title(f"Validation: {value.replace('_', ' ')} per mode (mean ± std over {runs} seeds)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(title="mode", fontsize=8)
     fig.tight_layout()
