@@ -236,6 +236,8 @@ def _add_search_options(p, pipeline: bool = False) -> None:
                    help="join a running Ray cluster: auto, HOST:PORT or ray://HOST:10001 "
                         "(default: an embedded local Ray started and stopped by the command)")
     p.add_argument("--resume", action="store_true", help="continue the recorded search NAME where it stopped")
+    p.add_argument("--max-failures", type=int, default=None, metavar="N",
+                   help="times Ray retries a crashed trial from its last checkpoint (default: the space's, 2)")
     p.add_argument("--top", type=_positive_int, default=None, help="best trials to export (default: the space's, 3)")
     p.add_argument("--optuna-storage", default=None, metavar="URL",
                    help="Optuna storage URL (e.g. postgresql://...; default: STORAGE/NAME/optuna_journal.log)")
@@ -258,7 +260,8 @@ def _search_options(args, pipeline: bool = False):
                    max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,
                    gpus_per_trial=args.gpus_per_trial, address=args.address, resume=args.resume, top=args.top,
                    optuna_storage=args.optuna_storage, data_path=args.data_path, quiet=args.quiet,
-                   runs=getattr(args, "runs", None), datasets=datasets, hessian=getattr(args, "hessian", None))
+                   runs=getattr(args, "runs", None), datasets=datasets, hessian=getattr(args, "hessian", None),
+                   max_failures=args.max_failures)
 
 
 def _add_search(sub) -> None:

@@ -51,6 +51,7 @@ class Options:
     address: str | None = None
     resume: bool = False
     top: int | None = None
+    max_failures: int | None = None
     optuna_storage: str | None = None
     data_path: str | None = None
     quiet: bool = False
@@ -81,26 +82,138 @@ def _probe_address(address: str) -> None:
     if not host or not port.isdigit():
         raise UserError(f"--address {address!r}: expected 'auto', HOST:PORT or ray://HOST:PORT")
     try:
-        with socket.create_connection((host, int(port)), timeout=min(10, ADDRESS_TIMEOUT_S)):
-            pass
+        with socket.create_connection((host, int(port)), timeout=min(10, ADDRESS_TIMEOUT_S)) as conn:
+            speaks = _speaks_grpc(conn)
     except OSError as exc:
         raise UserError(f"--address {address}: no Ray cluster answers there ({exc.strerror or exc})") from None
+    if not speaks and os.environ.get("RAY_USE_TLS", "0") in ("0", ""):
+        # ray.init would wait minutes for a GCS that never answers: say so now
+        raise UserError(f"--address {address}: something listens there but it is not a Ray cluster "
+                        "(no gRPC answer within 10 s); pass the head's GCS port (default 6379) or ray://HOST:10001")
+
+
+def _speaks_grpc(conn: socket.socket) -> bool:
+    """Ray's GCS and Ray Client servers are gRPC (HTTP/2): after the client preface, a server sends its
+    SETTINGS frame at once. Anything else (a silent port, an HTTP/1 server) does not."""
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+    try:
+        conn.settimeout(10)
+        conn.sendall(preface)
+        head = b""
+        while len(head) < 9:
+            chunk = conn.recv(9 - len(head))
+            if not chunk:
+                return False
+            head += chunk
+    except OSError:
+        return False
+    return head[3] == 0x04  # frame type SETTINGS
+
+
+SESSION_FILE = ".ray_session.json"
+
+
+def processes_under(folder: str) -> list[int]:
+    """PIDs of live processes that belong to the embedded Ray whose temp folder is FOLDER: its path is
+    in their command line, their working folder or their stdout (Ray workers rename themselves
+    'ray::...', so the command line alone misses them)."""
+    found = []
+    proc_root = Path("/proc")
+    if not folder or not proc_root.is_dir():
+        return found
+    for proc in proc_root.iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if (proc / "stat").read_text().split(")")[-1].split()[0] == "Z":
+                continue
+            hits = folder in (proc / "cmdline").read_bytes().decode(errors="replace")
+            for link in ("cwd", "fd/1", "fd/2"):
+                if not hits:
+                    with contextlib.suppress(OSError):
+                        hits = os.readlink(proc / link).startswith(folder)
+        except OSError:
+            continue
+        if hits:
+            found.append(int(proc.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):
+        if (Path("/proc") / str(pid) / "stat").read_text().split(")")[-1].split()[0] == "Z":
+            return False
+    return True
+
+
+def clean_stale_session(exp_dir: Path, quiet: bool = False) -> int:
+    """A driver killed with SIGKILL leaves its embedded Ray behind (agents and trial workers ignore
+    SIGTERM and outlive it). Its record in EXP_DIR names the driver and the Ray temp folder: when that
+    driver is gone, kill (by PID) the processes of that folder and remove it. Returns how many."""
+    record_path = Path(exp_dir) / SESSION_FILE
+    try:
+        record = json.loads(record_path.read_text())
+        pid, temp = int(record["pid"]), str(record["temp"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+    if _alive(pid) or not temp.startswith(("/tmp/dnnray", tempfile.gettempdir())) or "dnnray" not in temp:
+        return 0
+    import signal
+    pids = processes_under(temp)
+    for p in pids:
+        with contextlib.suppress(OSError):
+            os.kill(p, signal.SIGKILL)
+    shutil.rmtree(temp, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        record_path.unlink()
+    if pids and not quiet:
+        print(f"note: stopped {len(pids)} Ray process(es) left behind by the killed run (pid {pid})",
+              file=sys.stderr)
+    return len(pids)
+
+
+def _embedded_auth() -> None:
+    """Ray's gRPC ports listen on every interface (Ray 2.60 has no setting to bind them to 127.0.0.1),
+    so an embedded Ray keeps token auth on, with a fresh random token passed in the environment
+    (inherited by the workers) instead of the ~/.ray/auth_token file Ray would otherwise write.
+    Ray reads the mode when it is imported: where it was imported already (a caller that uses Ray
+    itself), the token cannot be set up and auth stays as that caller left it."""
+    if "RAY_AUTH_MODE" in os.environ or "ray" in sys.modules:
+        return
+    import secrets
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None, quiet: bool = False):
-    """An embedded local Ray (started and stopped here, temp files removed) or a running cluster."""
+def ray_session(address: str | None, quiet: bool = False, exp_dir: Path | None = None):
+    """An embedded local Ray (started and stopped here, temp files removed) or a running cluster.
+    With EXP_DIR, an embedded session is recorded there (SESSION_FILE) so that a later --resume can
+    clean up after a driver that was killed."""
     _ray_env()
+    if address is None:
+        _embedded_auth()
     import ray
     if ray.is_initialized():
         yield ray
         return
     temp = None
+    record = None
     try:
         if address is None:
-            # Token auth would write ~/.ray/auth_token; an embedded Ray is private to this process.
+            # (auth settings: see _embedded_auth, applied before Ray was imported)
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
             temp = tempfile.mkdtemp(prefix="dnnray", dir="/tmp" if os.path.isdir("/tmp") else None)
+            if exp_dir is not None:
+                from dnn_search.atomic import atomic_write_text
+                record = Path(exp_dir) / SESSION_FILE
+                atomic_write_text(record, json.dumps({"pid": os.getpid(), "temp": temp}) + "\n")
             ray.init(include_dashboard=False, _temp_dir=temp, log_to_driver=False,
                      logging_level=logging.ERROR, configure_logging=True)
         else:
@@ -116,6 +229,9 @@ def ray_session(address: str | None, quiet: bool = False):
             ray.shutdown()
         if temp:
             shutil.rmtree(temp, ignore_errors=True)
+        if record is not None:
+            with contextlib.suppress(OSError):
+                record.unlink()
 
 
 def _check_resources(ray, space: SearchSpace) -> list[dict]:
@@ -242,6 +358,10 @@ def _make_searcher_class():
                 if result:
                     ot_trial.set_user_attr("steps_done", int(result.get("step", 0)))
             try:
+                if ot_trial.storage.get_trial(ot_trial._trial_id).state.is_finished():
+                    # told before the driver was killed; Tune completes the restored trial again
+                    self._completed_trials.add(trial_id)
+                    return
                 self._ot_study.tell(ot_trial, float(value) if state == TrialState.COMPLETE else None,
                                     state=state)
             except Exception as exc:  # e.g. already finished after a restore
@@ -302,12 +422,33 @@ def _make_callbacks(exp_dir: Path, space: SearchSpace, quiet: bool):
             self._load_previous()
 
         def _load_previous(self):
+            """On --resume: the steps of the killed run. steps.parquet is only rewritten now and then,
+            so the steps reported after its last write are read back from Tune's result.json files."""
             path = exp_dir / store.STEPS_FILE
             if path.is_file():
                 import pandas as pd
-                for row in pd.read_parquet(path).to_dict("records"):
-                    row["grad_norms"] = list(row.get("grad_norms") if row.get("grad_norms") is not None else [])
-                    self.steps[(str(row["trial_id"]), int(row["step"]))] = row
+                with contextlib.suppress(Exception):
+                    for row in pd.read_parquet(path).to_dict("records"):
+                        row["grad_norms"] = list(row.get("grad_norms") if row.get("grad_norms") is not None else [])
+                        self.steps[(str(row["trial_id"]), int(row["step"]))] = row
+            for results in (exp_dir / RAY_DIR / SEARCH_EXPERIMENT).glob("*/result.json"):
+                with contextlib.suppress(OSError):
+                    for line in results.read_text(encoding="utf-8", errors="replace").splitlines():
+                        try:
+                            result = json.loads(line)
+                        except ValueError:  # a line cut by the kill
+                            continue
+                        if isinstance(result, dict) and result.get("trial_id"):
+                            self._add_step(str(result["trial_id"]), result)
+
+        def _add_step(self, trial_id, result):
+            if result.get("diverged") or "step" not in result:
+                return
+            row = {k: result.get(k) for k in store.STEP_COLUMNS if k != "trial_id"}
+            row["trial_id"] = trial_id
+            row["grad_norms"] = [float(v) for v in (result.get("grad_norms") or [])]
+            row["wall_time"] = result.get("reported_at")
+            self.steps[(trial_id, int(result["step"]))] = row
 
         def on_step_end(self, iteration, trials, **info):
             for t in trials:
@@ -324,13 +465,7 @@ def _make_callbacks(exp_dir: Path, space: SearchSpace, quiet: bool):
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             self.trials[trial.trial_id] = trial
-            if result.get("diverged") or "step" not in result:
-                return
-            row = {k: result.get(k) for k in store.STEP_COLUMNS if k != "trial_id"}
-            row["trial_id"] = trial.trial_id
-            row["grad_norms"] = [float(v) for v in (result.get("grad_norms") or [])]
-            row["wall_time"] = result.get("reported_at")
-            self.steps[(trial.trial_id, int(result["step"]))] = row
+            self._add_step(trial.trial_id, result)
 
         def on_trial_error(self, iteration, trials, trial, **info):
             self.errors[trial.trial_id] = _error_text(trial)
@@ -359,7 +494,8 @@ def _make_callbacks(exp_dir: Path, space: SearchSpace, quiet: bool):
                 config = {k: v for k, v in (t.config or {}).items() if not isinstance(v, dict)}
                 times = [r.get("wall_time") for r in steps if r.get("wall_time")]
                 row = {"trial_id": tid, "optuna_number": numbers.get(tid, _DRIVER.get("numbers", {}).get(tid)),
-                       "status": status, "error": error, "node_id": res.get("node_id", ""),
+                       "status": status, "error": error, "retries": int(getattr(t, "num_failures", 0) or 0),
+                       "node_id": res.get("node_id", ""),
                        **config,
                        "steps_done": int(res.get("step", 0) or 0),
                        "score": _num(res.get(space.metric)) if not res.get("diverged") else math.nan,
@@ -483,7 +619,19 @@ def _artifact_hook(exp_dir: Path, collector):
                                f"trial {trial_id} ({state_name.lower()}): {acts.n} learned {acts.base} activation(s)")
         artifacts = exp_dir / ARTIFACT_DIR
         artifacts.mkdir(parents=True, exist_ok=True)
-        upload_artifact(artifact_store=FileSystemArtifactStore(str(artifacts)), file_path=str(png),
+
+        class AtomicArtifactStore(FileSystemArtifactStore):
+            """Optuna's file store writes in place; this one writes a temp file and renames it."""
+
+            def write(self, artifact_id, content_body):
+                from dnn_search.atomic import atomic_path
+                target = Path(self._base_path) / artifact_id
+                if target.resolve().parent != Path(self._base_path).resolve():
+                    raise ValueError(f"bad artifact id {artifact_id!r}")
+                with atomic_path(target) as tmp, open(tmp, "wb") as fh:
+                    shutil.copyfileobj(content_body, fh)
+
+        upload_artifact(artifact_store=AtomicArtifactStore(str(artifacts)), file_path=str(png),
                         study_or_trial=ot_trial)
     return hook
 
@@ -499,6 +647,8 @@ def resolve(opts: Options) -> tuple[SearchSpace, Path, dict]:
                         ("--runs", opts.runs)):
         if value is not None and value < 1:
             raise UserError(f"{flag} must be a positive integer, got {value}")
+    if opts.max_failures is not None and opts.max_failures < 0:
+        raise UserError(f"--max-failures must be zero or a positive integer, got {opts.max_failures}")
     if opts.cpus_per_trial is not None and not opts.cpus_per_trial > 0:
         raise UserError(f"--cpus-per-trial must be positive, got {opts.cpus_per_trial}")
     if opts.gpus_per_trial is not None and not opts.gpus_per_trial >= 0:
@@ -509,7 +659,8 @@ def resolve(opts: Options) -> tuple[SearchSpace, Path, dict]:
                             f"({store.SEARCH_FILE} is missing)")
         recorded = store.read_search(exp_dir)
         space = from_dict(recorded["space"], source=str(exp_dir / store.SEARCH_FILE))
-        overrides = {"top": opts.top, "runs": opts.runs, "datasets": opts.datasets, "hessian": opts.hessian}
+        overrides = {"top": opts.top, "runs": opts.runs, "datasets": opts.datasets, "hessian": opts.hessian,
+                     "max_failures": opts.max_failures}
         space = space.with_overrides(**overrides)
         options = {**recorded.get("options", {})}
         if opts.address is not None:
@@ -522,7 +673,7 @@ def resolve(opts: Options) -> tuple[SearchSpace, Path, dict]:
     space = space.with_overrides(num_samples=opts.num_samples, max_concurrent=opts.max_concurrent,
                                  cpus_per_trial=opts.cpus_per_trial, gpus_per_trial=opts.gpus_per_trial,
                                  top=opts.top, data_path=opts.data_path, runs=opts.runs, datasets=datasets,
-                                 hessian=opts.hessian)
+                                 hessian=opts.hessian, max_failures=opts.max_failures)
     if (exp_dir / RAY_DIR / SEARCH_EXPERIMENT).exists():
         raise UserError(f"a search named {opts.name!r} already exists in {exp_dir}: "
                         "pass --resume to continue it, or choose another --name")
@@ -630,6 +781,22 @@ def _print_best(exp_dir: Path, space: SearchSpace, name: str, top: int) -> None:
     rows = [{c: store._plain(r.get(c)) for c in cols} for r in best.to_dict("records")]
     print(f"best {len(rows)} trial(s) by {space.metric} ({space.mode}):")
     print(store.format_table(rows, cols))
+    print_failures(trials)
+
+
+def print_failures(trials) -> None:
+    """The failed trials with their reasons, and the trials that Ray retried after a crash."""
+    failed = trials[trials["status"] == "FAILED"]
+    if len(failed):
+        print(f"\n{len(failed)} failed trial(s):")
+        for r in failed.to_dict("records"):
+            reason = " ".join(str(r.get("error") or "no reason recorded").split())[:300]
+            print(f"  {r['trial_id']} (optuna #{store._plain(r.get('optuna_number'))}): {reason}")
+    if "retries" in trials.columns:
+        retried = trials[trials["retries"].fillna(0).astype(int) > 0]
+        for r in retried.to_dict("records"):
+            print(f"  {r['trial_id']} was retried {int(r['retries'])} time(s) from its last checkpoint "
+                  f"and ended {str(r['status']).lower()}")
 
 
 def _print_next(exp_dir: Path, name: str, storage: str) -> None:
@@ -659,7 +826,9 @@ def run_search(opts: Options, *, then=None) -> dict:
 
 
 def _run_search(opts, space, exp_dir, record, address, then) -> dict:
-    with ray_session(address, opts.quiet) as ray:
+    if opts.resume:
+        clean_stale_session(exp_dir, opts.quiet)
+    with ray_session(address, opts.quiet, exp_dir) as ray:
         nodes = _check_resources(ray, space)
         _warn_storage(address, exp_dir, nodes, opts.quiet)
         from dnn_search.atomic import atomic_write_text

@@ -154,13 +154,18 @@ _PIPELINE_DEFAULTS = {"runs": 3, "datasets": ["MNIST1D"], "epochs": None, "lr": 
 
 # --------------------------------------------------------------------------------- validation
 
+def _one_line(text: str) -> str:
+    """Keys and values in a message come from the file: escape line breaks and other control characters."""
+    return "".join(ch if ch.isprintable() or ch == " " else ascii(ch)[1:-1] for ch in text)
+
+
 class _Checker:
     def __init__(self, source: str):
         self.source = source
 
     def fail(self, path: str, message: str):
         where = f"search space {self.source}: " if self.source else "search space: "
-        raise UserError(f"{where}{path}: {message}")
+        raise UserError(_one_line(f"{where}{path}: {message}"))
 
     def mapping(self, path: str, value, allowed: tuple) -> dict:
         if value is None:
@@ -267,7 +272,7 @@ def from_dict(data, source: str = "") -> SearchSpace:
         space.description = data["description"]
 
     metric = data.get("metric", space.metric)
-    if metric not in METRICS:
+    if not isinstance(metric, str) or metric not in METRICS:
         c.fail("metric", f"expected one of {', '.join(METRICS)}, got {metric!r}")
     space.metric = metric
     space.mode = c.choice("mode", data["mode"], ("min", "max")) if data.get("mode") is not None else METRICS[metric]
@@ -283,7 +288,7 @@ def from_dict(data, source: str = "") -> SearchSpace:
     if data.get("top") is not None:
         space.top = c.integer("top", data["top"], 1)
     if data.get("top_per") is not None:
-        if data["top_per"] not in _META_FIELDS:
+        if not isinstance(data["top_per"], str) or data["top_per"] not in _META_FIELDS:
             c.fail("top_per", f"unknown parameter {data['top_per']!r}: expected a metalearn setting "
                               f"such as n_activations")
         space.top_per = data["top_per"]
@@ -437,4 +442,6 @@ def load_space(path: str | os.PathLike) -> SearchSpace:
         raise UserError(f"cannot read search space {path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise UserError(f"search space {path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    if data is None:
+        raise UserError(f"search space {path}: the file is empty (expected a mapping of keys such as params:)")
     return from_dict(data, source=str(path))

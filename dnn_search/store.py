@@ -25,7 +25,7 @@ TRIALS_FILE = "trials.parquet"
 STEPS_FILE = "steps.parquet"
 JOURNAL_FILE = "optuna_journal.log"
 STATUSES = ("COMPLETED", "PRUNED", "FAILED", "RUNNING")
-TRIAL_COLUMNS = ("trial_id", "optuna_number", "status", "error", "node_id", "steps_done", "score",
+TRIAL_COLUMNS = ("trial_id", "optuna_number", "status", "error", "retries", "node_id", "steps_done", "score",
                  "final_meta_loss", "final_heldout_accuracy", "best_heldout_accuracy", "wall_seconds",
                  "started_at", "ended_at", "checkpoint_path")
 STEP_COLUMNS = ("trial_id", "step", "meta_loss", "final_train_loss", "heldout_accuracy", "heldout_loss",
@@ -123,11 +123,18 @@ def load_trial_activations(exp_dir: Path, checkpoint_path: str, base: str):
     folder = Path(checkpoint_path)
     if not folder.is_absolute():
         folder = Path(exp_dir) / folder
+    root = Path(exp_dir).resolve()
+    if root not in folder.resolve().parents:
+        # trials.parquet is data: a path in it must not lead the export outside the search's folder
+        raise UserError(f"checkpoint path {checkpoint_path!r} in {TRIALS_FILE} is outside {root}: refused")
     try:
         state = load_checkpoint_state(folder)
     except FileNotFoundError:
         raise UserError(f"checkpoint {folder} is missing: the trial's activations cannot be exported") from None
-    return _activation_set(state, base)
+    try:
+        return _activation_set(state, base)
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        raise UserError(f"checkpoint {folder}: not a learner state ({' '.join(str(exc).split())[:160]})") from None
 
 
 def export_trials(exp_dir, top: int, out=None, quiet=False) -> list[dict]:

@@ -53,7 +53,7 @@ def metalearn_trial(config: dict, settings: dict) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            learner.load_state_dict(torch.load(Path(folder) / STATE_FILE, weights_only=True))
+            learner.load_state_dict(load_checkpoint_state(folder))
     last_step = min(cfg.steps, int(settings.get("max_steps") or cfg.steps))
     every = int(settings.get("checkpoint_every", 5))
     milestones = set(settings.get("milestones") or ())
@@ -83,9 +83,26 @@ def metalearn_trial(config: dict, settings: dict) -> None:
 
 
 def load_checkpoint_state(folder) -> dict:
-    """The learner state saved by `metalearn_trial` (tensors only, loaded without pickle)."""
+    """The learner state saved by `metalearn_trial` (tensors only, loaded without pickle).
+
+    `weights_only=True` refuses any pickled object other than tensors and plain containers without
+    running it; such a file, or a damaged one, is a UserError naming it."""
+    import pickle
+
     import torch
-    return torch.load(Path(folder) / STATE_FILE, weights_only=True)
+
+    from dnn_search.errors import UserError
+    path = Path(folder) / STATE_FILE
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError,
+            ImportError, IndexError, KeyError, OSError) as exc:
+        raise UserError(f"checkpoint {path}: refused or unreadable ({' '.join(str(exc).split())[:160]})") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise UserError(f"checkpoint {path}: not a learner state (expected a mapping of tensors)")
+    return state
 
 
 # --------------------------------------------------------------------------------- validation

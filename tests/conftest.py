@@ -56,8 +56,24 @@ def run_cli(args, env, timeout=600) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout)
 
 
+def _driver_alive(cmd: str) -> bool:
+    """Ray names its session folder session_<date>_<time>_<driver pid>: a process whose driver is still
+    running belongs to a live search (another job on this machine), not a leftover of a test."""
+    import re
+    m = re.search(r"session_[0-9_-]+_(\d+)/", cmd)
+    if not m:
+        return False
+    try:
+        os.kill(int(m.group(1)), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def ray_processes(marker: str = "dnnray") -> list[str]:
-    """Command lines of live processes that belong to an embedded Ray of this tool."""
+    """Command lines of live processes left by an embedded Ray of this tool whose driver has exited."""
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -67,6 +83,6 @@ def ray_processes(marker: str = "dnnray") -> list[str]:
             state = (proc / "stat").read_text().split()[2]
         except OSError:
             continue
-        if marker in cmd and state != "Z":
+        if marker in cmd and state != "Z" and not _driver_alive(cmd):
             found.append(f"{proc.name}: {cmd[:200]}")
     return found

@@ -1,0 +1,553 @@
+"""Faults a search survives, each performed for real: a driver killed with SIGKILL and resumed, a trial
+worker killed and retried from its checkpoint, a diverging trial, a Ray node removed mid-search, a
+malicious pickle in a trial checkpoint, and bad input to the search commands."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import torch
+
+from conftest import REPO, run_cli
+from dnn_search import cli
+from dnn_search.search import processes_under
+
+pytestmark = pytest.mark.slow
+
+SPACE = """\
+metric: heldout_accuracy
+num_samples: {num_samples}
+max_concurrent: {max_concurrent}
+max_failures: 3
+sampler: {{type: random, seed: 3}}
+scheduler: {{type: none}}
+checkpoint_every: 2
+compile: false
+fixed: {{inner_hidden_size: 16, outer_hidden_size: 8, epochs: 1, steps: {steps}, val_fraction: 0.1{fixed}}}
+params:
+{params}
+top: 1
+"""
+PARAMS = ("  outer_lr: {type: loguniform, low: 0.04, high: 4.0}\n"
+          "  n_activations: {type: int, low: 1, high: 3}\n")
+
+
+def write_space(folder: Path, *, num_samples=4, max_concurrent=2, steps=8, fixed="", params=PARAMS) -> Path:
+    path = folder / "space.yaml"
+    path.write_text(SPACE.format(num_samples=num_samples, max_concurrent=max_concurrent, steps=steps,
+                                 fixed=fixed, params=params.rstrip("\n")))
+    return path
+
+
+def study_of(exp: Path, name: str):
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(exp / "optuna_journal.log")))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def snapshot(exp: Path, name: str) -> dict:
+    """number -> everything Optuna holds about a finished trial."""
+    try:
+        study = study_of(exp, name)
+    except Exception:  # not created yet, or a half-appended journal line
+        return {}
+    return {t.number: (t.state.name, t.value, dict(t.params), dict(t.intermediate_values),
+                       t.user_attrs.get("ray_trial_id"))
+            for t in study.trials if t.state.is_finished()}
+
+
+def results_of(trial_dir: Path) -> list[dict]:
+    path = trial_dir / "result.json"
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            pass
+    return rows
+
+
+def trial_dirs(exp: Path) -> dict[str, Path]:
+    """Tune trial id -> its folder under ray/search/."""
+    out = {}
+    for d in (exp / "ray" / "search").glob("*/"):
+        rows = results_of(d)
+        if rows:
+            out[rows[0]["trial_id"]] = d
+    return out
+
+
+def latest_checkpoint_step(trial_dir: Path) -> int:
+    steps = [int(torch.load(c / "state.pt", weights_only=True)["step"]) for c in trial_dir.glob("checkpoint_*")
+             if (c / "state.pt").is_file()]
+    return max(steps, default=0)
+
+
+def restart_points(rows: list[dict]) -> list[tuple[int, int]]:
+    """(step reported before a restart, first step reported after it) for each restart in result.json."""
+    out = []
+    for prev, cur in zip(rows, rows[1:]):
+        if "step" in prev and "step" in cur and cur["step"] <= prev["step"]:
+            out.append((prev["step"], cur["step"]))
+    return out
+
+
+def reference_activations(config: dict, steps: int):
+    """The same trial run uninterrupted in this process (one thread, as in a 1-CPU Ray trial)."""
+    from dnn_search.data import load_dataset, split_validation
+    from dnn_search.metalearn import MetaConfig, MetaLearner
+    threads = torch.get_num_threads()
+    compile_flag = os.environ.get("DNN_SEARCH_COMPILE")
+    os.environ["DNN_SEARCH_COMPILE"] = "0"  # as the trial ran (compile: false in the space)
+    torch.set_num_threads(1)
+    try:
+        cfg = MetaConfig.from_dict({k: v for k, v in config.items() if k in MetaConfig().to_dict()})
+        data = load_dataset(cfg.dataset, None)
+        learner = MetaLearner(cfg, *split_validation(data.x_train, data.y_train, cfg.val_fraction, cfg.seed),
+                              data.num_classes)
+        for _ in range(steps):
+            learner.step()
+        return learner.state_dict()
+    finally:
+        torch.set_num_threads(threads)
+        if compile_flag is None:
+            os.environ.pop("DNN_SEARCH_COMPILE", None)
+        else:
+            os.environ["DNN_SEARCH_COMPILE"] = compile_flag
+
+
+def assert_same_state(a: dict, b: dict):
+    for key in ("phi.w1", "phi.b1", "phi.w2", "phi.b2"):
+        assert torch.equal(a[key], b[key]), key
+
+
+# --------------------------------------------------------------------------------- driver killed
+
+def test_driver_killed_then_resumed(tmp_path, search_env):
+    name, storage = "crash", tmp_path / "r"
+    exp = storage / name
+    space = write_space(tmp_path, num_samples=6, max_concurrent=2, steps=8)
+    driver = subprocess.Popen([sys.executable, "-m", "dnn_search", "search", "--space", str(space), "--name", name,
+                               "--storage", str(storage), "--quiet"], env=search_env, cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 240
+    finished: dict = {}
+    # kill when at least two trials are finished and another one holds a checkpoint mid-run
+    while time.time() < deadline and driver.poll() is None:
+        time.sleep(0.5)
+        finished = snapshot(exp, name)
+        done_ids = {v[4] for v in finished.values()}
+        mid_run = [d for tid, d in trial_dirs(exp).items() if tid not in done_ids and latest_checkpoint_step(d) >= 2]
+        if len(finished) >= 2 and mid_run:
+            break
+    assert driver.poll() is None, driver.stdout.read().decode()[-3000:]
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait(30)
+    killed_at = time.time()
+    finished = snapshot(exp, name)  # the study persists: this is what the kill must not change
+    checkpoints = {tid: latest_checkpoint_step(d) for tid, d in trial_dirs(exp).items()}
+    saved = {tid: {int(torch.load(c / "state.pt", weights_only=True)["step"]) for c in d.glob("checkpoint_*")
+                   if (c / "state.pt").is_file()} for tid, d in trial_dirs(exp).items()}
+    rows_before = {tid: results_of(d) for tid, d in trial_dirs(exp).items()}
+    done_before = {v[4] for v in finished.values()}
+    session = json.loads((exp / ".ray_session.json").read_text())
+    assert session["pid"] == driver.pid
+    time.sleep(1)
+    orphans = processes_under(session["temp"])
+    assert len(finished) >= 2
+
+    proc = run_cli(["search", "--name", name, "--storage", storage, "--resume"], search_env, timeout=400)
+    resume_seconds = time.time() - killed_at
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    print(f"\nresume finished {resume_seconds:.0f} s after the kill; {len(orphans)} Ray processes outlived "
+          f"the killed driver: {proc.stderr.strip()[-300:]}")
+
+    # finished trials kept their results exactly
+    after = snapshot(exp, name)
+    for number, record in finished.items():
+        assert after[number] == record, number
+    study = study_of(exp, name)
+    assert not [t.number for t in study.trials if t.state.name in ("RUNNING", "WAITING")]
+    trials = pd.read_parquet(exp / "trials.parquet")
+    assert len(trials) == 6 and trials.trial_id.is_unique
+    assert set(trials.status) <= {"COMPLETED", "FAILED"} and (trials.status == "COMPLETED").sum() >= 5
+    # the study and the table agree; any extra study trial is a stale one marked FAIL on resume
+    by_tid = {t.user_attrs.get("ray_trial_id"): t for t in study.trials}
+    expected = {"COMPLETED": "COMPLETE", "FAILED": "FAIL", "PRUNED": "PRUNED"}
+    for r in trials.to_dict("records"):
+        t = by_tid[r["trial_id"]]
+        assert t.number == r["optuna_number"] and t.state.name == expected[r["status"]]
+        if r["status"] == "COMPLETED":
+            assert t.value == pytest.approx(r["score"])
+    extra = [t for t in study.trials if t.user_attrs.get("ray_trial_id") not in set(trials.trial_id)]
+    assert all(t.state.name == "FAIL" and "stale" in t.user_attrs.get("error", "") for t in extra)
+    assert len(study.trials) - len(extra) == len(trials)
+
+    # unfinished trials continued from their last checkpoint, and continued bit-identically
+    steps = pd.read_parquet(exp / "steps.parquet")
+    resumed = 0
+    for tid, d in trial_dirs(exp).items():
+        assert sorted(steps.loc[steps.trial_id == tid, "step"]) == list(range(1, 9)), tid
+        if tid in done_before:
+            assert len(results_of(d)) == len(rows_before[tid]), tid  # a finished trial is not run again
+        rows = results_of(d)
+        assert len(restart_points(rows)) <= 1, rows
+        new_rows = rows[len(rows_before.get(tid, [])):]
+        if tid not in checkpoints or not new_rows or tid in done_before:
+            # finished before the kill, or had reported (and checkpointed) its last step, or started after it
+            assert (tid in done_before or not rows_before.get(tid)
+                    or (rows_before[tid][-1]["step"] == 8 and checkpoints[tid] == 8)), tid
+            continue
+        # the first step after the resume follows a checkpoint written before the kill (the newest one
+        # that Tune's experiment state had recorded; later steps are recomputed, bit-identically)
+        assert new_rows[0]["step"] - 1 in saved[tid] | {0}, (tid, new_rows[0]["step"], saved[tid])
+        resumed += new_rows[0]["step"] > 1
+        # a step reported before the kill and again after the resume has the same values
+        old = {r["step"]: r for r in rows_before[tid]}
+        for r in rows[len(rows_before[tid]):]:
+            if r["step"] in old:
+                assert r["meta_loss"] == old[r["step"]]["meta_loss"]
+                assert r["heldout_accuracy"] == old[r["step"]]["heldout_accuracy"]
+    assert resumed >= 1, checkpoints
+    assert (exp / "activations").is_dir()
+    # the resume stopped whatever the killed driver's Ray had left running, and removed its files
+    assert not processes_under(session["temp"]) and not Path(session["temp"]).exists()
+    assert not (exp / ".ray_session.json").exists()
+
+
+# ---------------------------------------------------------------------------- trial worker killed
+
+def _trial_workers(exp: Path) -> list[int]:
+    """PIDs of this search's Ray workers that run a trainable (process title 'ray::ImplicitFunc...');
+    only processes of this search's own embedded Ray (other Ray jobs may run on this machine)."""
+    try:
+        temp = json.loads((exp / ".ray_session.json").read_text())["temp"]
+    except (OSError, ValueError):
+        return []
+    pids = []
+    for pid in processes_under(temp):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if cmd.startswith(("ray::ImplicitFunc", "ray::_Inner")):
+            pids.append(pid)
+    return pids
+
+
+def test_trial_worker_killed_is_retried_from_checkpoint(tmp_path, search_env):
+    name, storage = "wk", tmp_path / "r"
+    exp = storage / name
+    space = write_space(tmp_path, num_samples=2, max_concurrent=1, steps=10)
+    driver = subprocess.Popen([sys.executable, "-m", "dnn_search", "search", "--space", str(space), "--name", name,
+                               "--storage", str(storage), "--max-failures", "2"], env=search_env, cwd=REPO,
+                              stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    victim = None
+    deadline = time.time() + 180
+    try:
+        while time.time() < deadline and driver.poll() is None:
+            time.sleep(0.2)
+            dirs = trial_dirs(exp)
+            if len(dirs) != 1:
+                continue
+            (tid, d), = dirs.items()
+            workers = _trial_workers(exp)
+            if latest_checkpoint_step(d) >= 4 and len(workers) == 1 and results_of(d)[-1]["step"] < 9:
+                victim = tid
+                os.kill(workers[0], signal.SIGKILL)
+                break
+        out, _ = driver.communicate(timeout=300)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert victim is not None, "no trial worker found to kill"
+    assert driver.returncode == 0, out[-3000:]
+    trials = pd.read_parquet(exp / "trials.parquet").set_index("trial_id")
+    assert (trials.status == "COMPLETED").all() and (trials.steps_done == 10).all()
+    assert trials.loc[victim, "retries"] >= 1
+    assert f"{victim} was retried" in out
+    rows = results_of(trial_dirs(exp)[victim])
+    reported = [r["step"] for r in rows]
+    assert len(restart_points(rows)) <= 1 and reported.count(1) == 1, reported  # continued, not from 0
+    # steps replayed from the checkpoint after the kill have the same values as before it
+    by_step = {}
+    for r in rows:
+        by_step.setdefault(r["step"], set()).add((r["meta_loss"], r["heldout_accuracy"]))
+    assert all(len(v) == 1 for v in by_step.values()), by_step
+    steps = pd.read_parquet(exp / "steps.parquet")
+    assert sorted(steps.loc[steps.trial_id == victim, "step"]) == list(range(1, 11))
+    # bit-identical continuation: the interrupted trial ends where an uninterrupted run ends
+    from dnn_search.trials import load_checkpoint_state
+    final = max(trial_dirs(exp)[victim].glob("checkpoint_*"))
+    state = load_checkpoint_state(final)
+    assert int(state["step"]) == 10
+    config = json.loads((trial_dirs(exp)[victim] / "params.json").read_text())
+    assert_same_state(state, reference_activations(config, 10))
+    assert not (exp / ".ray_session.json").exists()
+
+
+# ------------------------------------------------------------------------------ diverging trial
+
+def test_diverging_trials_fail_with_reason_and_search_goes_on(tmp_path, search_env):
+    params = PARAMS + "  inner_lr: {type: categorical, choices: [0.01, 1000.0]}\n"
+    space = write_space(tmp_path, num_samples=4, max_concurrent=2, steps=4, fixed=", outer_lr: 1000.0",
+                        params=params.replace("  outer_lr: {type: loguniform, low: 0.04, high: 4.0}\n", ""))
+    proc = run_cli(["search", "--space", space, "--name", "div", "--storage", tmp_path / "r"], search_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = pd.read_parquet(tmp_path / "r" / "div" / "trials.parquet")
+    bad = trials[trials.inner_lr == 1000.0]
+    good = trials[trials.inner_lr != 1000.0]
+    assert len(bad) and len(good)
+    assert (bad.status == "FAILED").all() and bad.error.str.contains("diverged").all()
+    assert (good.status == "COMPLETED").all() and (good.error.fillna("") == "").all()
+    assert (bad.retries == 0).all()  # a diverged configuration is not retried
+    assert f"{len(bad)} failed trial(s):" in proc.stdout
+    section = proc.stdout.split(f"{len(bad)} failed trial(s):", 1)[1].splitlines()
+    for tid in bad.trial_id:
+        line = next(x for x in section if x.strip().startswith(tid))
+        assert "diverged" in line, line
+
+
+# -------------------------------------------------------------------------------- node lost
+
+def test_node_lost_mid_search(tmp_path, search_env):
+    from ray.cluster_utils import Cluster
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    keep = c.add_node(num_cpus=1)
+    lose = c.add_node(num_cpus=1)
+    c.wait_for_nodes()
+    name, storage = "lost", tmp_path / "r"
+    exp = storage / name
+    space = write_space(tmp_path, num_samples=3, max_concurrent=2, steps=10)
+    try:
+        driver = subprocess.Popen([sys.executable, "-m", "dnn_search", "search", "--space", str(space), "--name",
+                                   name, "--storage", str(storage), "--quiet", "--address", c.address],
+                                  env=search_env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True, start_new_session=True)
+        removed = False
+        deadline = time.time() + 180
+        while time.time() < deadline and driver.poll() is None:
+            time.sleep(0.3)
+            nodes = {results_of(d)[-1].get("node_id") for d in trial_dirs(exp).values()}
+            if lose.node_id in nodes and keep.node_id in nodes:
+                c.remove_node(lose, allow_graceful=False)
+                removed = True
+                break
+        try:
+            out, _ = driver.communicate(timeout=300)
+        finally:
+            if driver.poll() is None:
+                os.killpg(driver.pid, signal.SIGKILL)
+        assert removed, out[-3000:]
+        assert driver.returncode == 0, out[-3000:]
+        trials = pd.read_parquet(exp / "trials.parquet")
+        assert len(trials) == 3 and (trials.status == "COMPLETED").all() and (trials.steps_done == 10).all()
+        assert set(trials.node_id) == {keep.node_id}  # every trial finished on the surviving node
+        assert (trials.retries >= 1).any()
+        steps = pd.read_parquet(exp / "steps.parquet")
+        for tid in trials.trial_id:
+            assert sorted(steps.loc[steps.trial_id == tid, "step"]) == list(range(1, 11))
+    finally:
+        c.shutdown()
+
+
+# ---------------------------------------------------------------------------------- security
+
+class _Exploit:
+    def __reduce__(self):
+        return (Path.write_text, (Path(os.environ["EXPLOIT_MARKER"]), "pwned"))
+
+
+def _fake_search(root: Path, status="COMPLETED", checkpoint="ray/search/t1/checkpoint_000001") -> Path:
+    from dnn_search import store
+    from dnn_search.metalearn import MetaConfig
+    exp = root / "fake"
+    (exp / checkpoint).mkdir(parents=True)
+    (exp / "search.json").write_text(json.dumps({"name": "fake", "space": {"mode": "max", "metric": "heldout_accuracy"}}))
+    row = {**{c: None for c in store.TRIAL_COLUMNS}, **MetaConfig().to_dict(), "trial_id": "t1", "status": status,
+           "score": 0.5, "steps_done": 2, "checkpoint_path": checkpoint}
+    store.write_table(exp / "trials.parquet", [row], store.TRIAL_COLUMNS)
+    return exp / checkpoint
+
+
+def test_malicious_pickle_in_trial_checkpoint_is_refused(tmp_path, capsys, monkeypatch):
+    marker = tmp_path / "marker"
+    monkeypatch.setenv("EXPLOIT_MARKER", str(marker))
+    folder = _fake_search(tmp_path)
+    with open(folder / "state.pt", "wb") as fh:
+        pickle.dump({"phi.w1": _Exploit()}, fh)
+    out = tmp_path / "out"
+    assert cli.main(["export", str(tmp_path / "fake"), "--top", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "refused" in err[0] and "state.pt" in err[0], err
+    assert not marker.exists() and not out.exists()
+    # the same file through torch's own zip format
+    torch.save({"phi.w1": _Exploit()}, folder / "state.pt")
+    assert cli.main(["export", str(tmp_path / "fake"), "--top", "1", "--out", str(out)]) == 2
+    assert "refused" in capsys.readouterr().err
+    assert not marker.exists() and not out.exists()
+
+
+def test_checkpoint_path_cannot_escape_the_search_folder(tmp_path, capsys):
+    _fake_search(tmp_path, checkpoint="../outside/checkpoint_000001")
+    assert cli.main(["export", str(tmp_path / "fake"), "--top", "1", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "outside" in err[0] and "refused" in err[0], err
+
+
+def test_no_unsafe_loads_in_the_package():
+    import re
+    for path in (REPO / "dnn_search").glob("*.py"):
+        text = path.read_text()
+        for m in re.finditer(r"torch\.load\(([^)]*)\)", text):
+            assert "weights_only=True" in m.group(1), (path.name, m.group(0))
+        for m in re.finditer(r"np\.load\(([^)]*)\)", text):
+            assert "allow_pickle=False" in m.group(1), (path.name, m.group(0))
+        assert not re.search(r"pickle\.loads?\(|joblib\.load|dill\.", text), path.name
+
+
+# -------------------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "the file is empty"),
+    (b"metric: [unclosed\n", "not valid YAML"),
+    (b"\x00\xff\xfe\x80binary\x00junk", "search space"),
+    (b"colour: red\n", "colour: unknown key"),
+    (b"params: {outer_lr: {type: loguniform, low: 5, high: 1}}\n", "low must be below high"),
+    (b"num_samples: many\n", "num_samples: expected an integer"),
+])
+def test_bad_space_files(tmp_path, capsys, content, message):
+    path = tmp_path / "space.yaml"
+    path.write_bytes(content)
+    storage = tmp_path / "results"
+    assert cli.main(["search", "--space", str(path), "--name", "x", "--storage", str(storage)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not storage.exists()
+
+
+def test_export_without_finished_trial(tmp_path, capsys):
+    _fake_search(tmp_path, status="FAILED")
+    out = tmp_path / "out"
+    assert cli.main(["export", str(tmp_path / "fake"), "--top", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nothing to export" in err[0]
+    assert not out.exists()
+    assert cli.main(["export", str(tmp_path / "fake"), "--top", "0"]) == 2
+    assert "--top must be a positive integer" in capsys.readouterr().err
+
+
+def test_silent_address_fails_within_bounded_time(tmp_path, search_env):
+    """A port that accepts connections but never speaks Ray: a clear error, not a hang."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    port = server.getsockname()[1]
+    stop = threading.Event()
+
+    def accept():
+        conns = []
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conns.append(server.accept()[0])
+            except OSError:
+                pass
+        for c in conns:
+            c.close()
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        started = time.time()
+        proc = run_cli(["search", "--space", write_space(tmp_path), "--name", "x", "--storage", tmp_path / "r",
+                        "--address", f"127.0.0.1:{port}"], search_env, timeout=150)
+        took = time.time() - started
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0], lines
+    assert took < 120
+    assert not (tmp_path / "r" / "x").exists()
+
+
+def test_embedded_ray_refuses_clients_without_its_token(tmp_path, search_env):
+    """Ray's gRPC ports listen on every interface, so the embedded Ray keeps token auth on (a random
+    token in the environment, nothing written to ~/.ray): a client without the token is refused."""
+    script = (
+        "import subprocess, sys, os\n"
+        "from dnn_search.search import ray_session\n"
+        "with ray_session(None, True) as ray:\n"
+        "    addr = ray.get_runtime_context().gcs_address\n"
+        "    env = {k: v for k, v in os.environ.items() if k != 'RAY_AUTH_TOKEN'}\n"
+        "    r = subprocess.run([sys.executable, '-c', f'import ray; ray.init(address={addr!r})'], env=env,\n"
+        "                       capture_output=True, text=True, timeout=90)\n"
+        "    print('CLIENT', r.returncode, 'AuthenticationError' in r.stderr)\n")
+    proc = subprocess.run([sys.executable, "-c", script], env=search_env, cwd=REPO, capture_output=True, text=True,
+                          timeout=150)
+    assert "CLIENT 1 True" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert not (Path(search_env["HOME"]) / ".ray").exists()
+
+
+# ------------------------------------------------------------------------------- atomic writes
+
+def test_a_crash_mid_write_leaves_no_half_file(tmp_path, monkeypatch):
+    """Tables, activation exports and reports go to a temp name and are renamed: a writer that dies
+    half-way leaves the previous file intact and no partial file where a reader looks."""
+    import numpy as np
+
+    from dnn_search import store
+    from dnn_search.activations import ActivationSet
+    from dnn_search.actfile import write_activation_files
+    from dnn_search.atomic import atomic_write_text
+
+    table = tmp_path / "trials.parquet"
+    store.write_table(table, [{"trial_id": "a", "score": 1.0}], ("trial_id",))
+    good = table.read_bytes()
+
+    def dies_half_way(self, path, *args, **kwargs):
+        Path(path).write_bytes(b"PAR1 half a table")
+        raise KeyboardInterrupt("killed while writing")
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        store.write_table(table, [{"trial_id": "b", "score": 2.0}], ("trial_id",))
+    monkeypatch.undo()
+    assert table.read_bytes() == good and sorted(p.name for p in tmp_path.iterdir()) == ["trials.parquet"]
+
+    acts = ActivationSet.from_tensors("sin", {"w1": torch.ones(2, 4), "b1": torch.zeros(2, 4),
+                                              "w2": torch.ones(2, 4), "b2": torch.zeros(2)})
+    out = tmp_path / "act"
+
+    def savez_dies(file, **arrays):
+        Path(file).write_bytes(b"PK half an archive")
+        raise KeyboardInterrupt("killed while writing")
+    monkeypatch.setattr(np, "savez", savez_dies)
+    with pytest.raises(KeyboardInterrupt):
+        write_activation_files(out, "x_activations_start_seed_0", acts, {"trial_id": "t"})
+    monkeypatch.undo()
+    assert not [p for p in out.rglob("*") if p.is_file() and p.suffix == ".npz"]
+    assert not [p for p in out.rglob(".*tmp*")]
+
+    report = tmp_path / "summary.md"
+    atomic_write_text(report, "old")
+    monkeypatch.setattr(Path, "write_bytes", lambda self, data: (_ for _ in ()).throw(OSError(28, "No space left")))
+    with pytest.raises(Exception):
+        atomic_write_text(report, "new " * 1000)
+    monkeypatch.undo()
+    assert report.read_text() == "old" and not list(tmp_path.glob(".summary.md.tmp*"))
