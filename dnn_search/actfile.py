@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from dnn_search.activations import ActivationSet, check_base, standard_grid
 from dnn_search.atomic import atomic_path, atomic_write_text

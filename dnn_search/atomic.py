@@ -81,3 +81,16 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
     return atomic_write_bytes(path, text.encode(encoding))
+
+
+def ensure_writable_folder(folder: str | os.PathLike, what: str = "output folder") -> Path:
+    """Create `folder` now and prove it writable, so a bad path fails before any work is done."""
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".dnn_search_write_probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write to {what} {path}: {exc.strerror or exc}") from None
+    return path

@@ -5,7 +5,6 @@ Every problem a user can fix ends as one line on stderr and exit status 2, witho
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from dnn_search.errors import UserError
@@ -243,6 +242,10 @@ def _add_search_options(p, pipeline: bool = False) -> None:
                    help="Optuna storage URL (e.g. postgresql://...; default: STORAGE/NAME/optuna_journal.log)")
     p.add_argument("--data-path", default=None, help="folder with the MNIST/CIFAR files")
     p.add_argument("--quiet", action="store_true", help="no progress table")
+    p.add_argument("--dashboard", action="store_true",
+                   help="serve optuna-dashboard on the study while the command runs (127.0.0.1)")
+    p.add_argument("--dashboard-port", type=int, default=8080, metavar="PORT",
+                   help="port of --dashboard (0: any free port)")
     if pipeline:
         p.add_argument("--runs", type=_positive_int, default=None, help="validation seeds per mode")
         p.add_argument("--datasets", default=None, help="validation datasets, e.g. MNIST1D,MNIST,CIFAR")
@@ -261,7 +264,7 @@ def _search_options(args, pipeline: bool = False):
                    gpus_per_trial=args.gpus_per_trial, address=args.address, resume=args.resume, top=args.top,
                    optuna_storage=args.optuna_storage, data_path=args.data_path, quiet=args.quiet,
                    runs=getattr(args, "runs", None), datasets=datasets, hessian=getattr(args, "hessian", None),
-                   max_failures=args.max_failures)
+                   max_failures=args.max_failures, dashboard=args.dashboard, dashboard_port=args.dashboard_port)
 
 
 def _add_search(sub) -> None:

@@ -8,9 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import platform
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +16,7 @@ import torch
 
 from dnn_search import __version__
 from dnn_search.actfile import original_stem, read_activation_file, write_activation_files
-from dnn_search.atomic import atomic_path, atomic_write_text
+from dnn_search.atomic import atomic_path, atomic_write_text, ensure_writable_folder
 from dnn_search.data import canonical_name, load_dataset, split_validation
 from dnn_search.errors import UserError
 from dnn_search.metalearn import MetaConfig, MetaLearner, StepMetrics
@@ -38,19 +36,6 @@ def resolve_device(use_gpu: bool, gpu_no: int = 0) -> torch.device:
     if not 0 <= gpu_no < torch.cuda.device_count():
         raise UserError(f"--gpu_no {gpu_no} does not exist: {torch.cuda.device_count()} CUDA device(s) visible")
     return torch.device(f"cuda:{gpu_no}")
-
-
-def ensure_writable(folder) -> Path:
-    """Create the output folder now, so a bad path fails before any work is done."""
-    path = Path(folder)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".dnn_search_write_probe"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"cannot write to output folder {path}: {exc.strerror or exc}") from None
-    return path
 
 
 def write_csv(path, rows: list[dict]) -> None:
@@ -79,7 +64,7 @@ def metalearn(cfg: MetaConfig, *, runs: int, data_path, output_folder, use_gpu=F
     if runs < 1:
         raise UserError(f"--runs must be a positive integer, got {runs}")
     device = resolve_device(use_gpu, gpu_no)
-    out = ensure_writable(output_folder)
+    out = ensure_writable_folder(output_folder)
     data = load_dataset(cfg.dataset, data_path)
     x_tr, y_tr, x_val, y_val = split_validation(data.x_train, data.y_train, cfg.val_fraction, cfg.seed)
     device_name = "cpu" if device.type == "cpu" else "cuda"
@@ -141,7 +126,7 @@ def validate(act_path, *, validation_mode="all", dataset=None, data_path=None, r
     if "diverse" in modes and acts.n > cfg.hidden_size:
         raise UserError(f"diverse mode needs at most {cfg.hidden_size} activations, the file has {acts.n}")
     device = resolve_device(use_gpu, gpu_no)
-    out = ensure_writable(output_folder or Path(act_path).parent)
+    out = ensure_writable_folder(output_folder or Path(act_path).parent)
     data = load_dataset(dataset_name, data_path)
     rows = []
     total = len(modes) * runs
@@ -225,7 +210,7 @@ def hessian(model_path, *, act_path=None, dataset=None, data_path=None, num_samp
     if not 1 <= top_k <= 100 or iters < 1 or num_samples < 1:
         raise UserError("--top_k must be 1..100, --iters and --num_samples positive")
     device = resolve_device(use_gpu, gpu_no)
-    out = ensure_writable(output_folder or model_path.parent)
+    out = ensure_writable_folder(output_folder or model_path.parent)
     net = load_net(spec, model_path).to(device)
     data_name = canonical_name(dataset or spec.get("dataset") or "MNIST1D")
     data = load_dataset(data_name, data_path)

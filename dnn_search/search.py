@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dnn_search import store
+from dnn_search.atomic import ensure_writable_folder
 from dnn_search.errors import UserError
 from dnn_search.space import SearchSpace, from_dict, load_space
 
@@ -55,6 +56,8 @@ class Options:
     optuna_storage: str | None = None
     data_path: str | None = None
     quiet: bool = False
+    dashboard: bool = False
+    dashboard_port: int = 8080
     # pipeline
     runs: int | None = None
     datasets: list | None = None
@@ -260,7 +263,6 @@ def _warn_storage(address, exp_dir: Path, nodes: list[dict], quiet: bool) -> Non
 # ------------------------------------------------------------------------------ Optuna side
 
 def optuna_storage(exp_dir: Path, url: str | None):
-    import optuna
     from optuna.storages import JournalStorage, RDBStorage
     from optuna.storages.journal import JournalFileBackend
     if url is None or url.endswith(".log"):
@@ -705,16 +707,6 @@ def _scheduler(space: SearchSpace):
     return FIFOScheduler()
 
 
-def _ensure_writable(exp_dir: Path) -> None:
-    try:
-        exp_dir.mkdir(parents=True, exist_ok=True)
-        probe = exp_dir / ".write_probe"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"cannot write to storage {exp_dir}: {exc.strerror or exc}") from None
-
-
 def _search_in_session(ray, space: SearchSpace, exp_dir: Path, record: dict, opts: Options) -> dict:
     import optuna
     from ray import tune
@@ -813,7 +805,7 @@ def run_search(opts: Options, *, then=None) -> dict:
     more work in the same Ray session (the pipeline)."""
     space, exp_dir, record = resolve(opts)
     created = not exp_dir.exists()
-    _ensure_writable(exp_dir)
+    ensure_writable_folder(exp_dir, "storage")
     address = record.get("options", {}).get("address")
     opts.resume = bool(opts.resume)
     try:
@@ -828,11 +820,17 @@ def run_search(opts: Options, *, then=None) -> dict:
 def _run_search(opts, space, exp_dir, record, address, then) -> dict:
     if opts.resume:
         clean_stale_session(exp_dir, opts.quiet)
-    with ray_session(address, opts.quiet, exp_dir) as ray:
+    with ray_session(address, opts.quiet, exp_dir) as ray, contextlib.ExitStack() as stack:
         nodes = _check_resources(ray, space)
         _warn_storage(address, exp_dir, nodes, opts.quiet)
         from dnn_search.atomic import atomic_write_text
         atomic_write_text(exp_dir / store.SEARCH_FILE, json.dumps(record, indent=2, default=str) + "\n")
+        if opts.dashboard:
+            from dnn_search.dashboard import start_dashboard_process, stop_dashboard
+            dashboard, url = start_dashboard_process(exp_dir, port=opts.dashboard_port)
+            stack.callback(stop_dashboard, dashboard)
+            print(f"Dashboard: {url}  (stops with this command; reopen with `dnn-search dashboard "
+                  f"{opts.name}`)", flush=True)
         try:
             outcome = _search_in_session(ray, space, exp_dir, record, opts)
         finally:

@@ -15,7 +15,6 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from dnn_search.errors import UserError
 from dnn_search.metalearn import MetaConfig

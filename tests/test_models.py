@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from dnn_search.activations import ActivationSet, base_value, default_init, neuron_blocks, standard_grid
+from dnn_search.activations import ActivationSet, base_value, default_init, neuron_blocks
 from dnn_search.actfile import read_activation_file, write_activation_files
 from dnn_search.errors import UserError
-from dnn_search.models import build_net, interpolate_rows, load_net
+from dnn_search.models import interpolate_rows, load_net
 from dnn_search.validation import build_for_mode, parse_modes
 
 

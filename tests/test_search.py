@@ -213,3 +213,30 @@ def test_too_many_gpus_fails_before_waiting(tmp_path, search_env):
     assert len(lines) == 1 and "--gpus-per-trial 2: no node has that many GPUs" in lines[0]
     assert not (tmp_path / "r" / "g" / "ray").exists()
     assert not ray_processes()
+
+
+def test_search_serves_the_dashboard_before_the_first_trial(tmp_path, search_env):
+    """`search --dashboard`: optuna-dashboard answers while the search runs; its URL comes first."""
+    import subprocess
+    import sys
+    import urllib.request
+    space = tiny_space(tmp_path, num_samples=2, steps=6)
+    proc = subprocess.Popen([sys.executable, "-m", "dnn_search", "search", "--space", str(space), "--name", "dash",
+                             "--storage", str(tmp_path / "results"), "--dashboard", "--dashboard-port", "0"],
+                            env=search_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines, seen = [], None
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("Dashboard: ") and seen is None:
+                url = line.split()[1]
+                assert url.startswith("http://127.0.0.1:")
+                with urllib.request.urlopen(url.replace("/dashboard", "/api/studies"), timeout=10) as reply:
+                    seen = json.load(reply)
+        assert proc.wait(timeout=300) == 0, "".join(lines)[-3000:]
+    finally:
+        proc.kill()
+    assert seen is not None, "no dashboard URL printed:\n" + "".join(lines)[-3000:]
+    first = next(i for i, line in enumerate(lines) if line.startswith("Dashboard: "))
+    assert not any("RUNNING" in line or "TERMINATED" in line for line in lines[:first])
+    assert "study_summaries" in seen
