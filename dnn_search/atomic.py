@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -88,9 +89,10 @@ def ensure_writable_folder(folder: str | os.PathLike, what: str = "output folder
     path = Path(folder)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".dnn_search_write_probe"
-        probe.write_bytes(b"")
-        probe.unlink()
+        # A unique probe name: concurrent trials check the same folder.
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
     except OSError as exc:
         raise UserError(f"cannot write to {what} {path}: {exc.strerror or exc}") from None
     return path

@@ -343,3 +343,24 @@ def test_atomic_unwritable_folder(tmp_path):
     with pytest.raises(UserError, match="cannot write to"):
         atomic_write_text(tmp_path / "dir", "x")
     assert sorted(os.listdir(tmp_path)) == ["dir", "file"]
+
+
+def test_writable_check_is_safe_for_concurrent_trials(tmp_path):
+    """Pipeline trials check the same output folder at the same time; none may see a false error."""
+    import threading
+
+    from dnn_search.atomic import ensure_writable_folder
+    errors = []
+
+    def check():
+        for _ in range(200):
+            try:
+                ensure_writable_folder(tmp_path / "shared")
+            except Exception as exc:  # any error here is the bug
+                errors.append(exc)
+    threads = [threading.Thread(target=check) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and list((tmp_path / "shared").iterdir()) == []
