@@ -84,7 +84,7 @@ class CliProcess:
         self.close()
         raise AssertionError(f"no URL printed; stdout={self.stdout} stderr={self.stderr}")
 
-    def interrupt(self, timeout: float = 15.0) -> int:
+    def interrupt(self, timeout: float = 60.0) -> int:  # generous: CI machines can be loaded
         self.proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
         return self.proc.wait(timeout)
 
