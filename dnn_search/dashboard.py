@@ -280,6 +280,10 @@ def run_dashboard(name_or_dir: str, storage: str = "results", host: str = DEFAUL
                   port: int = DEFAULT_PORT, out=None) -> None:
     """`dnn-search dashboard`: serve until Ctrl-C (or until the server exits)."""
     out = out or sys.stdout
+    # Ctrl-C must stop the server even when this process was started with SIGINT ignored (an
+    # ignored signal is inherited, e.g. from a parent that runs Ray): Python then installs no
+    # KeyboardInterrupt handler of its own.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     folder = resolve_results_dir(name_or_dir, storage)
     loc = locate_study(folder)
     names = check_study(loc)

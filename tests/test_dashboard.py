@@ -216,3 +216,21 @@ def test_background_dashboard_before_the_study_exists(tmp_path):
     assert proc.returncode is not None
     assert not _answers(f"{base}/api/studies")
     stop_dashboard(proc)  # idempotent
+
+
+def test_ctrl_c_works_even_when_sigint_was_ignored_by_the_parent(results):
+    """An ignored SIGINT is inherited (Ray's processes and test runners may ignore it); the
+    dashboard command must still stop on Ctrl-C instead of serving forever."""
+    proc = subprocess.Popen([sys.executable, "-m", "dnn_search.cli", "dashboard", str(results), "--port", "0"],
+                            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        for line in proc.stdout:
+            if line.startswith("Dashboard: "):
+                break
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
