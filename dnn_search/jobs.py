@@ -199,21 +199,20 @@ def hessian(model_path, *, act_path=None, dataset=None, data_path=None, num_samp
                         "pass --act_path and --dataset so the network can be rebuilt")
     else:
         spec = {}
-    if act_path is not None:
-        # Rebuild the activation layer from the file, then check the saved weights fit it.
-        acts = read_activation_file(act_path)
-        mode = spec.get("mode", "diverse")
-        data_name = canonical_name(dataset or spec.get("dataset") or acts.metadata.get("dataset") or "MNIST1D")
-        probe = load_dataset(data_name, data_path)
-        net = build_for_mode(mode, acts, probe.input_size, probe.num_classes, spec.get("hidden_size", 200))
-        spec = {**net.spec.to_dict(), "mode": mode, "dataset": data_name}
     if not 1 <= top_k <= 100 or iters < 1 or num_samples < 1:
         raise UserError("--top_k must be 1..100, --iters and --num_samples positive")
+    acts = read_activation_file(act_path) if act_path is not None else None
+    data_name = canonical_name(dataset or spec.get("dataset")
+                               or (acts.metadata.get("dataset") if acts else None) or "MNIST1D")
+    data = load_dataset(data_name, data_path)
+    if acts is not None:
+        # Rebuild the activation layer from the file; load_net then checks the saved weights fit it.
+        mode = spec.get("mode", "diverse")
+        shape = build_for_mode(mode, acts, data.input_size, data.num_classes, spec.get("hidden_size", 200))
+        spec = {**shape.spec.to_dict(), "mode": mode, "dataset": data_name}
     device = resolve_device(use_gpu, gpu_no)
     out = ensure_writable_folder(output_folder or model_path.parent)
     net = load_net(spec, model_path).to(device)
-    data_name = canonical_name(dataset or spec.get("dataset") or "MNIST1D")
-    data = load_dataset(data_name, data_path)
     if data.input_size != net.spec.input_size:
         raise UserError(f"model expects {net.spec.input_size} inputs but {data_name} has {data.input_size}")
     generator = torch.Generator().manual_seed(seed)
