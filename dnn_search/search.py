@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dnn_search import store
+from dnn_search import store, tune_patches
 from dnn_search.atomic import ensure_writable_folder
 from dnn_search.errors import UserError
 from dnn_search.space import SearchSpace, from_dict, load_space
@@ -203,6 +203,7 @@ def ray_session(address: str | None, quiet: bool = False, exp_dir: Path | None =
     if address is None:
         _embedded_auth()
     import ray
+    tune_patches.apply()
     if ray.is_initialized():
         yield ray
         return

@@ -1,0 +1,84 @@
+"""dnn_search.tune_patches against a real Ray Tune: a cached (reused) trial worker that died
+while idle. Ray Tune 2.60 ends the next trial as ERROR without a retry; with the fix it is retried."""
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+# Deterministic: one CPU, one trial at a time, actor reuse on. Trial 1 kills its own worker 0.3 s
+# after it ends; the searcher hands out trial 2 only 2 s later, so Tune gives trial 2 the dead
+# cached worker, and its RESET call fails.
+SCRIPT = """
+import json, os, shutil, sys, tempfile, threading, time
+import ray
+from ray import tune
+from ray.tune.search import Searcher
+
+if sys.argv[1] == "patched":
+    from dnn_search import tune_patches
+    assert tune_patches.apply()
+
+
+class SecondTrialLate(Searcher):
+    def __init__(self):
+        super().__init__(metric="x", mode="max")
+        self.suggested = 0
+
+    def suggest(self, trial_id):
+        self.suggested += 1
+        if self.suggested > 2:
+            return Searcher.FINISHED
+        if self.suggested == 2:
+            time.sleep(2)
+        return {"kill_worker_after": self.suggested == 1}
+
+    def on_trial_complete(self, trial_id, result=None, error=False):
+        pass
+
+
+def trainable(config):
+    tune.report({"x": 1.0})
+    if config["kill_worker_after"]:
+        threading.Timer(0.3, os._exit, (1,)).start()
+
+
+root = sys.argv[2]
+ray_temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
+ray.init(num_cpus=1, include_dashboard=False, _temp_dir=ray_temp, log_to_driver=False)
+grid = tune.Tuner(
+    trainable,
+    tune_config=tune.TuneConfig(search_alg=SecondTrialLate(), num_samples=-1, max_concurrent_trials=1,
+                                reuse_actors=True),
+    run_config=tune.RunConfig(storage_path=root + "/results", verbose=0,
+                              failure_config=tune.FailureConfig(max_failures=2))).fit()
+print(json.dumps([{"errored": r.error is not None, "x": (r.metrics or {}).get("x")} for r in grid]))
+ray.shutdown()
+shutil.rmtree(ray_temp, ignore_errors=True)
+"""
+
+
+def _run(mode, tmp_path, env):
+    script = tmp_path / "reuse_dead_worker.py"
+    script.write_text(SCRIPT)
+    env = {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    proc = subprocess.run([sys.executable, str(script), mode, str(tmp_path)], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_dead_cached_worker_is_retried(tmp_path, search_env):
+    assert _run("patched", tmp_path, search_env) == [{"errored": False, "x": 1.0}] * 2
+
+
+def test_unpatched_tune_still_loses_the_trial(tmp_path, search_env):
+    """The race the fix is for. When a Ray release fixes it, this fails: drop tune_patches then."""
+    assert _run("plain", tmp_path, search_env) == [{"errored": False, "x": 1.0}, {"errored": True, "x": None}]
