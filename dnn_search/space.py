@@ -307,11 +307,6 @@ def from_dict(data, source: str = "") -> SearchSpace:
         s["seed"] = c.integer("sampler.seed", sampler["seed"], 0)
     if sampler.get("n_startup_trials") is not None:
         s["n_startup_trials"] = c.integer("sampler.n_startup_trials", sampler["n_startup_trials"], 0)
-    if s["type"] == "cmaes":
-        try:
-            import cmaes  # noqa: F401
-        except ImportError:
-            c.fail("sampler.type", "cmaes needs the 'cmaes' package: pip install cmaes")
     space.sampler = s
 
     # scheduler

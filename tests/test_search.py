@@ -151,6 +151,17 @@ def test_same_seed_same_configs(tmp_path, search_env):
     assert configs[0] == configs[1]
 
 
+def test_cmaes_sampler_drives_the_search(tmp_path, search_env):
+    space = tiny_space(tmp_path, num_samples=5, max_concurrent=1, steps=2, sampler="cmaes")
+    space.write_text(space.read_text().replace("{type: asha, grace_period: 1, reduction_factor: 2}", "{type: none}"))
+    proc = run_cli(["search", "--space", space, "--name", "cma", "--storage", tmp_path / "r", "--quiet"], search_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = _study(tmp_path / "r" / "cma", "cma")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 5
+    # after the 2 random start-up trials, CMA-ES itself sampled every trial (it tags them)
+    assert [("cma:generation" in t.system_attrs) for t in study.trials] == [False, False, True, True, True]
+
+
 def test_divergence_is_failed_not_retried(tmp_path, search_env):
     space = tiny_space(tmp_path, num_samples=2, inner_lr=False, extra_fixed=", inner_lr: 1000.0")
     proc = run_cli(["search", "--space", space, "--name", "div", "--storage", tmp_path / "r", "--quiet"],
