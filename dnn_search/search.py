@@ -20,7 +20,7 @@ import socket
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 
 from dnn_search import store, tune_patches
@@ -886,6 +886,40 @@ def _grid_run(name: str, trainable, jobs: list[dict], exp_dir: Path, space: Sear
     return rows, time.time() - started
 
 
+def _job_key(trial_id, dataset, mode, run) -> tuple:
+    return (str(trial_id), str(dataset), str(mode), int(run))
+
+
+def _validation_plan(exported: list[dict], p: dict, exp_dir: Path) -> tuple[list[dict], list[tuple]]:
+    """Every (trial, dataset, mode, run) the pipeline reports, and for each the key of the training
+    that produces it. Equal keys train the same network, so it is trained once: `pure` depends only
+    on the base function and the validation settings (not on the learned activations), and with
+    n=1 `diverse` builds exactly the `single:1` network (bit-identical, tested)."""
+    from dnn_search.actfile import read_activation_file
+    from dnn_search.validation import config_for
+
+    wanted, keys = [], []
+    for e in exported:
+        acts = read_activation_file(e["npz"])
+        cfg = config_for(acts.metadata, epochs=p.get("epochs"), lr=p.get("lr"), momentum=p.get("momentum"),
+                         hidden_size=p.get("hidden_size"))
+        modes = ["pure", *[f"single:{k}" for k in range(1, e["n"] + 1)], "diverse"]
+        for dataset in p["datasets"]:
+            for mode in modes:
+                for run in range(p["runs"]):
+                    seed = p.get("seed", 0) + run
+                    model_dir = (str(exp_dir / "validation" / e["trial_id"] / "models")
+                                 if p["hessian"] and run == 0 else "")
+                    wanted.append({"trial_id": e["trial_id"], "act_path": str(e["npz"]), "dataset": dataset,
+                                   "mode": mode, "run": run, "seed": seed, "model_dir": model_dir})
+                    if mode == "pure":
+                        keys.append(("pure", acts.base, dataset, seed, run, astuple(cfg)))
+                    else:
+                        same = "single:1" if mode == "diverse" and e["n"] == 1 else mode
+                        keys.append((e["trial_id"], same, dataset, seed, run))
+    return wanted, keys
+
+
 def _pipeline_stages(ray, space: SearchSpace, exp_dir: Path, exported: list[dict], opts: Options) -> dict:
     from dnn_search.trials import hessian_trial, validation_trial
     if not exported:
@@ -899,41 +933,46 @@ def _pipeline_stages(ray, space: SearchSpace, exp_dir: Path, exported: list[dict
     if any(d != "MNIST1D" for d in p["datasets"]) and not space.data_path:
         raise UserError(f"datasets {', '.join(p['datasets'])}: MNIST and CIFAR are read from local files; "
                         "set data_path in the space file or pass --data-path")
-    jobs = []
-    for e in exported:
-        modes = ["pure", *[f"single:{k}" for k in range(1, e["n"] + 1)], "diverse"]
-        for dataset in p["datasets"]:
-            for mode in modes:
-                for run in range(p["runs"]):
-                    model_dir = (str(exp_dir / "validation" / e["trial_id"] / "models")
-                                 if p["hessian"] and run == 0 else "")
-                    jobs.append({"trial_id": e["trial_id"], "act_path": str(e["npz"]), "dataset": dataset,
-                                 "mode": mode, "run": run, "seed": p.get("seed", 0) + run, "model_dir": model_dir})
+    wanted, key_of = _validation_plan(exported, p, exp_dir)
+    trained_by: dict[tuple, dict] = {}  # training key -> the job that trains it
+    for job, key in zip(wanted, key_of):
+        trained_by.setdefault(key, job)
+    jobs = list(trained_by.values())
+    if not opts.quiet and len(jobs) < len(wanted):
+        print(f"validation: {len(wanted)} (trial, dataset, mode, run) results from {len(jobs)} trainings "
+              "(trials with equal settings share their pure network; an n=1 diverse network is single:1)")
     rows, v_seconds = _grid_run("validation", validation_trial, jobs, exp_dir, space, settings, opts.quiet,
                                 "validation")
-    v_rows = [{"trial_id": r["trial_id_meta"], "dataset": r["dataset"], "mode": r["mode"], "run": r["run"],
-               "seed": r["seed"], "test_accuracy": r["test_accuracy"], "test_loss": r["test_loss"],
-               "epochs": r["epochs"], "seconds": r["seconds"], "node_id": r["node_id"],
-               "model_path": r["model_path"], "curve_accuracy": r["curve_accuracy"], "curve_loss": r["curve_loss"]}
-              for r in rows]
-    order = {(j["trial_id"], j["dataset"], j["mode"], j["run"]): i for i, j in enumerate(jobs)}
-    v_rows.sort(key=lambda r: order.get((r["trial_id"], r["dataset"], r["mode"], r["run"]), 0))
+    results = {_job_key(r["trial_id_meta"], r["dataset"], r["mode"], r["run"]): r for r in rows}
+    v_rows = []
+    for job, key in zip(wanted, key_of):
+        src = trained_by[key]
+        r = results.get(_job_key(src["trial_id"], src["dataset"], src["mode"], src["run"]))
+        if r is None:  # that training failed
+            continue
+        v_rows.append({"trial_id": job["trial_id"], "dataset": job["dataset"], "mode": job["mode"],
+                       "run": job["run"], "seed": job["seed"],
+                       **{k: r[k] for k in ("test_accuracy", "test_loss", "epochs", "seconds", "node_id",
+                                            "model_path", "curve_accuracy", "curve_loss")}})
     store.write_table(exp_dir / "validation.parquet", v_rows,
                       ("trial_id", "dataset", "mode", "run", "seed", "test_accuracy", "test_loss"))
     h_rows, h_seconds = [], 0.0
     if p["hessian"]:
-        h_jobs = [{"trial_id": r["trial_id"], "dataset": r["dataset"], "mode": r["mode"],
-                   "model_path": r["model_path"], "output_folder": str(exp_dir / "hessian" / r["trial_id"])}
-                  for r in v_rows if r["model_path"]]
+        with_model = [r for r in v_rows if r["model_path"]]
+        h_jobs_by_model: dict[str, dict] = {}  # a shared model gets one Hessian
+        for r in with_model:
+            h_jobs_by_model.setdefault(r["model_path"], {
+                "trial_id": r["trial_id"], "dataset": r["dataset"], "mode": r["mode"], "model_path": r["model_path"],
+                "output_folder": str(exp_dir / "hessian" / r["trial_id"])})
+        h_jobs = list(h_jobs_by_model.values())
         rows, h_seconds = _grid_run("hessian", hessian_trial, h_jobs, exp_dir, space, settings, opts.quiet,
                                     "hessian")
-        h_rows = [{"trial_id": r["trial_id_meta"], "dataset": r["dataset"], "mode": r["mode"],
-                   "top_eigenvalue": r["top_eigenvalue"], "trace": r["trace"],
-                   "top_eigenvalues": r["top_eigenvalues"], "density_eigen": r["density_eigen"],
-                   "density_weight": r["density_weight"], "num_params": r["num_params"],
-                   "model_path": r["model_path"], "node_id": r["node_id"]} for r in rows]
-        h_order = {(j["trial_id"], j["dataset"], j["mode"]): i for i, j in enumerate(h_jobs)}
-        h_rows.sort(key=lambda r: h_order.get((r["trial_id"], r["dataset"], r["mode"]), 0))
+        by_model = {r["model_path"]: r for r in rows}
+        h_rows = [{"trial_id": v["trial_id"], "dataset": v["dataset"], "mode": v["mode"],
+                   **{k: by_model[v["model_path"]][k] for k in ("top_eigenvalue", "trace", "top_eigenvalues",
+                                                                "density_eigen", "density_weight", "num_params",
+                                                                "model_path", "node_id")}}
+                  for v in with_model if v["model_path"] in by_model]
     store.write_table(exp_dir / "hessian.parquet", h_rows,
                       ("trial_id", "dataset", "mode", "top_eigenvalue", "trace", "top_eigenvalues",
                        "density_eigen", "density_weight"))

@@ -120,6 +120,24 @@ def test_parse_modes_accepts_original_spellings():
 
 
 @pytest.mark.parametrize("exact", [True, False])
+def test_one_activation_diverse_trains_exactly_as_single_1(tmp_path, exact):
+    """The pipeline trains an n=1 file's `diverse` network once, as `single:1`: they must be the
+    same network, trained to the same bits."""
+    from dnn_search.data import Dataset
+    from dnn_search.validation import ValidationConfig, run_mode
+    _, loaded = make_loaded(tmp_path, n=1, exact=exact)
+    g = torch.Generator().manual_seed(0)
+    data = Dataset("toy", torch.randn(120, 5, generator=g), torch.randint(0, 4, (120,), generator=g),
+                   torch.randn(40, 5, generator=g), torch.randint(0, 4, (40,), generator=g))
+    cfg = ValidationConfig(epochs=2, lr=0.05, momentum=0.9, batch_size=30, hidden_size=9)
+    diverse, diverse_net = run_mode(loaded, data, "diverse", 3, cfg)
+    single, single_net = run_mode(loaded, data, "single:1", 3, cfg)
+    assert diverse["test_accuracy"] == single["test_accuracy"] and diverse["test_loss"] == single["test_loss"]
+    for (name, a), (_, b) in zip(diverse_net.state_dict().items(), single_net.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("exact", [True, False])
 def test_saved_net_rebuilds_from_state_dict_and_spec(tmp_path, exact):
     _, loaded = make_loaded(tmp_path, exact=exact)
     net = build_for_mode("diverse", loaded, 5, 4, 11)

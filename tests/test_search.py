@@ -133,6 +133,17 @@ def test_validation_and_hessian_tables(pipeline_run):
                 "density_weight"):
         assert col in hes.columns
     assert len(hes) == val.groupby(["trial_id", "dataset", "mode"]).ngroups
+    # one training per distinct network: the trials share the pure network of each seed (their
+    # validation settings are equal), and an n=1 trial's diverse network is its single:1
+    pure = val[val["mode"] == "pure"].pivot(index="run", columns="trial_id", values="test_accuracy")
+    assert (pure.nunique(axis=1) == 1).all()
+    ones = [tid for tid, n in exported.items() if n == 1]
+    for tid in ones:
+        rows = val[val.trial_id == tid].set_index(["run", "mode"]).test_accuracy
+        assert list(rows.xs("diverse", level="mode")) == list(rows.xs("single:1", level="mode"))
+    trainings = len(list((exp / "ray" / "validation").glob("*/result.json")))
+    assert trainings == len(val) - 2 * (len(exported) - 1) - 2 * len(ones)
+    assert len(list((exp / "ray" / "hessian").glob("*/result.json"))) == hes.model_path.nunique()
     assert np.isfinite(hes.top_eigenvalue).all() and np.isfinite(hes.trace).all()
     summary = (exp / "summary.md").read_text()
     assert "| dataset | trial | n | pure | best homogeneous | diverse |" in summary
