@@ -353,14 +353,14 @@ def write_report(folder: str | os.PathLike, top: int = 4) -> Path:
 
     # top trials' activations
     add("<h2>Top trials: learned activations</h2>")
-    entries, table_rows = [], []
+    entries, table_rows, not_exported = [], [], []
     for _, row in ranked.head(top).iterrows():
         tid = row["trial_id"]
         folder_t = res.folder / "activations" / tid
         path = _activation_file(folder_t) if folder_t.is_dir() else None
         label = f"{tid} ({score} {_fmt(row[score])})" if score else tid
         if path is None:
-            add(f'<p class="note">No activation file for trial {_esc(tid)}.</p>')
+            not_exported.append(tid)
             continue
         try:
             loaded = read_activation_file(path)
@@ -369,6 +369,10 @@ def write_report(folder: str | os.PathLike, top: int = 4) -> Path:
             continue
         entries.append((label, loaded.base, loaded.grid_x, loaded.grid_y))
         table_rows.append(row)
+    if not_exported:
+        add(f'<p class="note">No exported activations for trial{"s" if len(not_exported) > 1 else ""} '
+            f"{_esc(', '.join(not_exported))} (among the top {min(top, len(ranked))}); "
+            f"<code>dnn-search export {_esc(res.folder)} --top {top}</code> exports them.</p>")
     if entries:
         fig = plots.plot_top_activations(entries, figdir / "top_activations.png",
                                          title=f"Learned activations of the top {len(entries)} trials "

@@ -95,7 +95,7 @@ def test_report_without_pipeline_or_study(tmp_path):
     assert "2 trials" in plain
     assert "not computable" in plain
     assert "No validation results yet" in plain and "No Hessian results yet" in plain
-    assert "No activation file for trial a" in plain
+    assert "No exported activations for trials a, b (among the top 2)" in plain and "--top 4" in plain
     figures = {p.name for p in (folder / "report_figures").glob("*.png")}
     assert "learning_curves.png" in figures and "validation_accuracy.png" not in figures
 
