@@ -1,12 +1,12 @@
 """A fix for one failure-handling race in Ray Tune's trial controller (seen in Ray 2.60).
 
 With actor reuse on (it halves the smoke pipeline's wall time), Tune keeps a finished trial's
-actor and hands it to the next trial with a RESET call. When that actor's node has died
-meanwhile, two errors arrive for one trial: first the actor's death, which Tune handles
-correctly (one failure counted, trial requeued as PENDING), then the failed RESET future, which
-Tune counts as a second failure of a PENDING trial and ends the trial as ERROR without any
-retry, whatever `max_failures` says. It also leaves the trial marked as "resetting", so that it
-could never take another cached actor. Measured: 4 of 8 node-loss runs lost a trial this way.
+actor and hands it to the next trial with a RESET call. When that cached actor has died meanwhile
+(its node was lost, or its process killed), two errors arrive for one trial: first the actor's
+death, which Tune handles correctly (one failure counted, trial requeued as PENDING), then the
+failed RESET future, which Tune counts as a second failure of a PENDING trial and ends the trial
+as ERROR without any retry, whatever `max_failures` says; the trial also stays marked as
+"resetting". Measured: 4 of 8 node-loss runs lost a trial this way.
 
 The fix wraps only the RESET call's error handler: it forgets the trial's "resetting" mark, drops
 the error if Tune has already given up that actor, and otherwise treats it as that actor's death
