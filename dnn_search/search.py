@@ -23,7 +23,7 @@ import time
 from dataclasses import astuple, dataclass, field
 from pathlib import Path
 
-from dnn_search import store, tune_patches
+from dnn_search import faults, store, tune_patches
 from dnn_search.atomic import ensure_writable_folder
 from dnn_search.errors import UserError
 from dnn_search.space import SearchSpace, from_dict, load_space
@@ -360,6 +360,11 @@ def _make_searcher_class():
                     ot_trial.set_user_attr("error", reason)
                 if result:
                     ot_trial.set_user_attr("steps_done", int(result.get("step", 0)))
+            persist = _DRIVER.get("persist")
+            if persist is not None:
+                # Once Optuna is told, a resume skips this trial (see finished_trials): its steps must be
+                # on disk first, since Tune's copy of them is only synced at its periodic snapshots.
+                persist()
             try:
                 if ot_trial.storage.get_trial(ot_trial._trial_id).state.is_finished():
                     # told before the driver was killed; Tune completes the restored trial again
@@ -369,7 +374,11 @@ def _make_searcher_class():
                                     state=state)
             except Exception as exc:  # e.g. already finished after a restore
                 logging.getLogger(__name__).warning("optuna tell failed for %s: %s", trial_id, exc)
+                self._completed_trials.add(trial_id)
+                return
             self._completed_trials.add(trial_id)
+            _DRIVER["told"] = _DRIVER.get("told", 0) + 1
+            faults.stall_after_tell(_DRIVER["told"])
 
         def restore(self, checkpoint_path):
             super().restore(checkpoint_path)
@@ -384,6 +393,46 @@ def _make_searcher_class():
                         storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL)
 
     return StudySearch
+
+
+def finished_trials(storage, name: str, exp_dir: Path, metric: str) -> dict:
+    """{Ray trial id: its final result} for every trial the study NAME holds as finished.
+
+    Optuna is told a trial's outcome before Tune takes its next periodic snapshot of its own state,
+    so a driver killed in between leaves Tune believing the trial still runs: a resume would train
+    it again from an older checkpoint. The study is the record of what finished, and steps.parquet
+    (written before each tell) holds the final step: `metalearn_trial` reports that result again
+    instead of training. A trial whose final step is missing from steps.parquet is left out (it runs
+    again, deterministically, and the study keeps its first outcome)."""
+    import optuna
+    from optuna.trial import TrialState
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return {}
+    steps = {}
+    path = exp_dir / store.STEPS_FILE
+    if path.is_file():
+        for row in store.read_table(path).to_dict("records"):
+            steps[(str(row["trial_id"]), int(row["step"]))] = row
+    out = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)):
+        tid = t.user_attrs.get("ray_trial_id")
+        step = int(t.user_attrs.get("steps_done", 0) or 0)
+        if not tid:
+            continue
+        if t.state == TrialState.FAIL:
+            out[tid] = {"step": step, metric: math.nan, "diverged": True,
+                        "error": str(t.user_attrs.get("error") or "failed before the driver stopped")}
+            continue
+        row = steps.get((tid, step))
+        if row is None:
+            continue
+        result = {k: store._plain(row.get(k)) for k in store.STEP_COLUMNS if k != "trial_id"}
+        result["grad_norms"] = [float(v) for v in (row.get("grad_norms") if row.get("grad_norms") is not None else [])]
+        out[tid] = {**result, "step": step, "diverged": False, "error": "",
+                    "reported_at": store._plain(row.get("wall_time"))}
+    return out
 
 
 def fail_stale_trials(storage, name: str, keep_numbers=()) -> int:
@@ -720,18 +769,22 @@ def _search_in_session(ray, space: SearchSpace, exp_dir: Path, record: dict, opt
     storage = optuna_storage(exp_dir, options.get("optuna_storage"))
     collector = _make_callbacks(exp_dir, space, opts.quiet)
     _DRIVER.clear()
-    _DRIVER.update(on_complete=_artifact_hook(exp_dir, collector), numbers={},
+    _DRIVER.update(on_complete=_artifact_hook(exp_dir, collector), numbers={}, persist=collector.write,
                    last_result=lambda tid: dict(collector.trials[tid].last_result or {}))
-    trainable = tune.with_resources(tune.with_parameters(metalearn_trial, settings=_settings(space)),
+    settings = _settings(space)
+    path = exp_dir / RAY_DIR / SEARCH_EXPERIMENT
+    resuming = opts.resume and tune.Tuner.can_restore(str(path))
+    if resuming:
+        settings["finished"] = finished_trials(storage, opts.name, exp_dir, space.metric)
+    trainable = tune.with_resources(tune.with_parameters(metalearn_trial, settings=settings),
                                     {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial})
     run_config = tune.RunConfig(
         name=SEARCH_EXPERIMENT, storage_path=str(exp_dir / RAY_DIR), verbose=0,
         callbacks=[JsonLoggerCallback(), collector],
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         failure_config=tune.FailureConfig(max_failures=space.max_failures))
-    path = exp_dir / RAY_DIR / SEARCH_EXPERIMENT
     started = time.time()
-    if opts.resume and tune.Tuner.can_restore(str(path)):
+    if resuming:
         tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
         # RunConfig callbacks are not restored with the tuner: attach ours again.
         tuner._local_tuner._run_config.callbacks = run_config.callbacks

@@ -12,6 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from dnn_search import faults
+
 STATE_FILE = "state.pt"
 
 
@@ -47,6 +49,17 @@ def metalearn_trial(config: dict, settings: dict) -> None:
     device, node_id = _prepare(settings)
     cfg = MetaConfig.from_dict(config)
     cfg.dataset = canonical_name(cfg.dataset)
+    last_step = min(cfg.steps, int(settings.get("max_steps") or cfg.steps))
+    started = time.time()
+    common = {"node_id": node_id, "started_at": started, "target_steps": last_step}
+    trial_id = tune.get_context().get_trial_id()
+    finished = (settings.get("finished") or {}).get(trial_id)
+    if finished is not None:
+        # Optuna was told this trial's outcome before the driver stopped, but Tune's last snapshot of
+        # its own state predates that: report the recorded final result again instead of training.
+        faults.trace("replay", trial_id=trial_id, step=finished.get("step"), node_id=node_id)
+        tune.report({**finished, **common, "replayed": True})
+        return
     data = load_dataset(cfg.dataset, settings.get("data_path"))
     split = split_validation(data.x_train, data.y_train, cfg.val_fraction, cfg.seed)
     learner = MetaLearner(cfg, *split, data.num_classes, device=device)
@@ -54,11 +67,9 @@ def metalearn_trial(config: dict, settings: dict) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             learner.load_state_dict(load_checkpoint_state(folder))
-    last_step = min(cfg.steps, int(settings.get("max_steps") or cfg.steps))
+    restored_from = learner.step_index
     every = int(settings.get("checkpoint_every", 5))
     milestones = set(settings.get("milestones") or ())
-    started = time.time()
-    common = {"node_id": node_id, "started_at": started, "target_steps": last_step}
     previous = {"meta_loss": math.nan, "final_train_loss": math.nan, "heldout_accuracy": math.nan,
                 "heldout_loss": math.nan, "grad_norms": [], "grad_norm": math.nan, "seconds": 0.0}
     while learner.step_index < last_step:
@@ -73,6 +84,8 @@ def metalearn_trial(config: dict, settings: dict) -> None:
                    "grad_norms": list(m.grad_norms), "grad_norm": math.sqrt(sum(g * g for g in m.grad_norms)),
                    "seconds": m.seconds}
         previous = metrics
+        faults.trace("step", trial_id=trial_id, step=m.step, restored_from=restored_from, node_id=node_id,
+                     meta_loss=m.meta_loss, heldout_accuracy=m.heldout_accuracy)
         result = {**metrics, **common, "diverged": False, "error": "", "reported_at": time.time()}
         if checkpoint_steps(m.step, last_step, every, milestones):
             with tempfile.TemporaryDirectory(prefix="dnn_ckpt_") as folder:

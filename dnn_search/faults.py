@@ -1,0 +1,59 @@
+"""Observation and fault points for tests of crash safety (inactive unless their variable is set).
+
+Crash-safety bugs live in windows of milliseconds: between telling Optuna that a trial finished and
+Tune's next snapshot of its own state, say. A test that waits for such a window by polling files is
+a test that passes or fails by timing. These two points make the windows reachable on purpose:
+
+- `DNN_SEARCH_TRACE=FILE`: every trial appends one JSON line per event (a computed outer step, a
+  replayed result) with its trial id, process id, node and the step it was restored from, so a test
+  reads what was computed where, instead of Tune's result.json (a copy Tune syncs to storage only at
+  its periodic snapshots, and replaces on a resume).
+- `DNN_SEARCH_STALL_AFTER_TELL=N:FILE`: the driver stops forever right after the N-th trial it
+  tells Optuna about, having written FILE, so a test can kill it exactly there.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+TRACE_VARIABLE = "DNN_SEARCH_TRACE"
+STALL_VARIABLE = "DNN_SEARCH_STALL_AFTER_TELL"
+
+
+def trace(event: str, **fields) -> None:
+    """Append one event to the trace file, if tracing is on (one write call: lines never interleave)."""
+    path = os.environ.get(TRACE_VARIABLE)
+    if not path:
+        return
+    line = json.dumps({"event": event, "pid": os.getpid(), "time": time.time(), **fields}, default=str) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+def read_trace(path) -> list[dict]:
+    """The events of a trace file, in order (a line cut by a kill is skipped)."""
+    events = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            continue
+    return events
+
+
+def stall_after_tell(told: int) -> None:
+    """Called by the driver after it told Optuna about its TOLD-th trial: stall there if asked to."""
+    spec = os.environ.get(STALL_VARIABLE)
+    if not spec:
+        return
+    count, _, marker = spec.partition(":")
+    if told != int(count):
+        return
+    Path(marker).write_text(f"{os.getpid()}\n")
+    while True:  # until the test kills this process
+        time.sleep(3600)
