@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from dnn_search.errors import UserError
 
@@ -328,7 +329,33 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in COMMANDS:
         add(sub)
+    for command in sub.choices.values():
+        _add_cache_dir(command)
     return parser
+
+
+# The folder each command keeps its caches under unless --cache-dir says otherwise: inside what the
+# command writes (its --output_folder, or --storage), never the user's home.
+_CACHE_ROOT = {
+    "metalearn": lambda a: a.output_folder,
+    "validate": lambda a: a.output_folder or Path(a.act_path).parent,
+    "hessian": lambda a: a.output_folder or Path(a.model_path).parent,
+    "dashboard": lambda a: _search_root(a.name_or_dir, a.storage),
+    "report": lambda a: _search_root(a.name_or_dir, a.storage),
+    "export": lambda a: _search_root(a.search, a.storage),
+}
+
+
+def _search_root(name_or_dir: str, storage: str) -> Path:
+    """The storage root of a search named by NAME or by its folder."""
+    path = Path(name_or_dir)
+    return path.resolve().parent if path.is_dir() else Path(storage)
+
+
+def _add_cache_dir(parser) -> None:
+    parser.add_argument("--cache-dir", default=None, metavar="DIR",
+                        help="folder for caches (generated data, matplotlib's font list); default: .cache "
+                             "inside --output_folder or --storage (or $DNN_SEARCH_CACHE when set)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -338,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        from dnn_search.cache import use_cache_dir
+        use_cache_dir(args.cache_dir, _CACHE_ROOT.get(args.command, lambda a: a.storage)(args))
         args.handler(args)
     except UserError as exc:
         print(f"dnn-search {args.command}: error: {exc}", file=sys.stderr)

@@ -199,6 +199,15 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def listening_url(url: str, host: str) -> str:
+    """The URL to print: what the server really listens on. A wildcard bind is shown as such (every
+    interface), with the loopback URL that opens it on this machine."""
+    if host not in WILDCARD_HOSTS:
+        return url
+    shown = url.replace("http://127.0.0.1:", f"http://{'[::]' if host == '::' else '0.0.0.0'}:", 1)
+    return f"{shown}  (listening on every interface; on this machine: {url})"
+
+
 def _drain(stream, lines: deque, ready: list, event: threading.Event) -> None:
     for raw in iter(stream.readline, ""):
         line = raw.rstrip("\n")
@@ -293,7 +302,7 @@ def run_dashboard(name_or_dir: str, storage: str = "results", host: str = DEFAUL
               file=sys.stderr)
     proc, url = start_dashboard_process(folder, host=host, port=port)
     shown = loc.study_name if loc.study_name in names else ", ".join(names)
-    print(f"Dashboard: {url}", file=out)
+    print(f"Dashboard: {listening_url(url, host)}", file=out)
     print(f"  study {shown} in {folder}; press Ctrl-C to stop", file=out, flush=True)
     try:
         while proc.poll() is None:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from dnn_search import faults, store, tune_patches
 from dnn_search.atomic import ensure_writable_folder
+from dnn_search.cache import current_environment
 from dnn_search.errors import UserError
 from dnn_search.space import SearchSpace, from_dict, load_space
 
@@ -738,8 +739,7 @@ def resolve(opts: Options) -> tuple[SearchSpace, Path, dict]:
 
 def _settings(space: SearchSpace) -> dict:
     env = {"DNN_SEARCH_COMPILE": "1" if space.compile else "0"}
-    if os.environ.get("DNN_SEARCH_CACHE"):
-        env["DNN_SEARCH_CACHE"] = os.environ["DNN_SEARCH_CACHE"]
+    env.update(current_environment())  # caches under --cache-dir on every node, never in $HOME
     return {"env": env, "cpus_per_trial": space.cpus_per_trial, "data_path": space.data_path,
             "checkpoint_every": space.checkpoint_every, "milestones": space.milestones(),
             "max_steps": space.max_steps()}

@@ -86,3 +86,96 @@ def ray_processes(marker: str = "dnnray") -> list[str]:
         if marker in cmd and state != "Z" and not _driver_alive(cmd):
             found.append(f"{proc.name}: {cmd[:200]}")
     return found
+
+
+# ------------------------------------------------------------------------ processes and sockets
+
+def listening_addresses(pid: int) -> set[tuple[str, int]]:
+    """(ip, port) of every TCP socket that PID or any of its descendants listens on, read from the
+    kernel (psutil), not from what the program prints."""
+    import psutil
+    root = psutil.Process(pid)
+    found = set()
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            for conn in proc.net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN:
+                    found.add((conn.laddr.ip, conn.laddr.port))
+        except psutil.Error:
+            continue
+    return found
+
+
+class ProcessTree:
+    """Every process that a command started, seen by polling psutil while it runs: Ray's raylet, GCS,
+    agents and workers (which rename themselves `ray::...`) included. `survivors()` after the command
+    exits lists those still alive (a PID reused by an unrelated process does not count)."""
+
+    def __init__(self, pid: int):
+        import psutil
+        self.root = psutil.Process(pid)
+        self.seen: dict[int, float] = {}
+
+    def poll(self) -> None:
+        import psutil
+        try:
+            for proc in self.root.children(recursive=True):
+                self.seen.setdefault(proc.pid, proc.create_time())
+        except psutil.Error:
+            pass
+
+    def survivors(self) -> list[str]:
+        import psutil
+        alive = []
+        for pid, created in self.seen.items():
+            try:
+                proc = psutil.Process(pid)
+                if proc.create_time() == created and proc.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(f"{pid}: {' '.join(proc.cmdline())[:160]}")
+            except psutil.Error:
+                continue
+        return alive
+
+
+def run_watched(args, env, timeout=600) -> tuple[subprocess.CompletedProcess, ProcessTree]:
+    """`run_cli`, watching the process tree of the command while it runs."""
+    import time
+    proc = subprocess.Popen([sys.executable, "-m", "dnn_search", *map(str, args)], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    tree = ProcessTree(proc.pid)
+    out: dict = {}
+
+    def drain(name, stream):
+        out[name] = stream.read()
+    import threading
+    readers = [threading.Thread(target=drain, args=(n, s), daemon=True)
+               for n, s in (("stdout", proc.stdout), ("stderr", proc.stderr))]
+    for r in readers:
+        r.start()
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        tree.poll()
+        time.sleep(0.2)
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    for r in readers:
+        r.join(10)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out.get("stdout", ""), out.get("stderr", "")), tree
+
+
+def fresh_home(folder: Path, base_env: dict) -> dict:
+    """BASE_ENV with an empty HOME at FOLDER, the XDG folders inside it, and no cache override: what a
+    new user's shell looks like, to prove that nothing is written there."""
+    folder.mkdir(parents=True, exist_ok=True)
+    env = {**base_env, "HOME": str(folder), "XDG_CACHE_HOME": str(folder / ".cache"),
+           "XDG_CONFIG_HOME": str(folder / ".config"), "XDG_DATA_HOME": str(folder / ".local" / "share"),
+           "XDG_STATE_HOME": str(folder / ".local" / "state")}
+    env.pop("DNN_SEARCH_CACHE", None)
+    env.pop("MPLCONFIGDIR", None)
+    return env
+
+
+def ray_temp_folders() -> set[str]:
+    """Ray's temporary folders in /tmp (the default /tmp/ray and ours, /tmp/dnnray*)."""
+    return {str(p) for p in Path("/tmp").glob("*ray*") if p.name.startswith(("ray", "dnnray"))}

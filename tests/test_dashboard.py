@@ -19,6 +19,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import browser  # noqa: E402
+from conftest import listening_addresses  # noqa: E402
 from fixtures_results import TRIAL_PLAN, build_results  # noqa: E402
 
 from dnn_search.dashboard import start_dashboard_process, stop_dashboard  # noqa: E402
@@ -105,6 +106,13 @@ def served(results):
         cli.close()
 
 
+def test_default_bind_is_loopback_on_the_socket(served):
+    """The server's listening socket (read from the kernel) is 127.0.0.1, not only the printed URL."""
+    url, cli = served
+    port = int(url.split(":")[2].split("/")[0])
+    assert listening_addresses(cli.proc.pid) == {("127.0.0.1", port)}
+
+
 def test_api_lists_study_trials_and_artifact(served, results):
     url, _ = served
     assert url.startswith("http://127.0.0.1:") and url.endswith("/dashboard")
@@ -184,7 +192,11 @@ def test_wildcard_host_warns(results):
     cli = CliProcess(str(results), "--host", "0.0.0.0", "--port", "0")
     try:
         url = cli.wait_for_url()
-        assert url.startswith("http://127.0.0.1:")
+        # the printed URL says what the socket does: every interface (and how to open it here)
+        assert url.startswith("http://0.0.0.0:") and "every interface" in url, url
+        port = int(url.split(":")[2].split("/")[0])
+        assert listening_addresses(cli.proc.pid) == {("0.0.0.0", port)}
+        assert _answers(f"http://127.0.0.1:{port}/api/studies")
         assert cli.interrupt() == 0
         time.sleep(0.2)
         assert any("warning" in line and "0.0.0.0" in line for line in cli.stderr), cli.stderr

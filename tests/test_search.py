@@ -10,7 +10,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from conftest import ray_processes, run_cli, tiny_space
+from conftest import fresh_home, listening_addresses, ray_processes, ray_temp_folders, run_cli, run_watched, tiny_space
 from dnn_search import cli
 from dnn_search.actfile import read_activation_file
 
@@ -25,15 +25,19 @@ def _study(exp: Path, name: str):
 
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory, search_env):
+    """The shared smoke pipeline, run as a new user would: an empty HOME, no cache settings. Its
+    process tree is watched, and Ray's temp folders are listed before and after."""
     root = tmp_path_factory.mktemp("pipe")
     space = tiny_space(root)
-    proc = run_cli(["pipeline", "--space", space, "--name", "demo", "--storage", root / "results"], search_env)
+    env = fresh_home(root / "home", search_env)
+    temp_before = ray_temp_folders()
+    proc, tree = run_watched(["pipeline", "--space", space, "--name", "demo", "--storage", root / "results"], env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return root / "results" / "demo", proc, search_env
+    return root / "results" / "demo", proc, env, {"tree": tree, "temp_before": temp_before}
 
 
 def test_pipeline_files(pipeline_run):
-    exp, proc, env = pipeline_run
+    exp, proc, env, _ = pipeline_run
     for name in ("search.json", "optuna_journal.log", "trials.parquet", "steps.parquet", "validation.parquet",
                  "hessian.parquet", "summary.md"):
         assert (exp / name).is_file(), name
@@ -42,14 +46,38 @@ def test_pipeline_files(pipeline_run):
     assert record["name"] == "demo" and "params" in record["space"]
     # the best trials are printed, with the commands to run next
     assert "best 2 trial(s)" in proc.stdout and "dnn-search dashboard demo" in proc.stdout
-    # hygiene: nothing in ~ (HOME is private to the test), no Ray process left
-    home = Path(env["HOME"])
-    assert not (home / "ray_results").exists()
     assert not ray_processes(), ray_processes()
 
 
+def test_nothing_outside_storage(pipeline_run):
+    """README: nothing is written outside --storage, Ray's temporary folder is removed and no process
+    outlives the command -- for the pipeline (search included), report and dashboard, in an empty HOME."""
+    import subprocess
+    import sys
+    import time
+    exp, _, env, watch = pipeline_run
+    assert not watch["tree"].survivors(), watch["tree"].survivors()
+    assert len(watch["tree"].seen) >= 3  # the watch saw Ray's processes (raylet, GCS, workers)
+    report = run_cli(["report", "demo", "--storage", exp.parent], env)
+    assert report.returncode == 0, report.stderr[-2000:]
+    dash = subprocess.Popen([sys.executable, "-m", "dnn_search", "dashboard", "demo", "--storage", str(exp.parent),
+                             "--port", "0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = dash.stdout.readline()
+        assert line.startswith("Dashboard: http://127.0.0.1:"), line + dash.stderr.read()
+    finally:
+        dash.send_signal(2)
+        dash.wait(60)
+    home = Path(env["HOME"])
+    assert not any(home.iterdir()), sorted(str(p) for p in home.rglob("*"))[:20]
+    assert (exp.parent / ".cache" / "mnist1d.npz").is_file()  # the caches went under --storage
+    assert (exp.parent / ".cache" / "matplotlib").is_dir()
+    time.sleep(0.5)
+    assert not (ray_temp_folders() - watch["temp_before"]), ray_temp_folders() - watch["temp_before"]
+
+
 def test_trials_table(pipeline_run):
-    exp, _, _ = pipeline_run
+    exp, _, _, _ = pipeline_run
     trials = pd.read_parquet(exp / "trials.parquet")
     assert len(trials) == 4 and trials["trial_id"].is_unique
     required = {"trial_id", "optuna_number", "status", "error", "node_id", "steps_done", "final_meta_loss",
@@ -74,7 +102,7 @@ def test_trials_table(pipeline_run):
 
 
 def test_optuna_study_is_truthful(pipeline_run):
-    exp, _, _ = pipeline_run
+    exp, _, _, _ = pipeline_run
     trials = pd.read_parquet(exp / "trials.parquet")
     status = dict(zip(trials.trial_id, trials.status))
     study = _study(exp, "demo")
@@ -94,7 +122,7 @@ def test_optuna_study_is_truthful(pipeline_run):
 
 
 def test_exported_activations(pipeline_run, tmp_path):
-    exp, _, _ = pipeline_run
+    exp, _, _, _ = pipeline_run
     folders = sorted((exp / "activations").iterdir())
     assert len(folders) == 2
     for folder in folders:
@@ -117,7 +145,7 @@ def test_exported_activations(pipeline_run, tmp_path):
 
 
 def test_validation_and_hessian_tables(pipeline_run):
-    exp, _, _ = pipeline_run
+    exp, _, _, _ = pipeline_run
     val = pd.read_parquet(exp / "validation.parquet")
     for col in ("trial_id", "dataset", "mode", "run", "seed", "test_accuracy", "test_loss"):
         assert col in val.columns
@@ -253,6 +281,10 @@ def test_search_serves_the_dashboard_before_the_first_trial(tmp_path, search_env
             if line.startswith("Dashboard: ") and seen is None:
                 url = line.split()[1]
                 assert url.startswith("http://127.0.0.1:")
+                port = int(url.split(":")[2].split("/")[0])
+                # the kernel's view: the dashboard (a child of the search) listens on loopback only
+                assert ("127.0.0.1", port) in listening_addresses(proc.pid)
+                assert not [a for a in listening_addresses(proc.pid) if a[1] == port and a[0] != "127.0.0.1"]
                 with urllib.request.urlopen(url.replace("/dashboard", "/api/studies"), timeout=10) as reply:
                     seen = json.load(reply)
         assert proc.wait(timeout=300) == 0, "".join(lines)[-3000:]
