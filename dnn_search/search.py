@@ -740,6 +740,8 @@ def resolve(opts: Options) -> tuple[SearchSpace, Path, dict]:
 def _settings(space: SearchSpace) -> dict:
     env = {"DNN_SEARCH_COMPILE": "1" if space.compile else "0"}
     env.update(current_environment())  # caches under --cache-dir on every node, never in $HOME
+    if os.environ.get(faults.TRACE_VARIABLE):  # workers of a cluster do not inherit the driver's environment
+        env[faults.TRACE_VARIABLE] = os.environ[faults.TRACE_VARIABLE]
     return {"env": env, "cpus_per_trial": space.cpus_per_trial, "data_path": space.data_path,
             "checkpoint_every": space.checkpoint_every, "milestones": space.milestones(),
             "max_steps": space.max_steps()}

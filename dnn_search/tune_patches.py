@@ -11,14 +11,29 @@ as ERROR without any retry, whatever `max_failures` says; the trial also stays m
 The fix wraps only the RESET call's error handler: it forgets the trial's "resetting" mark, drops
 the error if Tune has already given up that actor, and otherwise treats it as that actor's death
 (Tune's own path, which retries the trial under `max_failures`). Any other error of a RESET keeps
-Tune's handling. This module touches private Tune names, so it checks for them and leaves Tune
-alone (with a debug line) where they are missing.
+Tune's handling. This module touches private Tune names of one Ray minor release (`WRITTEN_FOR`, the release
+`setup.cfg` allows and `requirements.lock` pins): on any other Ray it warns once and leaves Tune
+alone, and where the private names are missing it does the same.
 """
 from __future__ import annotations
 
 import logging
+import os
+import warnings
 
 log = logging.getLogger(__name__)
+
+WRITTEN_FOR = (2, 60)  # the Ray minor release whose TuneController this patch was written against
+
+
+def ray_minor(version: str) -> tuple[int, int]:
+    """(major, minor) of a Ray version string such as '2.60.0' or '2.61.0rc1'."""
+    parts = version.split(".")
+    return int(parts[0]), int("".join(ch for ch in parts[1] if ch.isdigit()) or 0)
+
+
+def applies_to(version: str) -> bool:
+    return ray_minor(version) == WRITTEN_FOR
 
 _INSTANCE_STATE = ("_trial_to_actor", "_actor_to_trial", "_resetting_trials")
 
@@ -41,10 +56,19 @@ def _reset_error_handler(controller, tracked_actor, tune_handler):
 
 def apply() -> bool:
     """Install the fix once per process; True when it is in place."""
+    import ray
     from ray.tune.execution.tune_controller import TuneController
 
     if getattr(TuneController, "_dnn_search_reset_fix", False):
         return True
+    if os.environ.get("DNN_SEARCH_TUNE_PATCHES") == "0":  # measurements of Tune as it is
+        return False
+    if not applies_to(ray.__version__):
+        # warnings show a given message once per process by default
+        warnings.warn(f"dnn_search.tune_patches was written for Ray {WRITTEN_FOR[0]}.{WRITTEN_FOR[1]}; "
+                      f"Ray {ray.__version__} is installed, so Tune is left as it is (a trial whose reused "
+                      "worker died may end as ERROR without a retry)", RuntimeWarning, stacklevel=2)
+        return False
     original = getattr(TuneController, "_schedule_trial_task", None)
     if original is None or not hasattr(TuneController, "_actor_failed"):
         log.debug("this Tune has no _schedule_trial_task/_actor_failed: actor-reuse reset fix not applied")
