@@ -186,7 +186,7 @@ def _add_dashboard(sub) -> None:
 
 
 def _run_dashboard(args) -> None:
-    from dnn_search.dashboard import run_dashboard
+    from dnn_search.results.dashboard import run_dashboard
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be between 0 and 65535, got {args.port}")
     run_dashboard(args.name_or_dir, storage=args.storage, host=args.host, port=args.port)
@@ -207,7 +207,7 @@ def _add_report(sub) -> None:
 
 
 def _run_report(args) -> None:
-    from dnn_search.report import run_report
+    from dnn_search.results.report import run_report
     run_report(args.name_or_dir, storage=args.storage, top=args.top)
 
 
@@ -255,10 +255,10 @@ def _add_search_options(p, pipeline: bool = False) -> None:
 
 
 def _search_options(args, pipeline: bool = False):
-    from dnn_search.search import Options
+    from dnn_search.search.options import Options
     datasets = None
     if pipeline and args.datasets is not None:
-        from dnn_search.space import parse_datasets
+        from dnn_search.search.pipeline_spec import parse_datasets
         datasets = parse_datasets(args.datasets)
     return Options(name=args.name, space_path=args.space, storage=args.storage, num_samples=args.num_samples,
                    max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,
@@ -280,7 +280,7 @@ def _add_search(sub) -> None:
 
 
 def _run_search(args) -> None:
-    from dnn_search.search import run_search
+    from dnn_search.search.driver import run_search
     run_search(_search_options(args))
 
 
@@ -297,7 +297,7 @@ def _add_export(sub) -> None:
 
 
 def _run_export(args) -> None:
-    from dnn_search.search import export
+    from dnn_search.search.driver import export
     export(args.search, args.top, args.out, args.storage)
 
 
@@ -313,7 +313,7 @@ def _add_pipeline(sub) -> None:
 
 
 def _run_pipeline(args) -> None:
-    from dnn_search.search import run_pipeline
+    from dnn_search.search.pipeline import run_pipeline
     run_pipeline(_search_options(args, pipeline=True))
 
 

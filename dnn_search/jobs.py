@@ -8,24 +8,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-import platform
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from dnn_search import __version__
 from dnn_search.actfile import original_stem, read_activation_file, write_activation_files
 from dnn_search.atomic import atomic_path, atomic_write_text, ensure_writable_folder
 from dnn_search.data import canonical_name, load_dataset, split_validation
 from dnn_search.errors import UserError
 from dnn_search.metalearn import MetaConfig, MetaLearner, StepMetrics
 from dnn_search.progress import Progress
-
-
-def versions() -> dict:
-    return {"dnn_search": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
+from dnn_search.versions import versions
 
 
 def resolve_device(use_gpu: bool, gpu_no: int = 0) -> torch.device:

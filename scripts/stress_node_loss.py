@@ -7,7 +7,7 @@ grace when a trial on it reports one of its last steps (read from the trial trac
 -- the moment Ray Tune 2.60 may hand the node's dead cached worker to the next trial. A run *lost a
 trial* when trials.parquet does not end with 4 COMPLETED trials of every step.
 
-    python scripts/stress_node_loss.py --runs 10                  # with dnn_search.tune_patches
+    python scripts/stress_node_loss.py --runs 10                  # with dnn_search.search.tune_patches
     python scripts/stress_node_loss.py --runs 10 --unpatched      # Tune as it is (the race's effect)
     python scripts/stress_node_loss.py --runs 10 --log docs/evidence/node_loss.txt   # append the table
 
@@ -48,7 +48,7 @@ def one_run(folder: Path, unpatched: bool) -> dict:
     import pandas as pd
     from ray.cluster_utils import Cluster
 
-    from dnn_search.faults import read_trace
+    from dnn_search.search.faults import read_trace
     space = folder / "space.yaml"
     space.write_text(SPACE)
     trace = folder / "trace.jsonl"

@@ -81,8 +81,8 @@ def make_doc_screenshots(docs: str | os.PathLike = "docs", results: str | os.Pat
     """docs/dashboard.png and docs/report.png, from `results` (a search folder) or else the test fixture."""
     import sys
     sys.path.insert(0, str(Path(__file__).parent))
-    from dnn_search.dashboard import start_dashboard_process, stop_dashboard
-    from dnn_search.report import write_report
+    from dnn_search.results.dashboard import start_dashboard_process, stop_dashboard
+    from dnn_search.results.report import write_report
     docs = Path(docs)
     with tempfile.TemporaryDirectory() as tmp:
         if results is None:

@@ -51,6 +51,19 @@ def search_env(tmp_path_factory):
     return env
 
 
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory, search_env):
+    """The shared smoke pipeline (every test that needs a finished pipeline uses this one), run as a new user would: an empty HOME, no cache settings. Its
+    process tree is watched, and Ray's temp folders are listed before and after."""
+    root = tmp_path_factory.mktemp("pipe")
+    space = tiny_space(root)
+    env = fresh_home(root / "home", search_env)
+    temp_before = ray_temp_folders()
+    proc, tree = run_watched(["pipeline", "--space", space, "--name", "demo", "--storage", root / "results"], env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root / "results" / "demo", proc, env, {"tree": tree, "temp_before": temp_before}
+
+
 def run_cli(args, env, timeout=600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dnn_search", *map(str, args)], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=timeout)

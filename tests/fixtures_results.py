@@ -1,9 +1,12 @@
 """Build a real `results/NAME/` folder, as `dnn-search search` + `pipeline` leave it (test data).
 
-Everything is written with the real libraries: an Optuna journal study with intermediate values
-and COMPLETE / PRUNED / FAIL trials, a trial artifact uploaded to a FileSystemArtifactStore,
-parquet tables written by pandas, activation files written by `actfile.write_activation_files`.
+Everything is written with the real libraries and the tool's own writers: an Optuna journal study
+with intermediate values and COMPLETE / PRUNED / FAIL trials, a trial artifact uploaded to a
+FileSystemArtifactStore, the tables (`results.tables.write_table`), the search record
+(`results.record.write_record` of a space checked by `search.space.from_dict`), summary.md
+(`results.summary.write_summary`) and the activation files (`actfile.write_activation_files`).
 Only the numbers are synthetic (made-up learning curves), so that building it takes a second.
+Tests of the report on a real search use the shared smoke pipeline instead (conftest).
 """
 from __future__ import annotations
 
@@ -19,6 +22,11 @@ import torch
 from dnn_search.actfile import write_activation_files
 from dnn_search.activations import ActivationSet, default_init
 from dnn_search.plots import plot_activations
+from dnn_search.results.layout import HESSIAN_FILE, STEPS_FILE, TRIALS_FILE, VALIDATION_FILE
+from dnn_search.results.record import SearchRecord, write_record
+from dnn_search.results.summary import write_summary
+from dnn_search.results.tables import STEP_COLUMNS, TRIAL_COLUMNS, write_table
+from dnn_search.search.space import from_dict
 
 # (state, steps reported) per trial, in order
 TRIAL_PLAN = [("COMPLETE", 12), ("COMPLETE", 12), ("PRUNED", 4), ("COMPLETE", 12),
@@ -95,14 +103,17 @@ def build_results(root: str | Path, name: str = "fixture-search", pipeline: bool
                            "final_meta_loss": float(loss[-1]), "final_heldout_accuracy": float(acc[-1]),
                            "best_heldout_accuracy": float(acc.max()), "wall_seconds": 0.5 * steps})
 
+    # the tool's own writers: tables and the search record exactly as a search writes them
     trials = pd.DataFrame(trial_rows)
-    trials.to_parquet(folder / "trials.parquet", index=False)
-    pd.DataFrame(step_rows).to_parquet(folder / "steps.parquet", index=False)
-    (folder / "search.json").write_text(json.dumps({
-        "name": name, "metric": "heldout_accuracy", "mode": "max",
-        "space": {"outer_lr": {"loguniform": [0.05, 1.0]}, "inner_lr": {"loguniform": [1e-3, 0.1]},
-                  "n_activations": {"randint": [1, 4]}, "activation": {"choice": ["sin", "tanh"]}},
-    }, indent=2))
+    write_table(folder / TRIALS_FILE, trial_rows, TRIAL_COLUMNS)
+    write_table(folder / STEPS_FILE, step_rows, STEP_COLUMNS)
+    space = from_dict({"metric": "heldout_accuracy", "mode": "max", "num_samples": len(TRIAL_PLAN),
+                       "sampler": {"type": "random", "seed": 0},
+                       "params": {"outer_lr": {"type": "loguniform", "low": 0.05, "high": 1.0},
+                                  "inner_lr": {"type": "loguniform", "low": 1e-3, "high": 0.1},
+                                  "n_activations": {"type": "int", "low": 1, "high": 4},
+                                  "activation": {"type": "categorical", "choices": ["sin", "tanh"]}}})
+    write_record(folder, SearchRecord(name=name, space=space.to_dict(), storage=str(Path(root).resolve())))
 
     if pipeline:
         best = trials[trials.status == "COMPLETED"].sort_values("final_heldout_accuracy").iloc[-1]
@@ -122,12 +133,7 @@ def build_results(root: str | Path, name: str = "fixture-search", pipeline: bool
                                   "top_eigenvalue": float(eig[-1]), "trace": float(eig.sum() * 10),
                                   "top_eigenvalues": eig[::-1][:3].tolist(),
                                   "density_eigen": [eig.tolist()], "density_weight": [w.tolist()]})
-        pd.DataFrame(val_rows).to_parquet(folder / "validation.parquet", index=False)
-        pd.DataFrame(hess_rows).to_parquet(folder / "hessian.parquet", index=False)
-        lines = ["# Summary", "", f"Best trial: `{best['trial_id']}`", "",
-                 "| dataset | mode | test accuracy |", "|---|---|---|"]
-        val = pd.DataFrame(val_rows).groupby(["dataset", "mode"])["test_accuracy"].agg(["mean", "std"])
-        for (dataset, mode), row in val.iterrows():
-            lines.append(f"| {dataset} | {mode} | {row['mean']:.3f} ± {row['std']:.3f} |")
-        (folder / "summary.md").write_text("\n".join(lines) + "\n")
+        write_table(folder / VALIDATION_FILE, val_rows)
+        write_table(folder / HESSIAN_FILE, hess_rows)
+        write_summary(folder, name)
     return folder

@@ -22,7 +22,7 @@ import browser  # noqa: E402
 from conftest import listening_addresses  # noqa: E402
 from fixtures_results import TRIAL_PLAN, build_results  # noqa: E402
 
-from dnn_search.dashboard import start_dashboard_process, stop_dashboard  # noqa: E402
+from dnn_search.results.dashboard import start_dashboard_process, stop_dashboard  # noqa: E402
 from dnn_search.errors import UserError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

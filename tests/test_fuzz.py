@@ -11,8 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dnn_search.errors import UserError
-from dnn_search.space import (PARAM_KEYS, PIPELINE_KEYS, RESOURCE_KEYS, SAMPLER_KEYS, SCHEDULER_KEYS, TOP_KEYS,
-                              SearchSpace, from_dict, load_space)
+from dnn_search.search import pipeline_spec, samplers, schedulers
+from dnn_search.search.space import PARAM_KEYS, RESOURCE_KEYS, TOP_KEYS, SearchSpace, from_dict, load_space
+
+PIPELINE_KEYS, SAMPLER_KEYS, SCHEDULER_KEYS = pipeline_spec.KEYS, samplers.KEYS, schedulers.KEYS
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

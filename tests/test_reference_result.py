@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from dnn_search.actfile import read_activation_file
-from dnn_search.store import summary_markdown
+from dnn_search.results.summary import summary_markdown
 
 RESULT = Path(__file__).resolve().parent.parent / "results" / "mnist1d-sin"
 

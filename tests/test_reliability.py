@@ -22,8 +22,8 @@ import torch
 
 from conftest import REPO, run_cli
 from dnn_search import cli
-from dnn_search.faults import read_trace
-from dnn_search.search import processes_under
+from dnn_search.search.faults import read_trace
+from dnn_search.search.ray_session import processes_under
 
 pytestmark = pytest.mark.slow
 
@@ -314,7 +314,7 @@ def test_trial_worker_killed_is_retried_from_checkpoint(tmp_path, search_env):
     steps = pd.read_parquet(exp / "steps.parquet")
     assert sorted(steps.loc[steps.trial_id == victim, "step"]) == list(range(1, 11))
     # bit-identical continuation: the interrupted trial ends where an uninterrupted run ends
-    from dnn_search.trials import load_checkpoint_state
+    from dnn_search.results.checkpoint import load_checkpoint_state
     final = max(trial_dirs(exp)[victim].glob("checkpoint_*"))
     state = load_checkpoint_state(final)
     assert int(state["step"]) == 10
@@ -420,7 +420,7 @@ class _Exploit:
 
 
 def _fake_search(root: Path, status="COMPLETED", checkpoint="ray/search/t1/checkpoint_000001") -> Path:
-    from dnn_search import store
+    from dnn_search.results import tables as store
     from dnn_search.metalearn import MetaConfig
     exp = root / "fake"
     (exp / checkpoint).mkdir(parents=True)
@@ -539,7 +539,7 @@ def test_embedded_ray_refuses_clients_without_its_token(tmp_path, search_env):
     token in the environment, nothing written to ~/.ray): a client without the token is refused."""
     script = (
         "import subprocess, sys, os\n"
-        "from dnn_search.search import ray_session\n"
+        "from dnn_search.search.ray_session import ray_session\n"
         "with ray_session(None, True) as ray:\n"
         "    addr = ray.get_runtime_context().gcs_address\n"
         "    env = {k: v for k, v in os.environ.items() if k != 'RAY_AUTH_TOKEN'}\n"
@@ -559,7 +559,7 @@ def test_a_crash_mid_write_leaves_no_half_file(tmp_path, monkeypatch):
     half-way leaves the previous file intact and no partial file where a reader looks."""
     import numpy as np
 
-    from dnn_search import store
+    from dnn_search.results import tables as store
     from dnn_search.activations import ActivationSet
     from dnn_search.actfile import write_activation_files
     from dnn_search.atomic import atomic_write_text

@@ -11,6 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import browser  # noqa: E402
+from conftest import run_cli  # noqa: E402
 from fixtures_results import TRIAL_PLAN, build_results  # noqa: E402
 
 from dnn_search import cli  # noqa: E402
@@ -107,3 +108,22 @@ def test_report_errors(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert cli.main(["report", str(tmp_path / "empty")]) == 2
     assert "no trials" in capsys.readouterr().err
+
+
+def test_report_on_a_real_pipeline_shows_the_hyperparameter_views(pipeline_run, tmp_path):
+    """On the output of a real smoke pipeline (search.json, tables and study written by the tool), the
+    report finds the sampled parameters in the search record and draws the scatter and
+    parallel-coordinates views (it used to say 'too few finished trials' on every real search)."""
+    import shutil
+    exp, _, env, _ = pipeline_run
+    copy = tmp_path / exp.name
+    shutil.copytree(exp, copy, ignore=shutil.ignore_patterns("ray"))
+    proc = run_cli(["report", str(copy)], env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    page = (copy / "report.html").read_text()
+    assert "Too few finished trials" not in page
+    assert (copy / "report_figures" / "param_scatter.png").is_file()
+    assert "hyperparameters against the metric" in page
+    trials = pd.read_parquet(copy / "trials.parquet")
+    if (trials.status == "COMPLETED").sum() >= 2:
+        assert (copy / "report_figures" / "parallel_coordinates.png").is_file()

@@ -10,7 +10,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from conftest import fresh_home, listening_addresses, ray_processes, ray_temp_folders, run_cli, run_watched, tiny_space
+from conftest import listening_addresses, ray_processes, ray_temp_folders, run_cli, tiny_space
 from dnn_search import cli
 from dnn_search.actfile import read_activation_file
 
@@ -21,19 +21,6 @@ def _study(exp: Path, name: str):
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(exp / "optuna_journal.log")))
     return optuna.load_study(study_name=name, storage=storage)
-
-
-@pytest.fixture(scope="module")
-def pipeline_run(tmp_path_factory, search_env):
-    """The shared smoke pipeline, run as a new user would: an empty HOME, no cache settings. Its
-    process tree is watched, and Ray's temp folders are listed before and after."""
-    root = tmp_path_factory.mktemp("pipe")
-    space = tiny_space(root)
-    env = fresh_home(root / "home", search_env)
-    temp_before = ray_temp_folders()
-    proc, tree = run_watched(["pipeline", "--space", space, "--name", "demo", "--storage", root / "results"], env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return root / "results" / "demo", proc, env, {"tree": tree, "temp_before": temp_before}
 
 
 def test_pipeline_files(pipeline_run):
@@ -294,3 +281,37 @@ def test_search_serves_the_dashboard_before_the_first_trial(tmp_path, search_env
     first = next(i for i, line in enumerate(lines) if line.startswith("Dashboard: "))
     assert not any("RUNNING" in line or "TERMINATED" in line for line in lines[:first])
     assert "study_summaries" in seen
+
+
+def test_optuna_storage_url_end_to_end(tmp_path, search_env):
+    """--optuna-storage sqlite:///...: the search writes its study there (no journal file), and
+    dashboard (its API lists the study) and report read it from there, through the search record."""
+    import subprocess
+    import sys
+    import urllib.request
+    db = tmp_path / "studies.db"
+    space = tiny_space(tmp_path, num_samples=2, steps=2)
+    storage = tmp_path / "results"
+    proc = run_cli(["search", "--space", space, "--name", "sq", "--storage", storage, "--quiet",
+                    "--optuna-storage", f"sqlite:///{db}"], search_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    exp = storage / "sq"
+    assert db.is_file() and not (exp / "optuna_journal.log").exists()
+    study = optuna.load_study(study_name="sq", storage=f"sqlite:///{db}")
+    assert len(study.trials) == 2
+    dash = subprocess.Popen([sys.executable, "-m", "dnn_search", "dashboard", "sq", "--storage", str(storage),
+                             "--port", "0"], env=search_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = dash.stdout.readline()
+        assert line.startswith("Dashboard: "), line + dash.stderr.read()
+        url = line.split()[1]
+        with urllib.request.urlopen(url.replace("/dashboard", "/api/studies"), timeout=10) as reply:
+            names = [s["study_name"] for s in json.load(reply)["study_summaries"]]
+        assert names == ["sq"]
+    finally:
+        dash.send_signal(2)
+        dash.wait(60)
+    report = run_cli(["report", "sq", "--storage", storage], search_env)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert "could not be opened" not in (exp / "report.html").read_text()
+    assert "importance" in (exp / "report.html").read_text().lower()

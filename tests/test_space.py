@@ -9,7 +9,7 @@ import yaml
 
 from dnn_search import cli
 from dnn_search.errors import UserError
-from dnn_search.space import from_dict, load_space
+from dnn_search.search.space import from_dict, load_space
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "search_spaces").glob("*.yaml"))
@@ -32,12 +32,12 @@ def test_paper_space():
     for name, default in (("outer_lr", 0.4), ("inner_lr", 0.01)):
         p = space.params[name]
         assert p.type == "loguniform" and p.low < default < p.high and p.high / p.low >= 50
-    assert space.sampler["type"] == "tpe" and space.scheduler["type"] == "asha"
+    assert space.sampler.type == "tpe" and space.scheduler.type == "asha"
 
 
 def test_defaults_and_every_flag_sampleable():
     space = from_dict({"params": {"outer_lr": {"type": "loguniform", "low": 0.1, "high": 1}}})
-    assert (space.metric, space.mode, space.sampler["type"], space.scheduler["type"]) == \
+    assert (space.metric, space.mode, space.sampler.type, space.scheduler.type) == \
         ("heldout_accuracy", "max", "tpe", "asha")
     data = {"fixed": {"dataset": "MNIST1D", "activation": "tanh", "inner_hidden_size": 32, "steps": 10},
             "params": {"noise": {"type": "uniform", "low": 0.0, "high": 0.2},
@@ -123,4 +123,4 @@ def test_flags_override_and_recheck():
     space = load_space(REPO / "search_spaces" / "smoke.yaml")
     over = space.with_overrides(num_samples=3, max_concurrent=1, gpus_per_trial=0.5, top=1, datasets=["MNIST"])
     assert (over.num_samples, over.max_concurrent, over.gpus_per_trial, over.top) == (3, 1, 0.5, 1)
-    assert over.pipeline["datasets"] == ["MNIST"] and over.params.keys() == space.params.keys()
+    assert over.pipeline.datasets == ["MNIST"] and over.params.keys() == space.params.keys()

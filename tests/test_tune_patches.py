@@ -1,4 +1,4 @@
-"""dnn_search.tune_patches against a real Ray Tune: a cached (reused) trial worker that died
+"""dnn_search.search.tune_patches against a real Ray Tune: a cached (reused) trial worker that died
 while idle. Ray Tune 2.60 ends the next trial as ERROR without a retry; with the fix it is retried."""
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from ray import tune
 from ray.tune.search import Searcher
 
 if sys.argv[1] == "patched":
-    from dnn_search import tune_patches
+    from dnn_search.search import tune_patches
     assert tune_patches.apply()
 
 
@@ -78,14 +78,14 @@ def _run(mode, tmp_path, env):
 def test_dead_cached_worker_is_retried(tmp_path, search_env):
     import ray
 
-    from dnn_search import tune_patches
+    from dnn_search.search import tune_patches
     if not tune_patches.applies_to(ray.__version__):
         pytest.skip(f"Ray {ray.__version__}: tune_patches does not apply to it")
     assert _run("patched", tmp_path, search_env) == [{"errored": False, "x": 1.0}] * 2
 
 
 def test_patch_is_only_for_its_ray_release():
-    from dnn_search import tune_patches
+    from dnn_search.search import tune_patches
     assert tune_patches.applies_to("2.60.0") and tune_patches.applies_to("2.60.3")
     assert not tune_patches.applies_to("2.61.0") and not tune_patches.applies_to("2.59.1")
     assert not tune_patches.applies_to("3.60.0")
@@ -96,7 +96,7 @@ def test_unpatched_tune_still_loses_the_trial(tmp_path, search_env):
     On another Ray this canary skips and says which: the patch then leaves Tune alone anyway."""
     import ray
 
-    from dnn_search import tune_patches
+    from dnn_search.search import tune_patches
     if not tune_patches.applies_to(ray.__version__):
         pytest.skip(f"Ray {ray.__version__} is not the release tune_patches was written for "
                     f"({tune_patches.WRITTEN_FOR[0]}.{tune_patches.WRITTEN_FOR[1]}, see requirements.lock)")

@@ -12,9 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from dnn_search import faults
-
-STATE_FILE = "state.pt"
+from dnn_search.results.checkpoint import STATE_FILE, load_checkpoint_state
+from dnn_search.search import faults
 
 
 def _prepare(settings: dict):
@@ -93,29 +92,6 @@ def metalearn_trial(config: dict, settings: dict) -> None:
                 tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
         else:
             tune.report(result)
-
-
-def load_checkpoint_state(folder) -> dict:
-    """The learner state saved by `metalearn_trial` (tensors only, loaded without pickle).
-
-    `weights_only=True` refuses any pickled object other than tensors and plain containers without
-    running it; such a file, or a damaged one, is a UserError naming it."""
-    import pickle
-
-    import torch
-
-    from dnn_search.errors import UserError
-    path = Path(folder) / STATE_FILE
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError,
-            ImportError, IndexError, KeyError, OSError) as exc:
-        raise UserError(f"checkpoint {path}: refused or unreadable ({' '.join(str(exc).split())[:160]})") from None
-    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
-        raise UserError(f"checkpoint {path}: not a learner state (expected a mapping of tensors)")
-    return state
 
 
 # --------------------------------------------------------------------------------- validation

@@ -9,22 +9,21 @@ This module imports neither Ray nor Optuna; `dnn_search.search` turns a `SearchS
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dnn_search.errors import UserError
 from dnn_search.metalearn import MetaConfig
+from dnn_search.search.checker import Checker
+from dnn_search.search.pipeline_spec import PipelineSpec, parse_pipeline
+from dnn_search.search.samplers import SamplerSpec, parse_sampler
+from dnn_search.search.schedulers import SchedulerSpec, parse_scheduler
 
 # Metrics every meta-learning trial reports after each outer step, with their natural direction.
 METRICS = {"heldout_accuracy": "max", "heldout_loss": "min", "meta_loss": "min", "final_train_loss": "min"}
-SAMPLERS = ("tpe", "random", "cmaes")
-SCHEDULERS = ("asha", "hyperband", "none")
 PARAM_TYPES = ("loguniform", "uniform", "int", "categorical")
-VALIDATION_DATASETS = ("MNIST1D", "MNIST", "CIFAR")
 
 _META_FIELDS = {f.name: f for f in dataclasses.fields(MetaConfig)}
 _META_DEFAULTS = MetaConfig().to_dict()
@@ -34,11 +33,7 @@ FIELD_TYPES = {name: type(value) for name, value in _META_DEFAULTS.items()}
 TOP_KEYS = ("description", "metric", "mode", "num_samples", "max_concurrent", "sampler", "scheduler",
             "resources", "checkpoint_every", "max_failures", "compile", "data_path", "fixed", "params",
             "pipeline", "top", "top_per")
-SAMPLER_KEYS = ("type", "seed", "n_startup_trials")
-SCHEDULER_KEYS = ("type", "grace_period", "reduction_factor", "max_steps")
 RESOURCE_KEYS = ("cpus_per_trial", "gpus_per_trial")
-PIPELINE_KEYS = ("runs", "datasets", "epochs", "lr", "momentum", "hidden_size", "hessian", "hessian_samples",
-                 "hessian_iters", "hessian_top_k", "seed")
 PARAM_KEYS = {"loguniform": ("type", "low", "high"), "uniform": ("type", "low", "high"),
               "int": ("type", "low", "high", "log"), "categorical": ("type", "choices")}
 
@@ -79,9 +74,8 @@ class SearchSpace:
     mode: str = "max"
     num_samples: int = 8
     max_concurrent: int | None = None
-    sampler: dict = field(default_factory=lambda: {"type": "tpe", "seed": 0, "n_startup_trials": 5})
-    scheduler: dict = field(default_factory=lambda: {"type": "asha", "grace_period": 5, "reduction_factor": 2,
-                                                     "max_steps": None})
+    sampler: SamplerSpec = field(default_factory=SamplerSpec)
+    scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     checkpoint_every: int = 5
@@ -90,7 +84,7 @@ class SearchSpace:
     data_path: str | None = None
     fixed: dict = field(default_factory=dict)
     params: dict[str, Param] = field(default_factory=dict)
-    pipeline: dict = field(default_factory=lambda: dict(_PIPELINE_DEFAULTS))
+    pipeline: PipelineSpec = field(default_factory=PipelineSpec)
     top: int = 3
     top_per: str | None = None  # export the best `top` trials for each value of this parameter
     description: str = ""
@@ -100,35 +94,27 @@ class SearchSpace:
 
     def max_steps(self) -> int:
         """The most outer steps any trial can run (the scheduler's max_t)."""
-        if self.scheduler.get("max_steps"):
-            return int(self.scheduler["max_steps"])
+        if self.scheduler.max_steps:
+            return int(self.scheduler.max_steps)
         if "steps" in self.params:
             return int(max(self.params["steps"].corners()))
         return int(self.fixed.get("steps", _META_DEFAULTS["steps"]))
 
     def milestones(self) -> list[int]:
         """Steps at which the scheduler may stop a trial (trials checkpoint there too)."""
-        sched = self.scheduler
-        if sched["type"] == "none":
-            return []
-        grace, rf, top = sched["grace_period"], sched["reduction_factor"], self.max_steps()
-        out, k = [], 0
-        while grace * rf ** k <= top and k < 64:
-            out.append(int(math.ceil(grace * rf ** k)))
-            k += 1
-        return sorted(set(out))
+        return self.scheduler.milestones(self.max_steps())
 
     def to_dict(self) -> dict:
         """Plain data (YAML/JSON-ready) that `from_dict` reads back into an equal space."""
         return {
             "description": self.description, "metric": self.metric, "mode": self.mode,
             "num_samples": self.num_samples, "max_concurrent": self.max_concurrent,
-            "sampler": dict(self.sampler), "scheduler": dict(self.scheduler),
+            "sampler": self.sampler.to_dict(), "scheduler": self.scheduler.to_dict(),
             "resources": {"cpus_per_trial": self.cpus_per_trial, "gpus_per_trial": self.gpus_per_trial},
             "checkpoint_every": self.checkpoint_every, "max_failures": self.max_failures,
             "compile": self.compile, "data_path": self.data_path, "fixed": dict(self.fixed),
             "params": {name: p.to_dict() for name, p in self.params.items()},
-            "pipeline": copy.deepcopy(self.pipeline), "top": self.top, "top_per": self.top_per,
+            "pipeline": self.pipeline.to_dict(), "top": self.top, "top_per": self.top_per,
         }
 
     def with_overrides(self, **overrides) -> "SearchSpace":
@@ -146,76 +132,21 @@ class SearchSpace:
         return from_dict(data, source=self.source)
 
 
-_PIPELINE_DEFAULTS = {"runs": 3, "datasets": ["MNIST1D"], "epochs": None, "lr": None, "momentum": None,
-                      "hidden_size": None, "hessian": True,
-                      "hessian_samples": 1000, "hessian_iters": 50, "hessian_top_k": 3, "seed": 0}
-
-
 # --------------------------------------------------------------------------------- validation
 
-def _one_line(text: str) -> str:
-    """Keys and values in a message come from the file: escape line breaks and other control characters."""
-    return "".join(ch if ch.isprintable() or ch == " " else ascii(ch)[1:-1] for ch in text)
+def _field_value(c: Checker, path: str, name: str, value):
+    """A value for MetaConfig field `name`, of the field's type."""
+    kind = FIELD_TYPES[name]
+    if kind is int:
+        return c.integer(path, value)
+    if kind is float:
+        return c.number(path, value)
+    if not isinstance(value, str):
+        c.fail(path, f"expected a string, got {value!r}")
+    return value
 
 
-class _Checker:
-    def __init__(self, source: str):
-        self.source = source
-
-    def fail(self, path: str, message: str):
-        where = f"search space {self.source}: " if self.source else "search space: "
-        raise UserError(_one_line(f"{where}{path}: {message}"))
-
-    def mapping(self, path: str, value, allowed: tuple) -> dict:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            self.fail(path, f"expected a mapping, got {type(value).__name__}")
-        for key in value:
-            if not isinstance(key, str):
-                self.fail(path, f"keys must be strings, got {key!r}")
-            if key not in allowed:
-                self.fail(f"{path}.{key}" if path else key,
-                          f"unknown key; allowed: {', '.join(allowed)}")
-        return value
-
-    def integer(self, path: str, value, minimum: int | None = None) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(path, f"expected an integer, got {value!r}")
-        if minimum is not None and value < minimum:
-            self.fail(path, f"must be at least {minimum}, got {value}")
-        return value
-
-    def number(self, path: str, value, minimum: float | None = None, strictly: bool = False) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            self.fail(path, f"expected a finite number, got {value!r}")
-        if minimum is not None and (value <= minimum if strictly else value < minimum):
-            self.fail(path, f"must be {'above' if strictly else 'at least'} {minimum}, got {value}")
-        return float(value)
-
-    def boolean(self, path: str, value) -> bool:
-        if not isinstance(value, bool):
-            self.fail(path, f"expected true or false, got {value!r}")
-        return value
-
-    def choice(self, path: str, value, allowed) -> str:
-        if not isinstance(value, str) or value.lower() not in allowed:
-            self.fail(path, f"expected one of {', '.join(allowed)}, got {value!r}")
-        return value.lower()
-
-    def field_value(self, path: str, name: str, value):
-        """A value for MetaConfig field `name`, of the field's type."""
-        kind = FIELD_TYPES[name]
-        if kind is int:
-            return self.integer(path, value)
-        if kind is float:
-            return self.number(path, value)
-        if not isinstance(value, str):
-            self.fail(path, f"expected a string, got {value!r}")
-        return value
-
-
-def _check_param(c: _Checker, name: str, spec) -> Param:
+def _check_param(c: Checker, name: str, spec) -> Param:
     path = f"params.{name}"
     if name not in _META_FIELDS:
         c.fail(path, f"unknown parameter; sampleable: {', '.join(_META_FIELDS)}")
@@ -231,7 +162,7 @@ def _check_param(c: _Checker, name: str, spec) -> Param:
         choices = spec.get("choices")
         if not isinstance(choices, list) or not choices:
             c.fail(f"{path}.choices", f"expected a non-empty list, got {choices!r}")
-        values = [c.field_value(f"{path}.choices[{i}]", name, v) for i, v in enumerate(choices)]
+        values = [_field_value(c, f"{path}.choices[{i}]", name, v) for i, v in enumerate(choices)]
         if len(set(map(repr, values))) != len(values):
             c.fail(f"{path}.choices", "contains duplicates")
         return Param(name, kind, choices=values)
@@ -258,7 +189,7 @@ def _check_param(c: _Checker, name: str, spec) -> Param:
 
 def from_dict(data, source: str = "") -> SearchSpace:
     """Validate plain data (a parsed YAML file) into a SearchSpace; raises UserError on any problem."""
-    c = _Checker(source)
+    c = Checker(source)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -298,30 +229,8 @@ def from_dict(data, source: str = "") -> SearchSpace:
             c.fail("data_path", f"expected a path string, got {data['data_path']!r}")
         space.data_path = data["data_path"]
 
-    # sampler
-    sampler = c.mapping("sampler", data.get("sampler"), SAMPLER_KEYS)
-    s = dict(space.sampler)
-    if "type" in sampler:
-        s["type"] = c.choice("sampler.type", sampler["type"], SAMPLERS)
-    if sampler.get("seed") is not None:
-        s["seed"] = c.integer("sampler.seed", sampler["seed"], 0)
-    if sampler.get("n_startup_trials") is not None:
-        s["n_startup_trials"] = c.integer("sampler.n_startup_trials", sampler["n_startup_trials"], 0)
-    space.sampler = s
-
-    # scheduler
-    scheduler = c.mapping("scheduler", data.get("scheduler"), SCHEDULER_KEYS)
-    sch = dict(space.scheduler)
-    if "type" in scheduler:
-        sch["type"] = c.choice("scheduler.type", scheduler["type"], SCHEDULERS)
-    if scheduler.get("grace_period") is not None:
-        sch["grace_period"] = c.integer("scheduler.grace_period", scheduler["grace_period"], 1)
-    if scheduler.get("reduction_factor") is not None:
-        rf = c.number("scheduler.reduction_factor", scheduler["reduction_factor"], 1, strictly=True)
-        sch["reduction_factor"] = int(rf) if float(rf).is_integer() else rf
-    if scheduler.get("max_steps") is not None:
-        sch["max_steps"] = c.integer("scheduler.max_steps", scheduler["max_steps"], 1)
-    space.scheduler = sch
+    space.sampler = parse_sampler(c, data.get("sampler"))
+    space.scheduler = parse_scheduler(c, data.get("scheduler"))
 
     # resources
     resources = c.mapping("resources", data.get("resources"), RESOURCE_KEYS)
@@ -332,7 +241,7 @@ def from_dict(data, source: str = "") -> SearchSpace:
 
     # fixed settings and sampled parameters
     fixed = c.mapping("fixed", data.get("fixed"), tuple(_META_FIELDS))
-    space.fixed = {name: c.field_value(f"fixed.{name}", name, value) for name, value in fixed.items()}
+    space.fixed = {name: _field_value(c, f"fixed.{name}", name, value) for name, value in fixed.items()}
     params = data.get("params")
     if params is None:
         params = {}
@@ -347,60 +256,19 @@ def from_dict(data, source: str = "") -> SearchSpace:
             c.fail(f"params.{name}", "is also under fixed: a setting is either fixed or sampled")
     _check_meta_corners(c, space)
 
-    # pipeline
-    pipeline = c.mapping("pipeline", data.get("pipeline"), PIPELINE_KEYS)
-    p = dict(_PIPELINE_DEFAULTS)
-    if pipeline.get("runs") is not None:
-        p["runs"] = c.integer("pipeline.runs", pipeline["runs"], 1)
-    if pipeline.get("datasets") is not None:
-        p["datasets"] = parse_datasets(pipeline["datasets"], c, "pipeline.datasets")
-    if pipeline.get("epochs") is not None:
-        p["epochs"] = c.integer("pipeline.epochs", pipeline["epochs"], 1)
-    if pipeline.get("hidden_size") is not None:
-        p["hidden_size"] = c.integer("pipeline.hidden_size", pipeline["hidden_size"], 1)
-    for key in ("lr", "momentum"):
-        if pipeline.get(key) is not None:
-            p[key] = c.number(f"pipeline.{key}", pipeline[key], 0.0, strictly=(key == "lr"))
-    if pipeline.get("hessian") is not None:
-        p["hessian"] = c.boolean("pipeline.hessian", pipeline["hessian"])
-    for key in ("hessian_samples", "hessian_iters", "hessian_top_k"):
-        if pipeline.get(key) is not None:
-            p[key] = c.integer(f"pipeline.{key}", pipeline[key], 1)
-    if pipeline.get("seed") is not None:
-        p["seed"] = c.integer("pipeline.seed", pipeline["seed"], 0)
-    space.pipeline = p
+    space.pipeline = parse_pipeline(c, data.get("pipeline"))
 
-    if space.scheduler["type"] != "none" and space.scheduler["grace_period"] > space.max_steps():
-        c.fail("scheduler.grace_period", f"{space.scheduler['grace_period']} is beyond the "
+    if space.scheduler.type != "none" and space.scheduler.grace_period > space.max_steps():
+        c.fail("scheduler.grace_period", f"{space.scheduler.grace_period} is beyond the "
                                          f"{space.max_steps()} steps a trial runs")
-    if space.scheduler.get("max_steps") and "steps" not in space.params:
+    if space.scheduler.max_steps and "steps" not in space.params:
         steps = int(space.fixed.get("steps", _META_DEFAULTS["steps"]))
-        if space.scheduler["max_steps"] > steps:
-            c.fail("scheduler.max_steps", f"{space.scheduler['max_steps']} is beyond fixed.steps ({steps})")
+        if space.scheduler.max_steps > steps:
+            c.fail("scheduler.max_steps", f"{space.scheduler.max_steps} is beyond fixed.steps ({steps})")
     return space
 
 
-def parse_datasets(value, c: _Checker | None = None, path: str = "--datasets") -> list[str]:
-    """'MNIST1D,MNIST' or a list -> canonical names (MNIST1D, MNIST, CIFAR)."""
-    from dnn_search.data import canonical_name
-    c = c or _Checker("")
-    items = value.split(",") if isinstance(value, str) else value
-    if not isinstance(items, list) or not items:
-        c.fail(path, f"expected a non-empty list of datasets, got {value!r}")
-    out = []
-    for i, item in enumerate(items):
-        if not isinstance(item, str) or not item.strip():
-            c.fail(f"{path}[{i}]", f"expected a dataset name, got {item!r}")
-        try:
-            name = canonical_name(item.strip())
-        except UserError as exc:
-            c.fail(f"{path}[{i}]", str(exc))
-        if name not in out:
-            out.append(name)
-    return out
-
-
-def _check_meta_corners(c: _Checker, space: SearchSpace) -> None:
+def _check_meta_corners(c: Checker, space: SearchSpace) -> None:
     """Every fixed value and every extreme of each sampled one must make a valid MetaConfig."""
     base = {**_META_DEFAULTS, **space.fixed}
     low_corner = {name: p.corners()[0] for name, p in space.params.items()}

@@ -1,12 +1,11 @@
 """The live dashboard: optuna-dashboard served on a search's Optuna study and its artifacts.
 
 `dnn-search dashboard NAME_OR_DIR` and `dnn-search search --dashboard` both run the server in a
-child process (`python -m dnn_search.dashboard ...`), so that Ctrl-C (or the end of the search)
+child process (`python -m dnn_search.results.dashboard ...`), so that Ctrl-C (or the end of the search)
 stops it cleanly and a slow dashboard request can never stall the search. The child
 
-* opens the study's storage (the journal file `optuna_journal.log`, or the storage URL recorded
-  in `search.json` as `optuna_storage`) and the artifact folder `artifacts/`, so a trial's page
-  shows the PNG of its learned activations;
+* opens the study's storage (where the search record says it is: `results.storage`) and the
+  artifact folder `artifacts/`, so a trial's page shows the PNG of its learned activations;
 * binds a threaded WSGI server to HOST:PORT (port 0: a free port), prints one line
   `DNN_SEARCH_DASHBOARD_LISTENING <port>` on stdout, then serves until SIGINT/SIGTERM, or until
   the process that started it is gone (no orphan servers).
@@ -17,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import json
 import os
 import signal
 import socket
@@ -28,93 +26,16 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 
 from dnn_search.errors import UserError
+from dnn_search.results.layout import find_search
+from dnn_search.results.storage import locate_study, open_storage, study_names
 
-JOURNAL_NAME = "optuna_journal.log"
-ARTIFACT_DIR = "artifacts"
 READY_PREFIX = "DNN_SEARCH_DASHBOARD_LISTENING"
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
-
-
-# ----------------------------------------------------------------------------------- locating
-
-def resolve_results_dir(name_or_dir: str | os.PathLike, storage: str | os.PathLike = "results") -> Path:
-    """NAME_OR_DIR -> the search folder: an existing folder path, else `storage/NAME`."""
-    given = Path(name_or_dir)
-    if given.is_dir():
-        return given.resolve()
-    candidate = Path(storage) / given
-    if candidate.is_dir():
-        return candidate.resolve()
-    raise UserError(f"no search results at {name_or_dir!r}: neither a folder nor a search name under "
-                    f"{os.fspath(storage)}/ (run `dnn-search search` first, or pass the results folder)")
-
-
-@dataclass
-class StudyLocation:
-    folder: Path
-    storage: str          # a storage URL ("sqlite:///...") or a journal file path
-    study_name: str
-    artifact_dir: Path
-
-    @property
-    def is_journal(self) -> bool:
-        return "://" not in self.storage
-
-
-def _read_search_json(folder: Path) -> dict:
-    path = folder / "search.json"
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise UserError(f"cannot read {path}: {' '.join(str(e).split())}") from e
-    return data if isinstance(data, dict) else {}
-
-
-def locate_study(folder: str | os.PathLike) -> StudyLocation:
-    """Where a search folder's Optuna study lives (the storage need not exist yet)."""
-    folder = Path(folder).resolve()
-    options = _read_search_json(folder)
-    storage = options.get("optuna_storage")
-    if isinstance(storage, str) and storage:
-        if "://" not in storage and not os.path.isabs(storage):
-            storage = os.fspath(folder / storage)
-    else:
-        storage = os.fspath(folder / JOURNAL_NAME)
-    name = options.get("name") or options.get("study_name") or folder.name
-    return StudyLocation(folder, storage, str(name), folder / ARTIFACT_DIR)
-
-
-def open_storage(spec: str):
-    """An Optuna storage for a URL or a journal file path."""
-    import optuna
-    if "://" in spec:
-        from optuna_dashboard._storage_url import get_storage
-        return get_storage(spec)
-    from optuna.storages.journal import JournalFileBackend
-    return optuna.storages.JournalStorage(JournalFileBackend(spec))
-
-
-def check_study(loc: StudyLocation) -> list[str]:
-    """The study names in the storage; a UserError when there is no study to show."""
-    if loc.is_journal and not Path(loc.storage).is_file():
-        raise UserError(f"no Optuna study in {loc.folder}: {JOURNAL_NAME} is missing "
-                        "(is this a `dnn-search search` results folder?)")
-    import optuna
-    try:
-        names = optuna.get_all_study_names(open_storage(loc.storage))
-    except Exception as e:  # a corrupt journal, an unreachable database
-        raise UserError(f"cannot open the Optuna storage of {loc.folder}: {' '.join(str(e).split())}") from e
-    if not names:
-        raise UserError(f"no Optuna study in {loc.folder}: the storage holds no study yet")
-    return names
 
 
 # ----------------------------------------------------------------------------------- the server (child)
@@ -180,7 +101,7 @@ def serve(storage: str, artifact_dir: str | None, host: str, port: int, parent_p
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m dnn_search.dashboard",
+    p = argparse.ArgumentParser(prog="python -m dnn_search.results.dashboard",
                                 description="optuna-dashboard on a storage (internal: started by dnn-search)")
     p.add_argument("--storage", required=True, help="storage URL or journal file path")
     p.add_argument("--artifact-dir", default=None)
@@ -238,11 +159,11 @@ def start_dashboard_process(results_dir: str | os.PathLike, host: str = DEFAULT_
     loc = locate_study(results_dir)
     if loc.is_journal:
         Path(loc.storage).parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "dnn_search.dashboard", "--storage", loc.storage,
+    cmd = [sys.executable, "-m", "dnn_search.results.dashboard", "--storage", loc.storage,
            "--artifact-dir", os.fspath(loc.artifact_dir), "--host", host, "--port", str(int(port)),
            "--parent-pid", str(os.getpid())]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    package_root = os.fspath(Path(__file__).resolve().parent.parent)  # importable even when not installed
+    package_root = os.fspath(Path(__file__).resolve().parents[2])  # importable even when not installed
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
@@ -293,18 +214,18 @@ def run_dashboard(name_or_dir: str, storage: str = "results", host: str = DEFAUL
     # ignored signal is inherited, e.g. from a parent that runs Ray): Python then installs no
     # KeyboardInterrupt handler of its own.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    folder = resolve_results_dir(name_or_dir, storage)
+    folder = find_search(name_or_dir, storage)
     loc = locate_study(folder)
-    names = check_study(loc)
+    names = study_names(loc)
     if host in WILDCARD_HOSTS:
         print("warning: --host 0.0.0.0 makes the dashboard reachable by anyone on the network, "
               "with no authentication (and it can edit trial notes); prefer an SSH tunnel to 127.0.0.1",
               file=sys.stderr)
     proc, url = start_dashboard_process(folder, host=host, port=port)
     shown = loc.study_name if loc.study_name in names else ", ".join(names)
-    print(f"Dashboard: {listening_url(url, host)}", file=out)
-    print(f"  study {shown} in {folder}; press Ctrl-C to stop", file=out, flush=True)
-    try:
+    try:  # from the first line printed on, Ctrl-C is a clean stop (a user may press it at once)
+        print(f"Dashboard: {listening_url(url, host)}", file=out)
+        print(f"  study {shown} in {folder}; press Ctrl-C to stop", file=out, flush=True)
         while proc.poll() is None:
             time.sleep(0.3)
     except KeyboardInterrupt:

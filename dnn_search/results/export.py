@@ -1,0 +1,92 @@
+"""Ranking a search's trials and exporting the best ones' learned activations.
+
+A trial's score is its last reported value of the search metric. Completed trials rank before
+pruned ones (a pruned trial's score is measured at an earlier rung, so it is not comparable), and
+pruned ones fill up when too few completed. Failed and running trials, and trials without a
+checkpoint to export, never rank.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from dnn_search.errors import UserError
+from dnn_search.results.checkpoint import load_trial_activations
+from dnn_search.results.layout import ACTIVATIONS_DIR, TRIALS_FILE
+from dnn_search.results.record import read_record
+from dnn_search.results.tables import plain, read_table
+
+
+def rank_trials(trials, metric_mode: str, top: int, per: str | None = None):
+    """Best first: completed trials by their final score, then pruned ones to fill up to `top`.
+
+    With `per` (a parameter column), the best `top` of each value of that parameter, in overall rank
+    order: e.g. the best homogeneous (n=1) and the best diverse trial.
+    """
+    import pandas as pd
+    ok = trials[trials["status"].isin(["COMPLETED", "PRUNED"]) & trials["checkpoint_path"].notna()
+                & (trials["checkpoint_path"].astype(str) != "")].copy()
+    finite = [v is not None and math.isfinite(float(v)) for v in ok["score"]]
+    ok = ok.loc[pd.Series(finite, index=ok.index, dtype=bool)] if len(ok) else ok
+    ok["_completed"] = (ok["status"] == "COMPLETED").astype(int)
+    ok["_key"] = ok["score"].astype(float) * (-1 if metric_mode == "max" else 1)
+    ok = ok.sort_values(["_completed", "_key"], ascending=[False, True], kind="stable")
+    ok = ok.drop(columns=["_completed", "_key"])
+    if per is None or per not in ok.columns:
+        return ok.head(top)
+    return ok.groupby(per, sort=False).head(top)
+
+
+def _config_fields() -> set:
+    from dnn_search.metalearn import MetaConfig
+    return set(MetaConfig().to_dict())
+
+
+def export_trials(exp_dir: str | os.PathLike, top: int, out: str | os.PathLike | None = None,
+                  quiet: bool = False) -> list[dict]:
+    """Write the best trials' activations into OUT/<trial_id>/ (default: the search's activations/): the
+    original .txt, the exact .npz, a .json and metadata.json, and a plot. Returns one dict per trial."""
+    from dnn_search.actfile import original_stem, write_activation_files
+    from dnn_search.atomic import atomic_write_text
+    from dnn_search.plots import plot_activations
+    from dnn_search.versions import versions
+
+    exp_dir = Path(exp_dir)
+    if top < 1:
+        raise UserError(f"--top must be a positive integer, got {top}")
+    record = read_record(exp_dir)
+    trials = read_table(exp_dir / TRIALS_FILE)
+    best = rank_trials(trials, record.mode, top, record.top_per)
+    if best.empty:
+        raise UserError(f"no finished trial with a checkpoint in {exp_dir / TRIALS_FILE}: nothing to export")
+    out = Path(out) if out else exp_dir / ACTIVATIONS_DIR
+    param_cols = [c for c in trials.columns if c in _config_fields()]
+    exported = []
+    for rank, (_, row) in enumerate(best.iterrows(), start=1):
+        config = {c: plain(row[c]) for c in param_cols}
+        acts = load_trial_activations(exp_dir, row["checkpoint_path"], config.get("activation", "sin"))
+        folder = out / str(row["trial_id"])
+        steps = int(row["steps_done"]) if row["steps_done"] == row["steps_done"] else config.get("steps")
+        stem = original_stem(config.get("dataset", "MNIST1D"), config.get("activation", "sin"), acts.n, "cpu",
+                             config.get("seed", 0), config.get("inner_lr"), config.get("outer_lr"), steps, 0)
+        metadata = {"config": config, "search": record.name, "trial_id": str(row["trial_id"]),
+                    "optuna_number": plain(row.get("optuna_number")), "rank": rank, "status": row["status"],
+                    "metric": record.metric, "mode": record.mode, "score": plain(row["score"]),
+                    "steps_done": steps, "final_meta_loss": plain(row["final_meta_loss"]),
+                    "final_heldout_accuracy": plain(row["final_heldout_accuracy"]),
+                    "best_heldout_accuracy": plain(row["best_heldout_accuracy"]),
+                    "dataset": config.get("dataset"), "activation": config.get("activation"), "run": 0,
+                    "versions": versions()}
+        paths = write_activation_files(folder, stem, acts, metadata)
+        meta_json = json.loads(paths["json"].read_text())
+        atomic_write_text(folder / "metadata.json", json.dumps(meta_json, indent=2) + "\n")
+        png = plot_activations(acts, folder / "activations.png",
+                               f"trial {row['trial_id']}: {acts.n} learned {acts.base} activation(s)")
+        exported.append({"trial_id": str(row["trial_id"]), "rank": rank, "folder": folder, "npz": paths["npz"],
+                         "txt": paths["txt"], "png": png, "n": acts.n, "score": plain(row["score"])})
+    if not quiet:
+        for e in exported:
+            print(f"exported #{e['rank']} {e['trial_id']} (n={e['n']}, score {e['score']:.4g}) -> {e['folder']}")
+    return exported

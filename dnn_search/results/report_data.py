@@ -1,0 +1,198 @@
+"""What the report shows, loaded and analysed: the search's tables, its record and study, and the
+pipeline's results (`report.py` renders them). Missing pieces become notes, not errors; only a
+folder with no trials at all is an error."""
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dnn_search.errors import UserError
+from dnn_search.results.layout import (HESSIAN_FILE, STEPS_FILE, SUMMARY_FILE, TRIALS_FILE,
+                                       VALIDATION_FILE)
+from dnn_search.results.record import SearchRecord, has_record, read_record
+from dnn_search.results.storage import load_study, locate_study
+
+FIGURE_DIR = "report_figures"
+REPORT_NAME = "report.html"
+# trials.parquet columns that are not sampled hyperparameters
+_NOT_PARAMS = {"trial_id", "optuna_number", "status", "error", "node_id", "steps_done", "final_meta_loss",
+               "final_heldout_accuracy", "best_heldout_accuracy", "wall_seconds", "final_heldout_loss",
+               "final_train_loss", "best_meta_loss", "logdir", "path", "seed"}
+_STATE_TO_STATUS = {"COMPLETE": "COMPLETED", "PRUNED": "PRUNED", "FAIL": "FAILED", "RUNNING": "RUNNING",
+                    "WAITING": "RUNNING"}
+
+
+@dataclass
+class SearchResults:
+    folder: Path
+    name: str
+    metric: str
+    mode: str
+    record: SearchRecord | None
+    trials: object            # pandas.DataFrame (maybe empty)
+    steps: object             # pandas.DataFrame (maybe empty)
+    study: object | None      # optuna Study or None
+    validation: object | None
+    hessian: object | None
+    summary_md: str | None
+    notes: list[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------- loading
+
+def _read_parquet(path: Path, notes: list[str]):
+    import pandas as pd
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_parquet(path)
+    except Exception as e:  # a truncated or foreign file: say so, keep going
+        notes.append(f"{path.name} could not be read ({type(e).__name__}: {' '.join(str(e).split())[:200]}).")
+        return None
+
+
+def _load_study(folder: Path, notes: list[str]):
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return load_study(locate_study(folder))
+    except Exception as e:  # a corrupt journal, an unreachable database: the tables still make a report
+        notes.append(f"The Optuna study could not be opened ({type(e).__name__}).")
+        return None
+
+
+def _trials_from_study(study, metric: str):
+    """trials/steps tables rebuilt from the Optuna study, when the parquet files are missing."""
+    import pandas as pd
+    rows, steps = [], []
+    for t in study.trials:
+        tid = str(t.user_attrs.get("trial_id", t.number))
+        iv = t.intermediate_values
+        values = [iv[k] for k in sorted(iv)]
+        rows.append({"trial_id": tid, "optuna_number": t.number,
+                     "status": _STATE_TO_STATUS.get(t.state.name, t.state.name), **t.params,
+                     "steps_done": len(values),
+                     f"final_{metric}": t.value if t.value is not None else (values[-1] if values else np.nan),
+                     f"best_{metric}": max(values) if values else np.nan})
+        steps += [{"trial_id": tid, "step": k, metric: v} for k, v in sorted(iv.items())]
+    return pd.DataFrame(rows), pd.DataFrame(steps, columns=["trial_id", "step", metric])
+
+
+def load_results(folder: str | os.PathLike) -> SearchResults:
+    import pandas as pd
+    folder = Path(folder).resolve()
+    notes: list[str] = []
+    record = read_record(folder) if has_record(folder) else None
+    if record is None:
+        notes.append("search.json is missing: the metric is taken to be heldout_accuracy (max).")
+    name = record.name if record else folder.name
+    metric = record.metric if record else "heldout_accuracy"
+    mode = record.mode if record else "max"
+    study = _load_study(folder, notes)
+    trials = _read_parquet(folder / TRIALS_FILE, notes)
+    steps = _read_parquet(folder / STEPS_FILE, notes)
+    if trials is None and study is not None:
+        trials, rebuilt_steps = _trials_from_study(study, metric)
+        steps = rebuilt_steps if steps is None else steps
+        notes.append("trials.parquet is missing: the trial table was rebuilt from the Optuna study.")
+    if trials is None or len(trials) == 0:
+        raise UserError(f"no trials in {folder}: neither trials.parquet nor an Optuna study with trials "
+                        "(has the search started?)")
+    if steps is None:
+        steps = pd.DataFrame(columns=["trial_id", "step"])
+        notes.append("steps.parquet is missing: no learning curves.")
+    trials = trials.copy()
+    trials["trial_id"] = trials["trial_id"].astype(str)
+    trials["status"] = trials["status"].astype(str).str.upper()
+    steps = steps.copy()
+    steps["trial_id"] = steps["trial_id"].astype(str)
+    summary = folder / SUMMARY_FILE
+    return SearchResults(folder, name, metric, mode, record, trials, steps, study,
+                         _read_parquet(folder / VALIDATION_FILE, notes),
+                         _read_parquet(folder / HESSIAN_FILE, notes),
+                         summary.read_text(encoding="utf-8", errors="replace") if summary.is_file() else None,
+                         notes)
+
+
+# ------------------------------------------------------------------------------------- analysis
+
+def score_column(res: SearchResults) -> str | None:
+    for col in (f"final_{res.metric}", f"best_{res.metric}", res.metric):
+        if col in res.trials.columns and res.trials[col].notna().any():
+            return col
+    return None
+
+
+def param_columns(res: SearchResults) -> list[str]:
+    """Sampled hyperparameters: the search record's if known, else the non-result columns."""
+    cols = res.trials.columns
+    if res.record is not None:
+        return [k for k in res.record.params if k in cols]
+    return [c for c in cols if c not in _NOT_PARAMS and not c.startswith(("final_", "best_"))]
+
+
+def varying(trials, params) -> list[str]:
+    out = []
+    for p in params:
+        values = trials[p].dropna()
+        if len(values) and values.astype(str).nunique() > 1:
+            out.append(p)
+    return out
+
+
+def ranked_trials(res: SearchResults):
+    col = score_column(res)
+    finished = res.trials[res.trials["status"].isin(["COMPLETED", "PRUNED"])]
+    if col is None:
+        return finished, None
+    finished = finished[finished[col].notna()]
+    # completed trials first: a pruned trial's value is truncated, so it ranks behind them
+    ordered = finished.assign(_pruned=finished["status"] != "COMPLETED")
+    ordered = ordered.sort_values(["_pruned", col], ascending=[True, res.mode == "min"], kind="stable")
+    return ordered.drop(columns="_pruned"), col
+
+
+def param_importance(res: SearchResults, params: list[str]):
+    """(importances, method) or (None, reason). PED-ANOVA on the Optuna study (what
+    optuna-dashboard shows; no sklearn needed), else |Spearman rank correlation| from the table."""
+    import optuna
+    study = res.study
+    if study is not None:
+        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if len(complete) >= 2:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    imp = optuna.importance.get_param_importances(
+                        study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+                if imp and sum(imp.values()) > 0 and all(math.isfinite(v) for v in imp.values()):
+                    return dict(imp), ("PED-ANOVA (Optuna), over the completed Optuna trials; "
+                                       "it scores how much each parameter separates the top 10 % of trials")
+            except Exception:
+                pass
+    ranked, col = ranked_trials(res)
+    done = ranked[ranked["status"] == "COMPLETED"] if col else ranked
+    params = varying(done, params) if col else []
+    if col is None or len(done) < 3 or not params:
+        return None, ("Hyperparameter importance is not computable yet: it needs at least 2 completed trials "
+                      "whose sampled parameters vary" + (" (3 for the correlation fallback)." if col else "."))
+    import pandas as pd
+    y = done[col].rank().to_numpy(dtype=float)
+    scores = {}
+    for p in params:
+        v = done[p]
+        num = pd.to_numeric(v, errors="coerce")
+        x = (num if num.notna().all() else v.astype(str).astype("category").cat.codes).rank().to_numpy(dtype=float)
+        r = np.corrcoef(x, y)[0, 1] if np.std(x) > 0 and np.std(y) > 0 else 0.0
+        scores[p] = abs(float(r)) if math.isfinite(r) else 0.0
+    total = sum(scores.values())
+    if total <= 0:
+        return None, "Hyperparameter importance is not computable: no parameter correlates with the metric."
+    imp = dict(sorted(((k, v / total) for k, v in scores.items()), key=lambda kv: -kv[1]))
+    return imp, ("|Spearman rank correlation| with the metric over completed trials, normalised to sum to 1 "
+                 "(a simple stand-in: PED-ANOVA was not computable on this study)")

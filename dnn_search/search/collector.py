@@ -1,0 +1,207 @@
+"""The trial collector: a Tune callback on the driver that keeps every trial and every reported outer
+step, and writes them as trials.parquet and steps.parquet.
+
+The tables are rewritten every 15 s (so a dashboard or report sees a running search), at the end,
+and before each trial is told to Optuna (`DriverState.persist`), so that what the study calls
+finished is on disk. On --resume it starts from the killed run's tables and Tune's result files.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+from dnn_search.errors import UserError
+from dnn_search.results.layout import RAY_DIR, SEARCH_EXPERIMENT, STEPS_FILE, TRIALS_FILE
+from dnn_search.results.tables import STEP_COLUMNS, TRIAL_COLUMNS, write_table
+from dnn_search.search.console import progress_text
+from dnn_search.search.space import SearchSpace
+from dnn_search.search.state import DriverState
+
+
+def make_collector(exp_dir: Path, space: SearchSpace, quiet: bool, state: DriverState):
+    """The Collector callback of one search (a factory: Ray is imported only when a search runs)."""
+    from ray.tune import Callback
+
+    class Collector(Callback):
+        """Keeps every trial and every reported step; writes trials/steps parquet now and then
+        (so the dashboard sees a running search) and prints a progress table."""
+
+        def __init__(self):
+            self.trials = {}
+            self.steps = {}
+            self.errors = {}
+            self.last_write = 0.0
+            self.last_print = 0.0
+            self.tty = sys.stdout.isatty()
+            self.print_every = 5.0 if self.tty else 30.0
+            self.started = time.time()
+            self._load_previous()
+
+        def _load_previous(self):
+            """On --resume: the steps of the killed run. steps.parquet is only rewritten now and then,
+            so the steps reported after its last write are read back from Tune's result.json files."""
+            path = exp_dir / STEPS_FILE
+            if path.is_file():
+                import pandas as pd
+                with contextlib.suppress(Exception):
+                    for row in pd.read_parquet(path).to_dict("records"):
+                        row["grad_norms"] = list(row.get("grad_norms") if row.get("grad_norms") is not None else [])
+                        self.steps[(str(row["trial_id"]), int(row["step"]))] = row
+            for results in (exp_dir / RAY_DIR / SEARCH_EXPERIMENT).glob("*/result.json"):
+                with contextlib.suppress(OSError):
+                    for line in results.read_text(encoding="utf-8", errors="replace").splitlines():
+                        try:
+                            result = json.loads(line)
+                        except ValueError:  # a line cut by the kill
+                            continue
+                        if isinstance(result, dict) and result.get("trial_id"):
+                            self._add_step(str(result["trial_id"]), result)
+
+        def _add_step(self, trial_id, result):
+            if result.get("diverged") or "step" not in result:
+                return
+            row = {k: result.get(k) for k in STEP_COLUMNS if k != "trial_id"}
+            row["trial_id"] = trial_id
+            row["grad_norms"] = [float(v) for v in (result.get("grad_norms") or [])]
+            row["wall_time"] = result.get("reported_at")
+            self.steps[(trial_id, int(result["step"]))] = row
+
+        def on_step_end(self, iteration, trials, **info):
+            for t in trials:
+                self.trials[t.trial_id] = t
+            now = time.time()
+            if now - self.last_write > 15:
+                self.write()
+            if not quiet and now - self.last_print > self.print_every:
+                self.last_print = now
+                self.print_progress()
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.trials[trial.trial_id] = trial
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self.trials[trial.trial_id] = trial
+            self._add_step(trial.trial_id, result)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.errors[trial.trial_id] = _error_text(trial)
+
+        def on_experiment_end(self, trials, **info):
+            for t in trials:
+                self.trials[t.trial_id] = t
+            self.write()
+            if not quiet:
+                self.print_progress(final=True)
+
+        # ------------------------------------------------------------------------------ tables
+
+        def trial_rows(self) -> list[dict]:
+            numbers, states = _optuna_index(state)
+            rows = []
+            for tid, t in self.trials.items():
+                res = t.last_result or {}
+                steps = [r for (trial_id, _), r in self.steps.items() if trial_id == tid]
+                accs = [r["heldout_accuracy"] for r in steps if _finite(r.get("heldout_accuracy"))]
+                ckpt = t.checkpoint
+                error = self.errors.get(tid) or (str(res.get("error") or "") if res.get("diverged") else "")
+                if t.status == "ERROR" and not error:
+                    error = _error_text(t)
+                status = _status(t, states.get(tid), res)
+                config = {k: v for k, v in (t.config or {}).items() if not isinstance(v, dict)}
+                times = [r.get("wall_time") for r in steps if r.get("wall_time")]
+                row = {"trial_id": tid, "optuna_number": numbers.get(tid, state.numbers.get(tid)),
+                       "status": status, "error": error, "retries": int(getattr(t, "num_failures", 0) or 0),
+                       "node_id": res.get("node_id", ""),
+                       **config,
+                       "steps_done": int(res.get("step", 0) or 0),
+                       "score": _num(res.get(space.metric)) if not res.get("diverged") else math.nan,
+                       "final_meta_loss": _num(res.get("meta_loss")),
+                       "final_heldout_accuracy": _num(res.get("heldout_accuracy")),
+                       "best_heldout_accuracy": max(accs) if accs else math.nan,
+                       "wall_seconds": _num(res.get("time_total_s")),
+                       "started_at": _num(res.get("started_at")),
+                       "ended_at": max(times) if times else math.nan,
+                       "checkpoint_path": _relative(ckpt.path, exp_dir) if ckpt is not None else ""}
+                rows.append(row)
+            rows.sort(key=lambda r: (r["optuna_number"] is None, r["optuna_number"] or 0, r["trial_id"]))
+            return rows
+
+        def write(self):
+            self.last_write = time.time()
+            with contextlib.suppress(UserError):
+                write_table(exp_dir / TRIALS_FILE, self.trial_rows(), TRIAL_COLUMNS)
+                rows = sorted(self.steps.values(), key=lambda r: (str(r["trial_id"]), int(r["step"])))
+                write_table(exp_dir / STEPS_FILE,
+                                  [{k: r.get(k) for k in (*STEP_COLUMNS, "wall_time")} for r in rows],
+                                  STEP_COLUMNS)
+
+        def print_progress(self, final=False):
+            text = progress_text(self.trial_rows(), space, time.time() - self.started, self.tty, final)
+            if self.tty and not final:
+                print("\033[2J\033[H" + text, flush=True)
+            else:
+                print(text, flush=True)
+
+    return Collector()
+
+
+def _finite(v) -> bool:
+    try:
+        return v is not None and math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def _num(v) -> float:
+    return float(v) if _finite(v) else math.nan
+
+
+def _relative(path: str, exp_dir: Path) -> str:
+    with contextlib.suppress(ValueError):
+        return str(Path(path).resolve().relative_to(exp_dir))
+    return str(path)
+
+
+def _error_text(trial) -> str:
+    with contextlib.suppress(Exception):
+        path = trial.error_file
+        if path and os.path.isfile(path):
+            lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
+            if lines:
+                return lines[-1].strip()[:500]
+    return str(getattr(trial, "error_msg", "") or "error")[:500]
+
+
+_STATE_NAMES = {"COMPLETE": "COMPLETED", "PRUNED": "PRUNED", "FAIL": "FAILED", "RUNNING": "RUNNING",
+                "WAITING": "RUNNING"}
+
+
+def _status(trial, optuna_state, result) -> str:
+    if trial.status in ("RUNNING", "PENDING", "PAUSED"):
+        return "RUNNING"
+    if optuna_state in _STATE_NAMES and optuna_state not in ("RUNNING", "WAITING"):
+        return _STATE_NAMES[optuna_state]
+    if trial.status == "ERROR" or result.get("diverged"):
+        return "FAILED"
+    if int(result.get("step", 0) or 0) >= int(result.get("target_steps", 1) or 1):
+        return "COMPLETED"
+    return "PRUNED"
+
+
+def _optuna_index(state: DriverState):
+    """{ray trial id: optuna number}, {ray trial id: optuna state name} from the study."""
+    study = state.study
+    numbers, states = {}, {}
+    if study is None:
+        return numbers, states
+    with contextlib.suppress(Exception):
+        for t in study.get_trials(deepcopy=False):
+            tid = t.user_attrs.get("ray_trial_id")
+            if tid:
+                numbers[tid], states[tid] = t.number, t.state.name
+    return numbers, states

@@ -1,0 +1,158 @@
+"""`dnn-search pipeline`: the search, then validation trials and Hessian trials on the same Ray session,
+then summary.md.
+
+The best trials' activations (exported by the search) are retrained in ordinary networks: every
+exported trial x dataset x mode (`pure`, each `single:k`, `diverse`) x seed, each a Tune trial;
+the first seed's models then get Hessian trials. A network that two results share (the `pure`
+network of trials with equal validation settings, an n=1 trial's `diverse` = `single:1`) is
+trained once.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from dataclasses import astuple
+from pathlib import Path
+
+from dnn_search.errors import UserError
+from dnn_search.results.layout import HESSIAN_FILE, RAY_DIR, VALIDATION_FILE
+from dnn_search.results.summary import write_summary
+from dnn_search.results.tables import write_table
+from dnn_search.search.driver import run_search, trial_settings
+from dnn_search.search.options import Options
+from dnn_search.search.pipeline_spec import PipelineSpec
+from dnn_search.search.space import SearchSpace
+
+
+def _grid_run(name: str, trainable, jobs: list[dict], exp_dir: Path, space: SearchSpace, settings: dict,
+              quiet: bool, label: str):
+    from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
+    path = exp_dir / RAY_DIR / name
+    if path.exists():
+        shutil.rmtree(path)  # a re-run of the pipeline's later stages starts them afresh
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(trainable, settings=settings),
+                            {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial}),
+        param_space={"job": tune.grid_search(jobs)},
+        tune_config=tune.TuneConfig(max_concurrent_trials=space.max_concurrent, reuse_actors=True),
+        run_config=tune.RunConfig(name=name, storage_path=str(exp_dir / RAY_DIR), verbose=0,
+                                  callbacks=[JsonLoggerCallback()],
+                                  failure_config=tune.FailureConfig(max_failures=space.max_failures)))
+    started = time.time()
+    if not quiet:
+        print(f"{label}: {len(jobs)} trials", flush=True)
+    grid = tuner.fit()
+    rows, failed = [], []
+    for res in grid:
+        if res.error is not None or not res.metrics:
+            failed.append(f"{(res.config or {}).get('job', {})}: {' '.join(str(res.error).split())[:200]}")
+            continue
+        rows.append(res.metrics)
+    if not quiet:
+        print(f"{label}: {len(rows)} done, {len(failed)} failed in {time.time() - started:.0f} s", flush=True)
+    for line in failed[:5]:
+        print(f"  failed: {line}", file=sys.stderr)
+    return rows, time.time() - started
+
+
+def _job_key(trial_id, dataset, mode, run) -> tuple:
+    return (str(trial_id), str(dataset), str(mode), int(run))
+
+
+def _validation_plan(exported: list[dict], p: PipelineSpec, exp_dir: Path) -> tuple[list[dict], list[tuple]]:
+    """Every (trial, dataset, mode, run) the pipeline reports, and for each the key of the training
+    that produces it. Equal keys train the same network, so it is trained once: `pure` depends only
+    on the base function and the validation settings (not on the learned activations), and with
+    n=1 `diverse` builds exactly the `single:1` network (bit-identical, tested)."""
+    from dnn_search.actfile import read_activation_file
+    from dnn_search.validation import config_for
+
+    wanted, keys = [], []
+    for e in exported:
+        acts = read_activation_file(e["npz"])
+        cfg = config_for(acts.metadata, epochs=p.epochs, lr=p.lr, momentum=p.momentum,
+                         hidden_size=p.hidden_size)
+        modes = ["pure", *[f"single:{k}" for k in range(1, e["n"] + 1)], "diverse"]
+        for dataset in p.datasets:
+            for mode in modes:
+                for run in range(p.runs):
+                    seed = p.seed + run
+                    model_dir = (str(exp_dir / "validation" / e["trial_id"] / "models")
+                                 if p.hessian and run == 0 else "")
+                    wanted.append({"trial_id": e["trial_id"], "act_path": str(e["npz"]), "dataset": dataset,
+                                   "mode": mode, "run": run, "seed": seed, "model_dir": model_dir})
+                    if mode == "pure":
+                        keys.append(("pure", acts.base, dataset, seed, run, astuple(cfg)))
+                    else:
+                        same = "single:1" if mode == "diverse" and e["n"] == 1 else mode
+                        keys.append((e["trial_id"], same, dataset, seed, run))
+    return wanted, keys
+
+
+def _pipeline_stages(ray, space: SearchSpace, exp_dir: Path, exported: list[dict], opts: Options) -> dict:
+    from dnn_search.search.trainables import hessian_trial, validation_trial
+    if not exported:
+        raise UserError("the search produced no finished trial to validate")
+    p = space.pipeline
+    settings = {"env": trial_settings(space)["env"], "cpus_per_trial": space.cpus_per_trial,
+                "data_path": space.data_path, "epochs": p.epochs, "lr": p.lr,
+                "momentum": p.momentum, "hidden_size": p.hidden_size, "seed": p.seed,
+                "hessian_samples": p.hessian_samples, "hessian_iters": p.hessian_iters,
+                "hessian_top_k": p.hessian_top_k}
+    if any(d != "MNIST1D" for d in p.datasets) and not space.data_path:
+        raise UserError(f"datasets {', '.join(p.datasets)}: MNIST and CIFAR are read from local files; "
+                        "set data_path in the space file or pass --data-path")
+    wanted, key_of = _validation_plan(exported, p, exp_dir)
+    trained_by: dict[tuple, dict] = {}  # training key -> the job that trains it
+    for job, key in zip(wanted, key_of):
+        trained_by.setdefault(key, job)
+    jobs = list(trained_by.values())
+    if not opts.quiet and len(jobs) < len(wanted):
+        print(f"validation: {len(wanted)} (trial, dataset, mode, run) results from {len(jobs)} trainings "
+              "(trials with equal settings share their pure network; an n=1 diverse network is single:1)")
+    rows, v_seconds = _grid_run("validation", validation_trial, jobs, exp_dir, space, settings, opts.quiet,
+                                "validation")
+    results = {_job_key(r["trial_id_meta"], r["dataset"], r["mode"], r["run"]): r for r in rows}
+    v_rows = []
+    for job, key in zip(wanted, key_of):
+        src = trained_by[key]
+        r = results.get(_job_key(src["trial_id"], src["dataset"], src["mode"], src["run"]))
+        if r is None:  # that training failed
+            continue
+        v_rows.append({"trial_id": job["trial_id"], "dataset": job["dataset"], "mode": job["mode"],
+                       "run": job["run"], "seed": job["seed"],
+                       **{k: r[k] for k in ("test_accuracy", "test_loss", "epochs", "seconds", "node_id",
+                                            "model_path", "curve_accuracy", "curve_loss")}})
+    write_table(exp_dir / VALIDATION_FILE, v_rows,
+                      ("trial_id", "dataset", "mode", "run", "seed", "test_accuracy", "test_loss"))
+    h_rows, h_seconds = [], 0.0
+    if p.hessian:
+        with_model = [r for r in v_rows if r["model_path"]]
+        h_jobs_by_model: dict[str, dict] = {}  # a shared model gets one Hessian
+        for r in with_model:
+            h_jobs_by_model.setdefault(r["model_path"], {
+                "trial_id": r["trial_id"], "dataset": r["dataset"], "mode": r["mode"], "model_path": r["model_path"],
+                "output_folder": str(exp_dir / "hessian" / r["trial_id"])})
+        h_jobs = list(h_jobs_by_model.values())
+        rows, h_seconds = _grid_run("hessian", hessian_trial, h_jobs, exp_dir, space, settings, opts.quiet,
+                                    "hessian")
+        by_model = {r["model_path"]: r for r in rows}
+        h_rows = [{"trial_id": v["trial_id"], "dataset": v["dataset"], "mode": v["mode"],
+                   **{k: by_model[v["model_path"]][k] for k in ("top_eigenvalue", "trace", "top_eigenvalues",
+                                                                "density_eigen", "density_weight", "num_params",
+                                                                "model_path", "node_id")}}
+                  for v in with_model if v["model_path"] in by_model]
+    write_table(exp_dir / HESSIAN_FILE, h_rows,
+                      ("trial_id", "dataset", "mode", "top_eigenvalue", "trace", "top_eigenvalues",
+                       "density_eigen", "density_weight"))
+    summary = write_summary(exp_dir, opts.name)
+    if not opts.quiet:
+        print("\n" + summary)
+    return {"validation_seconds": v_seconds, "hessian_seconds": h_seconds}
+
+
+def run_pipeline(opts: Options) -> dict:
+    """`dnn-search pipeline`: search -> export -> validation trials -> Hessian trials -> summary."""
+    return run_search(opts, then=_pipeline_stages)
