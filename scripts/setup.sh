@@ -19,7 +19,7 @@ if [ "${1:-}" = "--test" ]; then
   extras="[test]"
   if ! command -v chromium >/dev/null 2>&1; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-      || echo "warning: could not install chromium; browser tests will fail" >&2
+      || echo "warning: could not install chromium; the browser tests will fail under DNN_SEARCH_REQUIRE_BROWSER=1 (.ci/run)" >&2
   fi
 fi
 "${PIP[@]}" install -e ".${extras}" 2>&1 | grep -v -e "is ignored" -e "^$" || true

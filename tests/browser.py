@@ -1,6 +1,8 @@
 """Drive Debian's headless Chromium from tests: the DOM after JavaScript ran, and screenshots.
 
-Install: `apt-get update && apt-get install -y chromium` (tests that need it skip without it).
+Install: `apt-get update && apt-get install -y chromium` (`scripts/setup.sh --test` does). Tests that
+need it call `require_chromium()`: without Chromium they skip, unless DNN_SEARCH_REQUIRE_BROWSER=1
+(set by `.ci/run` and the README's test command), where they fail.
 """
 from __future__ import annotations
 
@@ -26,6 +28,21 @@ def chromium_binary() -> str | None:
         if found:
             return found
     return None
+
+
+REQUIRE_VARIABLE = "DNN_SEARCH_REQUIRE_BROWSER"
+
+
+def require_chromium() -> str:
+    """The Chromium binary; else fail the calling test under DNN_SEARCH_REQUIRE_BROWSER=1, skip it otherwise."""
+    import pytest
+    binary = chromium_binary()
+    if binary is not None:
+        return binary
+    reason = "chromium not installed (apt-get install -y chromium, or scripts/setup.sh --test)"
+    if os.environ.get(REQUIRE_VARIABLE, "") not in ("", "0"):
+        pytest.fail(f"{reason}, and {REQUIRE_VARIABLE} is set: the browser tests must run", pytrace=False)
+    pytest.skip(reason)
 
 
 def _run(args: list[str], url: str, budget_ms: int, timeout: float) -> subprocess.CompletedProcess:
