@@ -49,9 +49,10 @@ def _max_overlap(intervals) -> int:
 def test_search_spreads_over_workers(cluster, tmp_path, search_env):
     """Two trials share each worker's one logical GPU (--gpus-per-trial 0.5), never three: CPUs
     (0.25 a trial, 1 a node) would allow four, so the GPU is what limits. Who ran where, when and on
-    which GPU comes from the trials themselves (the test-only trace, dnn_search/faults.py)."""
+    which GPU comes from the trials themselves (the test-only trace, dnn_search/faults.py). All six
+    trials may start at once (max_concurrent 6), so only the GPU request keeps a third one off a GPU."""
     c, worker_ids, trace = cluster
-    space = tiny_space(tmp_path, num_samples=6, max_concurrent=4, steps=4)
+    space = tiny_space(tmp_path, num_samples=6, max_concurrent=6, steps=4)
     proc = run_cli(["search", "--space", space, "--name", "multi", "--storage", tmp_path / "r", "--quiet",
                     "--address", c.address, "--gpus-per-trial", "0.5", "--cpus-per-trial", "0.25"],
                    search_env)
