@@ -1,6 +1,8 @@
 """Drive Debian's headless Chromium from tests: the DOM after JavaScript ran, and screenshots.
 
-Install: `apt-get update && apt-get install -y chromium` (tests that need it skip without it).
+Install: `apt-get update && apt-get install -y chromium` (`scripts/setup.sh --test` does). Tests that
+need it call `require_chromium()`: without Chromium they skip, unless DNN_SEARCH_REQUIRE_BROWSER=1
+(set by `.ci/run` and the README's test command), where they fail.
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -26,6 +29,28 @@ def chromium_binary() -> str | None:
         if found:
             return found
     return None
+
+
+REQUIRE_VARIABLE = "DNN_SEARCH_REQUIRE_BROWSER"
+
+
+# written by `scripts/setup.sh --test`, which installs Chromium: its absence is then a failure
+TEST_SETUP_MARKER = Path(sys.prefix) / ".dnn_search_test_setup"
+
+
+def require_chromium() -> str:
+    """The Chromium binary; else fail the calling test under DNN_SEARCH_REQUIRE_BROWSER=1, skip it otherwise."""
+    import pytest
+    binary = chromium_binary()
+    if binary is not None:
+        return binary
+    reason = "chromium not installed (apt-get install -y chromium, or scripts/setup.sh --test)"
+    if os.environ.get(REQUIRE_VARIABLE, "") not in ("", "0"):
+        pytest.fail(f"{reason}, and {REQUIRE_VARIABLE} is set: the browser tests must run", pytrace=False)
+    if TEST_SETUP_MARKER.is_file():
+        pytest.fail(f"{reason}, and this environment was made by `scripts/setup.sh --test` ({TEST_SETUP_MARKER}): "
+                    "the browser tests must run", pytrace=False)
+    pytest.skip(reason)
 
 
 def _run(args: list[str], url: str, budget_ms: int, timeout: float) -> subprocess.CompletedProcess:

@@ -140,8 +140,8 @@ def test_api_lists_study_trials_and_artifact(served, results):
     assert status == 200 and b"<html" in page.lower()
 
 
-@pytest.mark.skipif(browser.chromium_binary() is None, reason="chromium not installed (apt-get install -y chromium)")
 def test_chromium_renders_dashboard(served, tmp_path):
+    browser.require_chromium()
     url, _ = served
     text = browser.visible_text(browser.dump_dom(f"{url}/studies/0/trials"))
     assert NAME in text

@@ -73,8 +73,8 @@ def test_report_content(report):
     assert "<th>dataset</th>" in text and "Best trial:" in plain
 
 
-@pytest.mark.skipif(browser.chromium_binary() is None, reason="chromium not installed (apt-get install -y chromium)")
 def test_chromium_renders_report(report, tmp_path):
+    browser.require_chromium()
     url = (report / "report.html").as_uri()
     text = browser.visible_text(browser.dump_dom(url, budget_ms=2000))
     assert NAME in text and f"{len(TRIAL_PLAN)} trials" in text

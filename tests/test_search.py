@@ -23,6 +23,16 @@ def _study(exp: Path, name: str):
     return optuna.load_study(study_name=name, storage=storage)
 
 
+def best_by_hand(trials: pd.DataFrame, mode: str, top: int) -> list[str]:
+    """The trials `export --top TOP` must pick, computed here from the table alone: completed trials
+    with a finite score and a checkpoint by score (ties: the lower Optuna number), then pruned ones."""
+    rows = [r for r in trials.to_dict("records") if r["status"] in ("COMPLETED", "PRUNED")
+            and r["checkpoint_path"] and np.isfinite(r["score"])]
+    sign = -1 if mode == "max" else 1
+    rows.sort(key=lambda r: (r["status"] != "COMPLETED", sign * r["score"], r["optuna_number"]))
+    return [r["trial_id"] for r in rows[:top]]
+
+
 def test_pipeline_files(pipeline_run):
     exp, proc, env, _ = pipeline_run
     for name in ("search.json", "optuna_journal.log", "trials.parquet", "steps.parquet", "validation.parquet",
@@ -124,8 +134,11 @@ def test_exported_activations(pipeline_run, tmp_path):
     out = tmp_path / "export"
     assert cli.main(["export", "demo", "--storage", str(exp.parent), "--top", "1", "--out", str(out)]) == 0
     (only,) = list(out.iterdir())
-    best = pd.read_parquet(exp / "trials.parquet").sort_values("score", ascending=False)
-    assert only.name in set(best.trial_id)
+    trials = pd.read_parquet(exp / "trials.parquet")
+    expected = best_by_hand(trials, "max", 2)
+    assert only.name == expected[0]
+    assert json.loads((only / "metadata.json").read_text())["rank"] == 1
+    assert sorted(f.name for f in folders) == sorted(expected)  # the search itself exported its top 2
     npz = next(only.glob("*.npz"))
     assert cli.main(["validate", "--act_path", str(npz), "--runs", "1", "--epochs", "1",
                      "--validation_mode", "diverse"]) == 0
@@ -315,3 +328,61 @@ def test_optuna_storage_url_end_to_end(tmp_path, search_env):
     assert report.returncode == 0, report.stderr[-2000:]
     assert "could not be opened" not in (exp / "report.html").read_text()
     assert "importance" in (exp / "report.html").read_text().lower()
+
+
+# --------------------------------------------------------------- min mode, pruning that must happen
+
+@pytest.fixture(scope="module")
+def pruned_min_run(tmp_path_factory, search_env):
+    """A search that minimises meta_loss, one trial at a time, with ASHA (grace 1, reduction factor 2).
+    One trial at a time makes the pruning deterministic: the random sampler (seed 0) draws the same
+    six configurations every run, and ASHA stops a trial at step 1 when its meta-loss there is worse
+    than the median of the trials before it. With these six, trials 1 and 5 are pruned (measured)."""
+    root = tmp_path_factory.mktemp("minprune")
+    space = tiny_space(root, num_samples=6, max_concurrent=1, steps=4, sampler="random")
+    space.write_text(space.read_text().replace("metric: heldout_accuracy\n", "metric: meta_loss\nmode: min\n"))
+    proc = run_cli(["search", "--space", space, "--name", "minp", "--storage", root / "r", "--quiet"], search_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root / "r" / "minp"
+
+
+def test_pruned_trials_are_pruned_everywhere(pruned_min_run):
+    exp = pruned_min_run
+    trials = pd.read_parquet(exp / "trials.parquet").sort_values("optuna_number")
+    steps = pd.read_parquet(exp / "steps.parquet")
+    pruned = trials[trials.status == "PRUNED"]
+    assert len(pruned) >= 1, trials[["trial_id", "status", "steps_done", "score"]].to_string()
+    assert set(trials.status) == {"COMPLETED", "PRUNED"}
+    assert (pruned.steps_done < 4).all() and (trials.loc[trials.status == "COMPLETED", "steps_done"] == 4).all()
+    study = _study(exp, "minp")
+    assert study.direction.name == "MINIMIZE"
+    by_tid = {t.user_attrs["ray_trial_id"]: t for t in study.trials}
+    loss = {(r["trial_id"], r["step"]): r["meta_loss"] for r in steps.to_dict("records")}
+    for r in trials.to_dict("records"):
+        t = by_tid[r["trial_id"]]
+        assert t.state.name == ("PRUNED" if r["status"] == "PRUNED" else "COMPLETE"), r["trial_id"]
+        # the study holds every step the trial computed, with the values of steps.parquet
+        assert t.intermediate_values == {s: pytest.approx(loss[(r["trial_id"], s)])
+                                         for s in range(1, r["steps_done"] + 1)}, r["trial_id"]
+    # stopped for the right reason (the direction is min): when a trial was stopped at step s,
+    # a trial before it (one ran at a time) had a lower meta-loss at step s
+    for r in pruned.to_dict("records"):
+        s = r["steps_done"]
+        before = trials[trials.optuna_number < r["optuna_number"]].trial_id
+        earlier = [loss[(tid, s)] for tid in before if (tid, s) in loss]
+        assert earlier and min(earlier) < loss[(r["trial_id"], s)], (r, earlier)
+
+
+def test_min_mode_export_picks_the_lowest_loss(pruned_min_run, tmp_path):
+    exp = pruned_min_run
+    trials = pd.read_parquet(exp / "trials.parquet")
+    expected = best_by_hand(trials, "min", 2)
+    completed = trials[trials.status == "COMPLETED"]
+    assert expected[0] == completed.loc[completed.score.idxmin(), "trial_id"]
+    assert (trials.score == trials.final_meta_loss).all()  # the score is the metric asked for
+    out = tmp_path / "export"
+    assert cli.main(["export", "minp", "--storage", str(exp.parent), "--top", "1", "--out", str(out)]) == 0
+    assert [p.name for p in out.iterdir()] == expected[:1]
+    meta = json.loads((out / expected[0] / "metadata.json").read_text())
+    assert meta["mode"] == "min" and meta["metric"] == "meta_loss" and meta["rank"] == 1
+    assert sorted(p.name for p in (exp / "activations").iterdir()) == sorted(expected)

@@ -39,6 +39,7 @@ def checkpoint_steps(step: int, last: int, every: int, milestones) -> bool:
 # ------------------------------------------------------------------------------ meta-learning
 
 def metalearn_trial(config: dict, settings: dict) -> None:
+    import ray
     import torch
     from ray import tune
 
@@ -84,7 +85,7 @@ def metalearn_trial(config: dict, settings: dict) -> None:
                    "seconds": m.seconds}
         previous = metrics
         faults.trace("step", trial_id=trial_id, step=m.step, restored_from=restored_from, node_id=node_id,
-                     meta_loss=m.meta_loss, heldout_accuracy=m.heldout_accuracy)
+                     meta_loss=m.meta_loss, heldout_accuracy=m.heldout_accuracy, gpu_ids=ray.get_gpu_ids())
         result = {**metrics, **common, "diverged": False, "error": "", "reported_at": time.time()}
         if checkpoint_steps(m.step, last_step, every, milestones):
             with tempfile.TemporaryDirectory(prefix="dnn_ckpt_") as folder:

@@ -1,0 +1,122 @@
+#!/usr/bin/env python
+"""Break the ranking, summary and safety code on purpose, once per breakage, and check that the tests
+catch it. Each breakage is applied to a temporary copy of the repository (never to this checkout);
+the relevant tests run there (cwd and PYTHONPATH = the copy, so subprocesses of the CLI import the
+broken copy too). Prints a markdown table: breakage -> caught (yes/no), with the failing tests.
+
+    python scripts/break_check.py            # all breakages
+    python scripts/break_check.py --fast     # skip the breakages whose tests run real searches
+
+A breakage names a snippet, not a file: it is looked up in every dnn_search/**/*.py, so it keeps
+working when modules move (it must occur exactly once in the package, else the row says so).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RANKING = ["tests/test_ranking.py"]
+EXPORT = ["tests/test_search.py::test_exported_activations", "tests/test_search.py::test_min_mode_export_picks_the_lowest_loss",
+          "tests/test_search.py::test_pruned_trials_are_pruned_everywhere"]
+SCAN = ["tests/test_reliability.py::test_no_unsafe_loads_in_the_package"]
+
+# (name, snippet, replacement, tests, slow)
+BREAKAGES = [
+    ("rank_trials: reverse the sort (worst first)",
+     'ok = ok.sort_values(["_completed", "_key"], ascending=[False, True], kind="stable")',
+     'ok = ok.sort_values(["_completed", "_key"], ascending=[False, False], kind="stable")', RANKING + EXPORT, True),
+    ("rank_trials: swap the direction (max <-> min)",
+     '(-1 if metric_mode == "max" else 1)', '(-1 if metric_mode == "min" else 1)', RANKING + EXPORT, True),
+    ("rank_trials: pruned trials before completed ones",
+     'ascending=[False, True], kind="stable")', 'ascending=[True, True], kind="stable")', RANKING, False),
+    ("rank_trials: keep NaN/inf scores",
+     'ok = ok.loc[pd.Series(finite, index=ok.index, dtype=bool)] if len(ok) else ok', 'ok = ok', RANKING, False),
+    ("rank_trials: rank FAILED/RUNNING trials too",
+     'ok = trials[trials["status"].isin(["COMPLETED", "PRUNED"])',
+     'ok = trials[trials["status"].isin(["COMPLETED", "PRUNED", "FAILED", "RUNNING"])',
+     RANKING, False),
+    ("top_per: the worst of each value", "return ok.groupby(per, sort=False).head(top)",
+     "return ok.groupby(per, sort=False).tail(top)", RANKING, False),
+    ("top_per: ignore the parameter (plain top-k)", "return ok.groupby(per, sort=False).head(top)",
+     "return ok.head(top)", RANKING, False),
+    ("Welch p: constant 0.5", "return float(ttest_ind(a, b, equal_var=False).pvalue)", "return 0.5", RANKING, False),
+    ("Welch p: Student's pooled t-test instead", "ttest_ind(a, b, equal_var=False)", "ttest_ind(a, b, equal_var=True)",
+     RANKING, False),
+    ("summary: worst homogeneous picked per trial", "best_single = max(singles, key=lambda m: acc[m].mean())",
+     "best_single = min(singles, key=lambda m: acc[m].mean())", RANKING, False),
+    ("summary: worst of each kind in the Welch section", "return max(keys, key=lambda k: runs[k].mean()) if keys else None",
+     "return min(keys, key=lambda k: runs[k].mean()) if keys else None", RANKING, False),
+    ("no-pickle rule: an aliased pickle.loads in the package", "    path = Path(folder) / STATE_FILE\n",
+     "    path = Path(folder) / STATE_FILE\n    import pickle as _p\n    _restore = _p.loads\n", SCAN, False),
+    ("no-pickle rule: torch.load without weights_only", 'torch.load(path, map_location="cpu", weights_only=True)',
+     'torch.load(path, map_location="cpu")', SCAN, False),
+]
+
+
+def copy_repo(dest: Path) -> None:
+    ignore = shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.pyc", ".pytest_cache", "results", "docs")
+    shutil.copytree(REPO, dest, ignore=ignore, dirs_exist_ok=True)
+
+
+def apply(root: Path, snippet: str, replacement: str) -> str | None:
+    """Replace the one occurrence of SNIPPET in the copied package; an error text when there is not one."""
+    hits = [(p, p.read_text().count(snippet)) for p in sorted((root / "dnn_search").rglob("*.py"))]
+    hits = [(p, n) for p, n in hits if n]
+    if len(hits) != 1 or hits[0][1] != 1:
+        return f"snippet found {sum(n for _, n in hits)} time(s): breakage not applied"
+    path = hits[0][0]
+    path.write_text(path.read_text().replace(snippet, replacement))
+    return None
+
+
+def run_tests(root: Path, tests: list[str]) -> tuple[int, list[str], float]:
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("PYTHONPATH", "RAY_ADDRESS")}
+    env["PYTHONPATH"] = str(root)
+    started = time.time()
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", *tests], cwd=root,
+                          env=env, capture_output=True, text=True)
+    failed = sorted({m.group(1) for m in re.finditer(r"^(?:FAILED|ERROR) (\S+)", proc.stdout, re.M)})
+    return proc.returncode, failed, time.time() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fast", action="store_true", help="skip breakages whose tests run real searches")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="break_check_") as tmp:
+        base = Path(tmp) / "clean"
+        copy_repo(base)
+        rc, failed, secs = run_tests(base, sorted({t for b in BREAKAGES for t in b[3] if not (args.fast and b[4])}
+                                                  - set(EXPORT)))
+        rows.append(("(none: the unbroken copy, fast tests)", "no" if rc == 0 else "FAILS UNBROKEN", failed, secs))
+        for name, snippet, replacement, tests, slow in BREAKAGES:
+            if args.fast and slow:
+                continue
+            work = Path(tmp) / "broken"
+            shutil.rmtree(work, ignore_errors=True)
+            copy_repo(work)
+            problem = apply(work, snippet, replacement)
+            if problem:
+                rows.append((name, f"n/a ({problem})", [], 0.0))
+                continue
+            rc, failed, secs = run_tests(work, tests)
+            rows.append((name, "yes" if rc != 0 and failed else "no", failed, secs))
+            print(f"{name}: {rows[-1][1]} ({secs:.0f} s)", file=sys.stderr, flush=True)
+    print("| breakage | caught | failing tests | seconds |")
+    print("|---|---|---|---|")
+    for name, caught, failed, secs in rows:
+        tests = "<br>".join(f"`{t.split('/')[-1]}`" for t in failed) or "–"
+        print(f"| {name} | {caught} | {tests} | {secs:.0f} |")
+    return 0 if all(r[1] == "yes" for r in rows[1:]) and rows[0][1] == "no" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Ranking, per-parameter picks and the summary's Welch t-tests, on tables whose right answer is known
+in advance. Tables are written by the code's own writer (`results.tables.write_table`) and read back by its own
+reader; only public functions are called (`rank_trials`, `summary_markdown`)."""
+from __future__ import annotations
+
+import math
+import re
+
+import pandas as pd
+import pytest
+
+from dnn_search.results import export, summary, tables
+from dnn_search.results.layout import TRIALS_FILE
+
+# (trial_id, status, score, checkpoint, n_activations): written in optuna_number order, as the search does
+ROWS = [
+    ("t0", "COMPLETED", 0.5, True, 3),
+    ("t1", "COMPLETED", 0.9, True, 2),
+    ("t2", "PRUNED", 0.95, True, 1),      # better than every completed trial, but pruned: ranked after them
+    ("t3", "FAILED", 0.99, True, 1),      # never ranked
+    ("t4", "RUNNING", 0.98, True, 2),     # never ranked
+    ("t5", "COMPLETED", math.nan, True, 2),   # no score (diverged): never ranked
+    ("t6", "COMPLETED", 0.7, True, 1),    # tie with t7: the earlier trial first, in both directions
+    ("t7", "COMPLETED", 0.7, True, 1),
+    ("t8", "COMPLETED", 0.8, False, 2),   # no checkpoint: nothing to export, never ranked
+    ("t9", "PRUNED", 0.3, True, 3),
+    ("t10", "COMPLETED", math.inf, True, 2),  # not a finite score: never ranked
+]
+BEST_MAX = ["t1", "t6", "t7", "t0", "t2", "t9"]
+BEST_MIN = ["t0", "t6", "t7", "t1", "t9", "t2"]
+
+
+@pytest.fixture
+def trials(tmp_path):
+    rows = [{"trial_id": tid, "optuna_number": i, "status": status, "score": score, "n_activations": n,
+             "steps_done": 4 if status == "COMPLETED" else 1,
+             "checkpoint_path": f"ray/search/{tid}/checkpoint_000000" if ckpt else ""}
+            for i, (tid, status, score, ckpt, n) in enumerate(ROWS)]
+    path = tmp_path / TRIALS_FILE
+    tables.write_table(path, rows, tables.TRIAL_COLUMNS)
+    return tables.read_table(path)
+
+
+@pytest.mark.parametrize("mode, expected", [("max", BEST_MAX), ("min", BEST_MIN)])
+def test_rank_trials_both_directions(trials, mode, expected):
+    for top in range(1, len(expected) + 2):
+        assert list(export.rank_trials(trials, mode, top)["trial_id"]) == expected[:top], (mode, top)
+
+
+def test_rank_trials_pruned_fill_up_only_after_completed(trials):
+    only_pruned = trials[trials.status != "COMPLETED"]
+    assert list(export.rank_trials(only_pruned, "max", 5)["trial_id"]) == ["t2", "t9"]
+    assert list(export.rank_trials(only_pruned, "min", 5)["trial_id"]) == ["t9", "t2"]
+    nothing = trials[trials.status.isin(["FAILED", "RUNNING"])]
+    assert export.rank_trials(nothing, "max", 3).empty
+
+
+@pytest.mark.parametrize("mode, top, expected", [
+    # the best `top` of each n_activations value, groups in the order of their best trial
+    ("max", 1, {2: ["t1"], 1: ["t6"], 3: ["t0"]}),
+    ("max", 2, {2: ["t1"], 1: ["t6", "t7"], 3: ["t0", "t9"]}),
+    ("min", 1, {3: ["t0"], 1: ["t6"], 2: ["t1"]}),
+    ("min", 3, {3: ["t0", "t9"], 1: ["t6", "t7", "t2"], 2: ["t1"]}),
+])
+def test_top_per_picks_the_best_of_each_value(trials, mode, top, expected):
+    picked = export.rank_trials(trials, mode, top, per="n_activations")
+    groups = {}
+    for tid, n in zip(picked.trial_id, picked.n_activations):
+        groups.setdefault(int(n), []).append(tid)
+    assert groups == expected
+    assert list(groups) == list(expected)  # group order: by each group's best trial
+    # a column that the table lacks: plain top-k
+    assert list(export.rank_trials(trials, mode, top, per="no_such_column").trial_id) == \
+        (BEST_MAX if mode == "max" else BEST_MIN)[:top]
+
+
+# ------------------------------------------------------------------------------ Welch t-test
+#
+# Worked by hand (two-sided Welch t-test), diverse a = [0.86, 0.86, 0.83], pure b = [0.78 .. 0.82]:
+#   mean a = 0.85, s_a^2 = (0.01^2 + 0.01^2 + 0.02^2) / 2 = 3.0e-4, n_a = 3, v_a = s_a^2/n_a = 1.0e-4
+#   mean b = 0.80, s_b^2 = (0.02^2 + 0.01^2 + 0 + 0.01^2 + 0.02^2) / 4 = 2.5e-4, n_b = 5, v_b = 5.0e-5
+#   t  = (0.85 - 0.80) / sqrt(v_a + v_b) = 0.05 / sqrt(1.5e-4) = sqrt(50/3) = 4.08248
+#   df = (v_a + v_b)^2 / (v_a^2/(n_a-1) + v_b^2/(n_b-1)) = 2.25e-8 / (5e-9 + 6.25e-10) = 4.00000
+#   (Student's pooled test would give df = 6, t = 4.1926, p = 0.005733: not what is asked for)
+#   With df = 4 the t distribution has a closed form:
+#     F(t) = 1/2 + 3/8 * t/sqrt(1 + t^2/4) * (1 - t^2/(12 (1 + t^2/4)))
+#     t/sqrt(1 + t^2/4) = 10/sqrt(31) = 1.79605,  t^2/(1 + t^2/4) = 100/31,  1 - 100/372 = 68/93
+#     F = 1/2 + 17/62 * 10/sqrt(31) = 0.992466
+#   p  = 2 * (1 - F) = 0.0150677   -> printed with 3 significant digits: 0.0151
+# Diverse against the best homogeneous network single:2 = [0.83 .. 0.87] (mean 0.85 = mean a): t = 0, p = 1.
+DIVERSE = [0.86, 0.86, 0.83]
+PURE = [0.78, 0.79, 0.80, 0.81, 0.82]
+SINGLE_BEST = [0.83, 0.84, 0.85, 0.86, 0.87]
+SINGLE_WORSE = [0.70, 0.71, 0.72]
+
+
+@pytest.fixture
+def validation(tmp_path):
+    rows = []
+
+    def add(trial, mode, values):
+        for run, v in enumerate(values):
+            rows.append({"trial_id": trial, "dataset": "MNIST1D", "mode": mode, "run": run, "seed": run,
+                         "test_accuracy": v, "test_loss": 1.0 - v})
+    # trial B is listed first and is worse in every mode: the picks must not take the first seen
+    add("B", "pure", [0.50, 0.52, 0.54])
+    add("B", "single:1", [0.60, 0.61, 0.65])
+    add("B", "diverse", [0.62, 0.64, 0.66])
+    add("A", "pure", PURE)
+    add("A", "single:1", SINGLE_WORSE)
+    add("A", "single:2", SINGLE_BEST)
+    add("A", "diverse", DIVERSE)
+    path = tmp_path / "validation.parquet"
+    tables.write_table(path, rows, ("trial_id", "dataset", "mode", "run", "seed", "test_accuracy", "test_loss"))
+    return tables.read_table(path)
+
+
+def _significance_row(md: str) -> list[str]:
+    section = md.split("## Diverse against the baselines", 1)[1]
+    line = next(x for x in section.splitlines() if x.startswith("| MNIST1D |"))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_welch_p_values_match_the_hand_computation(validation):
+    md = summary.summary_markdown("s", validation, None, pd.DataFrame({"trial_id": ["A", "B"], "n_activations": [2, 1]}))
+    dataset, diverse, pure, single, p_pure, p_single = _significance_row(md)
+    assert diverse == "85.00 ± 1.73 (A diverse)"       # s_a = sqrt(3e-4) = 0.01732
+    assert pure == "80.00 ± 1.58 (A pure)"             # s_b = sqrt(2.5e-4) = 0.01581
+    assert single == "85.00 ± 1.58 (A single:2)"
+    assert p_pure == "0.0151"                           # 0.0150677, see above
+    assert float(p_single) == pytest.approx(1.0)        # t = 0
+
+
+def test_summary_picks_the_best_homogeneous_per_trial(validation):
+    md = summary.summary_markdown("s", validation, None, pd.DataFrame({"trial_id": ["A", "B"], "n_activations": [2, 1]}))
+    rows = {r.split("|")[2].strip(): r for r in md.splitlines()
+            if r.startswith("| MNIST1D |") and "(" in r and "single:" in r and r.count("|") == 8}
+    # A: single:2 (85.00) beats single:1 (71.00); diverse - best homogeneous = 85.00 - 85.00
+    assert "85.00 ± 1.58 (single:2)" in rows["A"] and re.search(r"\| [+-]0\.00 \|$", rows["A"]), rows["A"]
+    # B: one single only; diverse 64.00 - single:1 62.00 = +2.00
+    assert "(single:1)" in rows["B"] and rows["B"].endswith("| +2.00 |"), rows["B"]
