@@ -1,7 +1,7 @@
-"""Hessian analysis of a trained model (DESIGN.md section 1.5).
+"""Hessian analysis of a trained model (docs/design.md, "Hessian").
 
-For the cross-entropy loss of a model on one batch, with respect to its trainable
-parameters, :func:`analyze` computes
+For the task's loss of a model on one batch (cross-entropy for classification), with
+respect to its trainable parameters, :func:`analyze` computes
 
 * the top-k Hessian eigenvalues (power iteration, ``pyhessian.hessian.eigenvalues``),
 * the Hessian trace (Hutchinson's estimator, ``pyhessian.hessian.trace``),
@@ -165,6 +165,24 @@ def _fork_devices(device: str) -> list[int]:
     return [dev.index if dev.index is not None else torch.cuda.current_device()]
 
 
+class _Predicting(torch.nn.Module):
+    """`model` seen through a task's predict(): pyhessian calls model(x) and then its criterion."""
+
+    def __init__(self, model: torch.nn.Module, task):
+        super().__init__()
+        self.model, self.task = model, task
+
+    def forward(self, x):
+        return self.task.predict(self.model, x)
+
+
+def _criterion_and_model(model, task):
+    """Cross-entropy of the raw model's output without a task, else the task's loss of its prediction."""
+    if task is None:
+        return torch.nn.CrossEntropyLoss(), model
+    return task.loss, _Predicting(model, task)
+
+
 # --------------------------------------------------------------------------- analysis
 
 
@@ -181,8 +199,10 @@ def analyze(
     seed: int = 0,
     device: str = "cpu",
     eigen_iters: int = 100,
+    task=None,
 ) -> HessianResult:
-    """Hessian statistics of the cross-entropy loss of ``model`` on ``(x, y)``.
+    """Hessian statistics of the loss of ``model`` on ``(x, y)``: ``task``'s loss of its
+    prediction, or cross-entropy of the model's output when no task is given.
 
     Derivatives are taken w.r.t. the parameters with ``requires_grad=True``.  The model
     is expected to live on ``device`` already; it is put in eval mode for the analysis
@@ -215,8 +235,8 @@ def analyze(
             warnings.filterwarnings("ignore", message=".*create_graph=True.*reference cycle.*")
             torch.manual_seed(seed)
             with torch.enable_grad():
-                hess = _PyHessian(model, torch.nn.CrossEntropyLoss(), data=(x, y),
-                                  cuda=(device != "cpu"))
+                criterion, wrapped = _criterion_and_model(model, task)
+                hess = _PyHessian(wrapped, criterion, data=(x, y), cuda=(device != "cpu"))
                 if any(not torch.is_tensor(g) for g in hess.gradsH):
                     raise ValueError("a trainable parameter does not affect the loss")
                 eigvals, _ = hess.eigenvalues(maxIter=eigen_iters, tol=tol, top_n=top_k)

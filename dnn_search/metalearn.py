@@ -1,15 +1,16 @@
-"""Meta-learning of diverse activations (DESIGN.md §1.3), in two implementations that agree.
+"""Meta-learning of diverse activations (docs/design.md, "Meta-learning"), in two implementations.
 
-One outer step: draw a fresh random classifier D -> H -> C, train it for `epochs` epochs with a
+One outer step: draw a fresh random network D -> H -> out, train it for `epochs` epochs with a
 differentiable RMSprop whose steps depend on the activation weights phi, take the meta-loss J as
 the mean of all inner training losses, and follow the exact meta-gradient dJ/dphi through the
-whole unrolled inner run (clipped to +-0.1, then heavy-ball SGD on phi).
+whole unrolled inner run (clipped to +-0.1, then heavy-ball SGD on phi). What is predicted, the
+loss and the held-out metrics come from the task (`dnn_search.tasks`); the loop is shared.
 
 - `reference`: the textbook form. Inner gradients by autograd with create_graph=True, the
   activation written as plain tensor expressions (vectorised over activations, no Python loop).
-- `fast`: the inner gradient of the one-hidden-layer MLP is written out by hand, so the meta-
-  gradient needs only first-order autograd through the unrolled run, and the activation is the
-  fused, recompute-in-backward kernel of `dnn_search.fused`.
+- `fast`: the inner gradient is the task's hand-written one, so the meta-gradient needs only
+  first-order autograd through the unrolled run, and the activation is the fused,
+  recompute-in-backward kernel of `dnn_search.fused`.
 Both draw every random number (classifier init, batch order, noise) from the same seeded
 generator in the same order, so they compute the same function.
 """
@@ -20,12 +21,12 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
-import torch.nn.functional as F
 
-from dnn_search.activations import (RESIDUAL_SCALE, ActivationSet, base_value, block_sizes,
-                                    check_base, default_init, neuron_blocks)
+from dnn_search.activations import (RESIDUAL_SCALE, ActivationSet, block_sizes, check_base, default_init,
+                                    learned_activation, neuron_blocks)
 from dnn_search.errors import UserError
 from dnn_search.fused import activation_and_derivative
+from dnn_search.tasks.registry import task_for_dataset
 
 IMPLEMENTATIONS = ("fast", "reference")
 RMSPROP_EPS = 1e-8
@@ -92,13 +93,23 @@ class MetaConfig:
 
 @dataclass
 class StepMetrics:
+    """One outer step. `heldout` holds the task's metrics on the held-out split, keyed
+    `heldout_<metric>` (classification: heldout_accuracy, heldout_loss)."""
+
     step: int
     meta_loss: float
     final_train_loss: float
-    heldout_accuracy: float
-    heldout_loss: float
+    heldout: dict[str, float] = field(default_factory=dict)
     grad_norms: list[float] = field(default_factory=list)
     seconds: float = 0.0
+
+    @property
+    def heldout_accuracy(self) -> float:
+        return self.heldout.get("heldout_accuracy", math.nan)
+
+    @property
+    def heldout_loss(self) -> float:
+        return self.heldout.get("heldout_loss", math.nan)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,47 +135,45 @@ def _noise(shape, scale, generator, dtype, device):
     return ((torch.rand(shape, generator=generator, dtype=dtype) * 2 - 1) * scale).to(device)
 
 
-def _reference_batch(theta, neuron_phi, base, x, y, act_noise, hidden_noise):
-    """Loss and inner gradients by autograd with create_graph=True (the textbook form)."""
+def network(theta, neuron_phi, base, act_noise=None, hidden_noise=None):
+    """The inner network x -> W2 f(W1 x + b1) + b2 as a function, noise included when given."""
     w1, b1, w2, b2 = theta
-    ew1, eb1, ew2, eb2 = neuron_phi
-    z = x @ w1.T + b1
-    g = (torch.tanh(z[..., None] * ew1 + eb1) * ew2).sum(-1) + eb2
-    if act_noise is not None:
-        g = g + act_noise
-    a = base_value(base, z) + RESIDUAL_SCALE * g
-    if hidden_noise is not None:
-        a = a + hidden_noise
-    loss = F.cross_entropy(a @ w2.T + b2, y)
+
+    def forward(x):
+        a = learned_activation(base, x @ w1.T + b1, *neuron_phi, act_noise)
+        if hidden_noise is not None:
+            a = a + hidden_noise
+        return a @ w2.T + b2
+    return forward
+
+
+def _reference_batch(theta, neuron_phi, base, x, y, act_noise, hidden_noise, task):
+    """Loss and inner gradients by autograd with create_graph=True (the textbook form)."""
+    net = network(theta, neuron_phi, base, act_noise, hidden_noise)
+    loss = task.loss(task.predict(net, x), y)
     grads = torch.autograd.grad(loss, theta, create_graph=True)
     return loss, grads
 
 
-def _fast_batch(theta, neuron_phi, base, x, y, act_noise, hidden_noise):
-    """Loss and the hand-written inner gradients of the one-hidden-layer MLP."""
-    w1, b1, w2, b2 = theta
-    z = x @ w1.T + b1
-    f, f_prime = activation_and_derivative(z, *neuron_phi, base)
-    if act_noise is not None:
-        f = f + RESIDUAL_SCALE * act_noise
-    a = f if hidden_noise is None else f + hidden_noise
-    logits = a @ w2.T + b2
-    log_p = torch.log_softmax(logits, dim=1)
-    loss = -log_p.gather(1, y[:, None]).mean()
-    d_logits = (log_p.exp() - F.one_hot(y, logits.shape[1]).to(logits.dtype)) / x.shape[0]
-    d_z = (d_logits @ w2) * f_prime
-    return loss, (d_z.T @ x, d_z.sum(0), d_logits.T @ a, d_logits.sum(0))
+def _fast_batch(theta, neuron_phi, base, x, y, act_noise, hidden_noise, task):
+    """Loss and the task's hand-written inner gradients, with the fused activation."""
+    def activation(z):
+        f, f_prime = activation_and_derivative(z, *neuron_phi, base)
+        if act_noise is not None:
+            f = f + RESIDUAL_SCALE * act_noise
+        return (f if hidden_noise is None else f + hidden_noise), f_prime
+    return task.inner_loss_and_grads(theta, activation, x, y)
 
 
 _BATCH_FUNCTIONS = {"reference": _reference_batch, "fast": _fast_batch}
 
 
-def inner_run(phi, blocks, cfg: MetaConfig, x, y, num_classes, generator):
-    """Train one fresh classifier; return (meta-loss J with its graph, final weights, last-epoch loss)."""
+def inner_run(phi, blocks, cfg: MetaConfig, x, y, output_size, generator, task):
+    """Train one fresh network; return (meta-loss J with its graph, final weights, last-epoch loss)."""
     dtype, device = x.dtype, x.device
     n, ho = phi["w1"].shape
     hidden = cfg.inner_hidden_size
-    theta = init_classifier(x.shape[1], hidden, num_classes, generator, dtype, device)
+    theta = init_classifier(x.shape[1], hidden, output_size, generator, dtype, device)
     if cfg.impl == "reference":
         theta = [t.requires_grad_(True) for t in theta]
     second_moment = [torch.ones_like(t) for t in theta]
@@ -183,7 +192,8 @@ def inner_run(phi, blocks, cfg: MetaConfig, x, y, num_classes, generator):
                 xi = _noise((n, ho), cfg.noise, generator, dtype, device)
                 act_noise = (phi["w2"] * xi).sum(-1).index_select(0, blocks)
                 hidden_noise = _noise((1, hidden), cfg.noise, generator, dtype, device)
-            loss, grads = batch_fn(theta, neuron_phi, cfg.activation, x[idx], y[idx], act_noise, hidden_noise)
+            loss, grads = batch_fn(theta, neuron_phi, cfg.activation, x[idx], y[idx], act_noise, hidden_noise,
+                                   task)
             losses.append(loss)
             epoch_losses.append(loss.detach())
             mu, lr = cfg.inner_mu, cfg.inner_lr
@@ -194,41 +204,38 @@ def inner_run(phi, blocks, cfg: MetaConfig, x, y, num_classes, generator):
     return torch.stack(losses).mean(), [t.detach() for t in theta], epoch_loss
 
 
-@torch.no_grad()
-def evaluate_classifier(theta, phi, blocks, base, x, y, chunk=1024):
-    """Accuracy and mean loss of a trained classifier (no noise) on a whole split."""
-    if x.shape[0] == 0:
-        return float("nan"), float("nan")
-    w1, b1, w2, b2 = theta
+def evaluate_inner(theta, phi, blocks, base, x, y, task, chunk=1024) -> dict[str, float]:
+    """The task's metrics of a trained inner network (no noise) on a whole split."""
     neuron_phi = expand_to_neurons({k: v.detach() for k, v in phi.items()}, blocks)
-    correct, total_loss = 0, 0.0
-    for start in range(0, x.shape[0], chunk):
-        xb, yb = x[start:start + chunk], y[start:start + chunk]
-        z = xb @ w1.T + b1
-        ew1, eb1, ew2, eb2 = neuron_phi
-        a = base_value(base, z) + RESIDUAL_SCALE * ((torch.tanh(z[..., None] * ew1 + eb1) * ew2).sum(-1) + eb2)
-        logits = a @ w2.T + b2
-        total_loss += float(F.cross_entropy(logits, yb, reduction="sum"))
-        correct += int((logits.argmax(1) == yb).sum())
-    return correct / x.shape[0], total_loss / x.shape[0]
+    return task.evaluate(network(theta, neuron_phi, base), x, y, chunk)
 
 
 # ---------------------------------------------------------------------------------------------
 # The outer loop
 
 
-class MetaLearner:
-    """The state of one meta-learning run: activation weights, momentum, RNG, step counter."""
+def _targets(y, dtype, device):
+    """Labels keep their integer type; regression targets take the run's float type."""
+    return y.to(device=device, dtype=dtype) if y.is_floating_point() else y.to(device=device)
 
-    def __init__(self, cfg: MetaConfig, x_train, y_train, x_val, y_val, num_classes: int,
-                 device="cpu", dtype=torch.float32):
+
+class MetaLearner:
+    """The state of one meta-learning run: activation weights, momentum, RNG, step counter.
+
+    `output_size` is the inner network's output width (classes for classification). `task` defaults
+    to the task that `cfg.dataset` is registered with.
+    """
+
+    def __init__(self, cfg: MetaConfig, x_train, y_train, x_val, y_val, output_size: int,
+                 device="cpu", dtype=torch.float32, task=None):
         self.cfg = cfg.validate()
+        self.task = task if task is not None else task_for_dataset(cfg.dataset)
+        self.task.check_base(cfg.activation)
         self.device = torch.device(device)
         self.dtype = dtype
-        to = dict(device=self.device)
-        self.x_train, self.y_train = x_train.to(dtype=dtype, **to), y_train.to(**to)
-        self.x_val, self.y_val = x_val.to(dtype=dtype, **to), y_val.to(**to)
-        self.num_classes = num_classes
+        self.x_train, self.y_train = x_train.to(dtype=dtype, device=self.device), _targets(y_train, dtype, self.device)
+        self.x_val, self.y_val = x_val.to(dtype=dtype, device=self.device), _targets(y_val, dtype, self.device)
+        self.output_size = output_size
         self.generator = torch.Generator().manual_seed(cfg.seed)
         init = default_init(cfg.n_activations, cfg.outer_hidden_size, self.generator, dtype)
         self.phi = {k: v.to(self.device).requires_grad_(True) for k, v in init.items()}
@@ -243,7 +250,7 @@ class MetaLearner:
         theta, epoch_loss = None, float("nan")
         for _ in range(self.cfg.outer_batch_size):
             meta_loss, theta, epoch_loss = inner_run(self.phi, self.blocks, self.cfg, self.x_train,
-                                                     self.y_train, self.num_classes, self.generator)
+                                                     self.y_train, self.output_size, self.generator, self.task)
             part = torch.autograd.grad(meta_loss / self.cfg.outer_batch_size, list(self.phi.values()))
             for k, g in zip(self.phi, part):
                 grads[k] += g
@@ -266,11 +273,11 @@ class MetaLearner:
             for name, p in self.phi.items():
                 self.momentum[name].mul_(self.cfg.outer_mu).add_(grads[name].clamp(-GRAD_CLIP, GRAD_CLIP))
                 p.sub_(self.cfg.outer_lr * self.momentum[name])
-        accuracy, val_loss = evaluate_classifier(theta, self.phi, self.blocks, self.cfg.activation,
-                                                 self.x_val, self.y_val)
+        heldout = evaluate_inner(theta, self.phi, self.blocks, self.cfg.activation, self.x_val, self.y_val,
+                                 self.task)
         self.step_index += 1
         return StepMetrics(step=self.step_index, meta_loss=meta_loss, final_train_loss=epoch_loss,
-                           heldout_accuracy=accuracy, heldout_loss=val_loss,
+                           heldout={f"heldout_{k}": v for k, v in heldout.items()},
                            grad_norms=[float(v) for v in norms],
                            seconds=time.perf_counter() - started)
 
