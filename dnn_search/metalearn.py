@@ -22,11 +22,12 @@ from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
-from dnn_search.activations import (RESIDUAL_SCALE, ActivationSet, block_sizes, check_base, default_init,
+from dnn_search import checks
+from dnn_search.activations import (BASES, RESIDUAL_SCALE, ActivationSet, block_sizes, default_init,
                                     learned_activation, neuron_blocks)
 from dnn_search.errors import UserError
 from dnn_search.fused import activation_and_derivative
-from dnn_search.tasks.registry import task_for_dataset
+from dnn_search.tasks.registry import DATASETS, task_for_dataset
 
 IMPLEMENTATIONS = ("fast", "reference")
 RMSPROP_EPS = 1e-8
@@ -38,47 +39,61 @@ class MetaLearningDiverged(RuntimeError):
     """The meta-loss or the meta-gradient became NaN or infinite."""
 
 
+def _known_dataset(name: str) -> None:
+    if name not in DATASETS:
+        raise ValueError(f"must be one of {', '.join(DATASETS.names())}")
+
+
+def _known_base(name: str) -> None:
+    if name not in BASES:
+        raise ValueError(f"must be one of {', '.join(BASES.names())}")
+
+
+def _option(default, help: str, check=None, choices=None):
+    """A MetaConfig field: its default, help text, check and choices (a callable listing them, as
+    registries grow) are the CLI flag's too."""
+    return field(default=default, metadata={"help": help, "check": check, "choices": choices})
+
+
 @dataclass
 class MetaConfig:
-    """Hyperparameters of one meta-learning run; names and defaults are the original flags'."""
+    """Hyperparameters of one meta-learning run; names and defaults are the original flags'.
 
-    dataset: str = "MNIST1D"
-    activation: str = "sin"
-    n_activations: int = 1
-    inner_hidden_size: int = 200
-    outer_hidden_size: int = 50
-    inner_batch_size: int = 200
-    outer_batch_size: int = 1
-    epochs: int = 5
-    steps: int = 300
-    inner_lr: float = 0.01
-    outer_lr: float = 0.4
-    inner_mu: float = 0.8
-    outer_mu: float = 0.8
-    noise: float = 0.1
-    seed: int = 0
-    val_fraction: float = 0.1
-    impl: str = "fast"
+    Each field's metadata holds its help text and its check: `MetaConfig.validate` and the
+    `dnn-search metalearn` flags are both generated from them.
+    """
+
+    dataset: str = _option("MNIST1D", "dataset; it fixes the task", _known_dataset, DATASETS.names)
+    activation: str = _option("sin", "base function of the learned activations", _known_base, BASES.names)
+    n_activations: int = _option(1, "number of learned activations n", checks.positive_int)
+    inner_hidden_size: int = _option(200, "hidden neurons H of the inner network", checks.positive_int)
+    outer_hidden_size: int = _option(50, "hidden units Ho of each activation's sub-network g_i",
+                                     checks.positive_int)
+    inner_batch_size: int = _option(200, "inner training batch size", checks.positive_int)
+    outer_batch_size: int = _option(1, "inner networks per outer step; the meta-loss is their mean",
+                                    checks.positive_int)
+    epochs: int = _option(5, "inner epochs per outer step", checks.positive_int)
+    steps: int = _option(300, "outer (meta) steps", checks.positive_int)
+    inner_lr: float = _option(0.01, "inner RMSprop learning rate", checks.positive_number)
+    outer_lr: float = _option(0.4, "outer SGD learning rate", checks.positive_number)
+    inner_mu: float = _option(0.8, "inner RMSprop decay", checks.unit_interval)
+    outer_mu: float = _option(0.8, "outer heavy-ball momentum", checks.unit_interval)
+    noise: float = _option(0.1, "uniform noise amplitude during meta-training (0: off)", checks.unit_interval)
+    seed: int = _option(0, "seed of the run (initial activations, inner networks, batches, noise)")
+    val_fraction: float = _option(0.1, "share of the training data held out for the search metric",
+                                  checks.unit_interval)
+    impl: str = _option("fast", "fast: fused kernel and the task's hand-derived inner gradient; "
+                        "reference: textbook autograd", checks.one_of(IMPLEMENTATIONS), lambda: IMPLEMENTATIONS)
 
     def validate(self) -> "MetaConfig":
-        check_base(self.activation)
-        if self.impl not in IMPLEMENTATIONS:
-            raise UserError(f"unknown --impl {self.impl!r}: choose one of {', '.join(IMPLEMENTATIONS)}")
-        for name in ("inner_hidden_size", "outer_hidden_size", "inner_batch_size", "outer_batch_size",
-                     "epochs", "steps"):
-            if int(getattr(self, name)) < 1:
-                raise UserError(f"--{name} must be a positive integer, got {getattr(self, name)}")
-        for name in ("inner_lr", "outer_lr"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise UserError(f"--{name} must be a positive number, got {value}")
-        for name in ("inner_mu", "outer_mu"):
-            if not 0 <= getattr(self, name) < 1:
-                raise UserError(f"--{name} must be in [0, 1), got {getattr(self, name)}")
-        if not 0 <= self.noise < 1:
-            raise UserError(f"--noise must be in [0, 1), got {self.noise}")
-        if not 0 <= self.val_fraction < 1:
-            raise UserError(f"--val_fraction must be in [0, 1), got {self.val_fraction}")
+        for f in fields(self):
+            check = f.metadata.get("check")
+            value = getattr(self, f.name)
+            if check is not None:
+                try:
+                    check(value)
+                except (ValueError, TypeError) as exc:
+                    raise UserError(f"--{f.name} {exc}, got {value!r}") from None
         block_sizes(self.inner_hidden_size, self.n_activations)  # raises on a bad n
         return self
 
