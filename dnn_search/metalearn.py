@@ -258,6 +258,14 @@ class MetaLearner:
         self.blocks = neuron_blocks(cfg.inner_hidden_size, cfg.n_activations).to(self.device)
         self.step_index = 0
 
+    @classmethod
+    def from_dataset(cls, cfg: MetaConfig, data, device="cpu", dtype=torch.float32) -> "MetaLearner":
+        """A learner on a loaded dataset: held-out split (cfg.val_fraction, cfg.seed) and output size
+        from the data's task, as `dnn-search metalearn` does."""
+        task = data.task_object()
+        return cls(cfg, *data.split(cfg.val_fraction, cfg.seed), task.output_size(data), device=device,
+                   dtype=dtype, task=task)
+
     def meta_gradient(self):
         """(mean meta-loss, dJ/dphi, last classifier, its last-epoch loss) for one outer step."""
         grads = {k: torch.zeros_like(v) for k, v in self.phi.items()}
