@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -27,6 +26,8 @@ import numpy as np
 import torch
 from pyhessian import hessian as _PyHessian
 from pyhessian.utils import hessian_vector_product
+
+from dnn_search.plots import pyplot, save_figure, smoothed_density
 
 __all__ = ["HessianResult", "analyze", "density_curve", "plot_density"]
 
@@ -300,14 +301,7 @@ def density_curve(
     lo -= pad * width
     hi += pad * width
     grid = np.linspace(lo, hi, num_bins)
-    var = sigma_squared * width
-    density = np.zeros(num_bins)
-    for run_nodes, run_weights in zip(result.density_eigen, result.density_weight):
-        n = np.asarray(run_nodes, dtype=np.float64)[:, None]
-        w = np.asarray(run_weights, dtype=np.float64)[:, None]
-        kern = np.exp(-((grid[None, :] - n) ** 2) / (2.0 * var)) / math.sqrt(2.0 * math.pi * var)
-        density += (w * kern).sum(axis=0)
-    density /= len(result.density_eigen)
+    density = smoothed_density(result.density_eigen, result.density_weight, grid, math.sqrt(sigma_squared * width))
     dx = grid[1] - grid[0] if num_bins > 1 else 1.0
     total = density.sum() * dx
     if total > 0:
@@ -317,37 +311,13 @@ def density_curve(
 
 def plot_density(result: HessianResult, path: str | os.PathLike, title: str) -> None:
     """Write the smoothed SLQ density as a PNG (log-scale y axis), atomically."""
-    import sys
-
-    import matplotlib
-
-    if "matplotlib.pyplot" not in sys.modules:
-        matplotlib.use("Agg")  # headless; leave an already-chosen backend alone
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     grid, density = density_curve(result)
     peak = float(density.max()) if density.size else 1.0
     floor = peak * 1e-10 if peak > 0 else 1e-12
     fig, ax = plt.subplots(figsize=(6, 4))
-    try:
-        ax.semilogy(grid, np.maximum(density, floor))
-        ax.set_xlabel("Eigenvalue")
-        ax.set_ylabel("Density (log scale)")
-        ax.set_title(title)
-        fig.tight_layout()
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", suffix=".png",
-                                   dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fig.savefig(fh, format="png")
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-    finally:
-        plt.close(fig)
+    ax.semilogy(grid, np.maximum(density, floor))
+    ax.set_xlabel("Eigenvalue")
+    ax.set_ylabel("Density (log scale)")
+    ax.set_title(title)
+    save_figure(fig, path)

@@ -12,6 +12,7 @@ import platform
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from dnn_search import __version__
@@ -19,7 +20,10 @@ from dnn_search.actfile import original_stem, read_activation_file, write_activa
 from dnn_search.atomic import atomic_path, atomic_write_text, ensure_writable_folder
 from dnn_search.data import canonical_name, load_dataset
 from dnn_search.errors import UserError
+from dnn_search.hessian import analyze, plot_density
 from dnn_search.metalearn import MetaConfig, MetaLearner, StepMetrics
+from dnn_search.models import load_net
+from dnn_search.validation import build_for_mode, config_for, format_summary, parse_modes, run_mode, summarise
 from dnn_search.progress import Progress
 
 
@@ -119,8 +123,6 @@ def validate(act_path, *, validation_mode="all", dataset=None, data_path=None, r
     val_fraction > 0), epochs, kind, activation_file, seconds; with save_curve the per-epoch
     `curve_<m>` lists, with save_model `model_path`.
     """
-    from dnn_search.validation import config_for, format_summary, parse_modes, run_mode, summarise
-
     acts = read_activation_file(act_path, base=activation)
     meta = acts.metadata or {}
     nested = meta.get("config") if isinstance(meta.get("config"), dict) else {}
@@ -177,7 +179,6 @@ def save_validation_model(folder: Path, net, dataset: str, mode: str, seed: int,
 
 
 def write_parquet(path, rows: list[dict]) -> None:
-    import pandas as pd
     with atomic_path(path) as tmp:
         pd.DataFrame(rows).to_parquet(tmp, index=False)
 
@@ -187,10 +188,6 @@ def write_parquet(path, rows: list[dict]) -> None:
 def hessian(model_path, *, act_path=None, dataset=None, data_path=None, num_samples=1000, top_k=3,
             iters=100, seed=0, use_gpu=False, gpu_no=0, output_folder=None, quiet=False) -> dict:
     """Top-k eigenvalues, trace and spectral density of a saved validation model's training loss."""
-    from dnn_search.hessian import analyze, plot_density
-    from dnn_search.models import load_net
-    from dnn_search.validation import build_for_mode
-
     model_path = Path(model_path)
     if not model_path.is_file():
         raise UserError(f"model file not found: {model_path}")
