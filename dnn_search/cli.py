@@ -124,13 +124,14 @@ def _add_validate(sub) -> None:
         "validate", help="retrain ordinary networks with learned activations (docs/design.md)",
         description="Train D -> 200 -> C networks with SGD + momentum using the base function (pure), one learned "
                     "activation on every neuron (single k) or all of them in blocks (diverse), over --runs seeds, "
-                    "and report mean ± std test accuracy and loss. Writes validation.parquet. Flags left unset "
+                    "and report mean ± std of the task's test metrics (accuracy and loss for classification). "
+                    "Writes validation.parquet. Flags left unset "
                     "are taken from the activation file's metadata (or its original file name).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--act_path", required=True, help="activation file: our .npz (exact) or an original .txt (interpolated)")
     p.add_argument("--validation_mode", default="all",
                    help="pure, diverse (or 0/false), k (1-based single activation) or all")
-    p.add_argument("--dataset", default=None, help="MNIST1D, MNIST or CIFAR (default: the file's)")
+    p.add_argument("--dataset", default=None, help="a registered dataset (default: the file's)")
     p.add_argument("--data_path", default=None, help="folder with the MNIST/CIFAR files")
     p.add_argument("--activation", default=None, help="base function, if the file does not say")
     p.add_argument("--runs", type=_positive_int, default=5, help="seeds per mode")
@@ -140,9 +141,11 @@ def _add_validate(sub) -> None:
     p.add_argument("--inner_mu", type=float, default=None, help="SGD momentum (default: file's or 0.8)")
     p.add_argument("--inner_batch_size", type=_positive_int, default=None, help="batch size (default: 200)")
     p.add_argument("--inner_hidden_size", type=_positive_int, default=None, help="hidden neurons (default: 200)")
+    p.add_argument("--val_fraction", type=checked("float", checks.unit_interval), default=0.0,
+                   help="share of the training data held out (not trained on) for the val_* metrics")
     p.add_argument("--output_folder", default=None, help="default: the activation file's folder")
     _add_device(p)
-    _flag(p, "--save_curve", "store per-epoch test accuracy/loss in validation.parquet")
+    _flag(p, "--save_curve", "store the per-epoch test metrics in validation.parquet")
     _flag(p, "--save_model", "save each trained network (state dict + .json) under OUTPUT/models/")
     p.set_defaults(handler=_run_validate)
 
@@ -153,7 +156,8 @@ def _run_validate(args) -> None:
                   data_path=args.data_path, runs=args.runs, seed=args.seed, epochs=args.epochs, lr=args.inner_lr,
                   momentum=args.inner_mu, batch_size=args.inner_batch_size, hidden_size=args.inner_hidden_size,
                   activation=args.activation, output_folder=args.output_folder, use_gpu=args.use_gpu,
-                  gpu_no=args.gpu_no, save_curve=args.save_curve, save_model=args.save_model)
+                  gpu_no=args.gpu_no, save_curve=args.save_curve, save_model=args.save_model,
+                  val_fraction=args.val_fraction)
 
 
 def _add_hessian(sub) -> None:

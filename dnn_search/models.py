@@ -3,7 +3,7 @@
 A `ValidationNet` is D -> H -> out (out: classes for classification; `NetSpec.num_classes` keeps
 that name for saved specs, whatever the task) with a `NeuronActivations` layer whose neuron h applies one of
 three kinds of function:
-- `pure`: the base function itself (sin, tanh, elu);
+- `pure`: the base function itself (a registered base: sin, tanh, elu, ...);
 - `exact`: a learned activation from its saved sub-network weights;
 - `interpolated`: a learned activation sampled on a grid, evaluated piecewise-linearly.
 Everything the layer needs lives in buffers, so a saved state dict plus the small JSON spec from

@@ -61,3 +61,21 @@ def test_help_lists_the_choices(capsys):
     assert main(["metalearn", "--help"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "MNIST1D, MNIST, CIFAR" in out and "sin, tanh, elu" in out and "outer heavy-ball momentum" in out
+
+
+def test_validate_val_fraction_adds_val_columns(tmp_path, monkeypatch):
+    import pandas as pd
+    import torch
+
+    from dnn_search.activations import ActivationSet, default_init
+    from dnn_search.actfile import write_activation_files
+    monkeypatch.setenv("DNN_SEARCH_COMPILE", "0")
+    acts = ActivationSet.from_tensors("sin", default_init(2, 4, torch.Generator().manual_seed(0)))
+    npz = write_activation_files(tmp_path, "acts", acts, {"dataset": "MNIST1D"})["npz"]
+    argv = ["validate", "--act_path", str(npz), "--runs", "1", "--epochs", "1", "--validation_mode", "diverse",
+            "--inner_hidden_size", "16", "--output_folder", str(tmp_path / "out")]
+    assert main([*argv, "--val_fraction", "0.2"]) == 0
+    table = pd.read_parquet(tmp_path / "out" / "validation.parquet")
+    assert {"test_accuracy", "test_loss", "val_accuracy", "val_loss"} <= set(table.columns)
+    assert table["val_accuracy"].between(0, 1).all()
+    assert main([*argv, "--val_fraction", "1"]) == 2
