@@ -121,7 +121,8 @@ def validate(act_path, *, validation_mode="all", dataset=None, data_path=None, r
 
     A row holds dataset, mode, run, seed, the task's metrics as `test_<m>` (and `val_<m>` with
     val_fraction > 0), epochs, kind, activation_file, seconds; with save_curve the per-epoch
-    `curve_<m>` lists, with save_model `model_path`.
+    `curve_<m>` lists, with save_model `model_path`, and `figure_<name>` for each figure the
+    task draws (classification draws none).
     """
     acts = read_activation_file(act_path, base=activation)
     meta = acts.metadata or {}
@@ -137,7 +138,8 @@ def validate(act_path, *, validation_mode="all", dataset=None, data_path=None, r
     device = resolve_device(use_gpu, gpu_no)
     out = ensure_writable_folder(output_folder or Path(act_path).parent)
     data = load_dataset(dataset_name, data_path)
-    primary = f"test_{data.task_object().primary_metric}"
+    task = data.task_object()
+    primary = f"test_{task.primary_metric}"
     rows = []
     total = len(modes) * runs
     progress = Progress(total, "validate", enabled=not quiet)
@@ -155,6 +157,8 @@ def validate(act_path, *, validation_mode="all", dataset=None, data_path=None, r
                     row[f"curve_{key[5:]}"] = [c[key] for c in result["curve"]]
             if save_model:
                 row["model_path"] = str(save_validation_model(out, net, dataset_name, mode, run_seed, act_path))
+            figures = task.figures(net, data, out / "figures" / f"{dataset_name}_{_mode_slug(mode)}_seed{run_seed}")
+            row.update({f"figure_{name}": str(path) for name, path in figures.items()})
             rows.append(row)
             progress.update(len(rows), mode=mode, **{primary: result[primary]})
     progress.close()

@@ -44,6 +44,15 @@ class ToySine(Task):
     def metric_sums(self, prediction, y):
         return {"mse": float(((prediction - y) ** 2).mean(1).sum())}
 
+    def figures(self, net, data, folder):
+        """A figure per trained network: here just its predictions on the test inputs, as text."""
+        folder.mkdir(parents=True, exist_ok=True)
+        with torch.no_grad():
+            prediction = self.predict(net, data.x_test)
+        path = folder / "fit.txt"
+        np.savetxt(path, torch.cat([data.x_test, data.y_test, prediction], 1).numpy())
+        return {"fit": path}
+
 
 class WrongSign(ToySine):
     """A deliberately broken hand-written gradient: the comparison below must catch it."""
@@ -162,6 +171,7 @@ def test_validation_rows_carry_the_task_metrics(tmp_path):
         assert {"test_mse", "val_mse", "curve_mse"} <= set(row)
         assert not {"test_accuracy", "val_accuracy"} & set(row)
         assert np.isfinite(row["test_mse"]) and np.isfinite(row["val_mse"]) and len(row["curve_mse"]) == 3
+        assert np.loadtxt(row["figure_fit"]).shape == (80, 3)
     # The library call behind the job: same seed, same numbers.
     result, _ = run_mode(read_activation_file(npz), load_dataset("ToySine"), "diverse", 1,
                          ValidationConfig(epochs=3, lr=0.05, hidden_size=12, val_fraction=0.25))
@@ -218,3 +228,16 @@ def test_base_derivatives_are_the_derivatives_of_the_value(name):
         torch.testing.assert_close(d, values[k + 1], rtol=1e-12, atol=1e-12)
     assert set(base_names()) >= {"sin", "tanh", "elu"}
     assert get_base(name).smooth == (name != "elu")
+
+
+def test_held_out_split_takes_whole_trajectories():
+    g = torch.Generator().manual_seed(0)
+    ids = torch.arange(20).repeat_interleave(5)[torch.randperm(100, generator=g)]
+    x = torch.cat([ids[:, None].float(), torch.randn(100, 1, generator=g)], 1)
+    data = Dataset("traj", x, torch.randn(100, 2, generator=g), x[:10], torch.randn(10, 2), task=ToySine.name,
+                   traj_train=ids)
+    x_tr, y_tr, x_val, y_val = data.split(0.25, seed=3)
+    train_ids, val_ids = set(x_tr[:, 0].tolist()), set(x_val[:, 0].tolist())
+    assert len(val_ids) == 5 and not train_ids & val_ids and len(x_val) == 25 and len(y_tr) == 75
+    assert torch.equal(data.split(0.25, seed=3)[2], x_val)  # seeded
+    assert data.split(0.25, seed=4)[2][:, 0].unique().tolist() != sorted(val_ids)
