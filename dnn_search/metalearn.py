@@ -32,6 +32,9 @@ from dnn_search.tasks.registry import DATASETS, task_for_dataset
 IMPLEMENTATIONS = ("fast", "reference")
 RMSPROP_EPS = 1e-8
 GRAD_CLIP = 0.1
+# The fused kernel gives f and f'; a task whose hand-written inner gradient needs f'' (a Hamiltonian
+# network) must run the reference path until a kernel provides it.
+FAST_DERIVATIVE_ORDER = 1
 PARAM_NAMES = ("w1", "b1", "w2", "b2")
 
 
@@ -246,6 +249,10 @@ class MetaLearner:
         self.cfg = cfg.validate()
         self.task = task if task is not None else task_for_dataset(cfg.dataset)
         self.task.check_base(cfg.activation)
+        if cfg.impl == "fast" and self.task.inner_gradient_order > FAST_DERIVATIVE_ORDER:
+            raise UserError(f"task {self.task.name} needs derivative order {self.task.inner_gradient_order} of the "
+                            f"activation in its inner gradient; the fast kernel provides {FAST_DERIVATIVE_ORDER}: "
+                            "use --impl reference")
         self.device = torch.device(device)
         self.dtype = dtype
         self.x_train, self.y_train = x_train.to(dtype=dtype, device=self.device), _targets(y_train, dtype, self.device)

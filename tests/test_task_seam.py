@@ -211,9 +211,14 @@ def test_hessian_is_the_hessian_of_the_task_loss(tmp_path):
 def test_a_task_that_needs_a_smooth_base_refuses_elu():
     data = load_dataset("ToySine")
     for base in ("sin", "tanh"):
-        MetaLearner(MetaConfig(**SIZES, activation=base), *data.split(0.25, 0), 1, task=SmoothOnly())
+        MetaLearner(MetaConfig(**SIZES, activation=base, impl="reference"), *data.split(0.25, 0), 1,
+                    task=SmoothOnly())
     with pytest.raises(UserError, match="smooth"):
-        MetaLearner(MetaConfig(**SIZES, activation="elu"), *data.split(0.25, 0), 1, task=SmoothOnly())
+        MetaLearner(MetaConfig(**SIZES, activation="elu", impl="reference"), *data.split(0.25, 0), 1,
+                    task=SmoothOnly())
+    # The fused kernel stops at f': such a task cannot silently run a wrong fast path.
+    with pytest.raises(UserError, match="--impl reference"):
+        MetaLearner(MetaConfig(**SIZES, activation="sin", impl="fast"), *data.split(0.25, 0), 1, task=SmoothOnly())
 
 
 @pytest.mark.parametrize("name", ["sin", "tanh", "elu"])

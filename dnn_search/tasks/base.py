@@ -85,7 +85,9 @@ class Task:
         """Loss and hand-written gradients for the one-hidden-layer network out = W2 a(W1 x + b1) + b2.
 
         `activation(z)` returns (a, a'): the hidden activation (meta-training noise included) and its
-        derivative. Returns (loss, (dW1, db1, dW2, db2)).
+        derivative. Returns (loss, (dW1, db1, dW2, db2)). A task whose gradient needs a'' overrides
+        this and raises inner_gradient_order; the fast path then refuses it until its kernel
+        provides that derivative (metalearn.FAST_DERIVATIVE_ORDER).
         """
         w1, b1, w2, b2 = theta
         z = x @ w1.T + b1
