@@ -5,11 +5,15 @@ Every problem a user can fix ends as one line on stderr and exit status 2, witho
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import sys
 
-from dnn_search import checks
+from dnn_search import __version__, checks
 from dnn_search.errors import UserError
+# The metalearn flags are generated from MetaConfig, so the parser needs it (and torch) anyway; the
+# jobs and orchestration modules stay lazy: a command imports only what it runs.
+from dnn_search.metalearn import MetaConfig
 
 DESCRIPTION = """\
 Meta-learn diverse neuron activation functions ("Neural networks embrace diversity",
@@ -79,7 +83,6 @@ def _add_device(parser) -> None:
 
 def _add_config_flags(parser, config_class) -> None:
     """One flag per dataclass field, named after it, with the field's default, help and check."""
-    import dataclasses
     for f in dataclasses.fields(config_class):
         kind = f.type if isinstance(f.type, str) else f.type.__name__
         help_text, choices = f.metadata.get("help", ""), f.metadata.get("choices")
@@ -90,7 +93,6 @@ def _add_config_flags(parser, config_class) -> None:
 
 
 def _add_metalearn(sub) -> None:
-    from dnn_search.metalearn import MetaConfig
     p = sub.add_parser(
         "metalearn", help="meta-learn activation functions (docs/design.md)",
         description="Meta-learn n activation functions f_i(x) = base(x) + 0.2 g_i(x): at every outer step a "
@@ -112,7 +114,6 @@ def _add_metalearn(sub) -> None:
 
 def _run_metalearn(args) -> None:
     from dnn_search import jobs
-    from dnn_search.metalearn import MetaConfig
     cfg = MetaConfig.from_dict(vars(args))
     jobs.metalearn(cfg, runs=args.runs, data_path=args.data_path, output_folder=args.output_folder,
                    use_gpu=args.use_gpu, gpu_no=args.gpu_no, save_curve=args.save_curve,
@@ -342,7 +343,6 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dnn-search", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    from dnn_search import __version__
     parser.add_argument("--version", action="version", version=f"dnn-search {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in COMMANDS:

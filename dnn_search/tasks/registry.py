@@ -19,14 +19,11 @@ _INFRASTRUCTURE = {"base", "registry"}
 
 @cache
 def _import_task_modules() -> None:
+    """Import every task module once, so that their register_* calls have run before a lookup."""
     package = importlib.import_module("dnn_search.tasks")
     for info in pkgutil.iter_modules(package.__path__):
         if info.name not in _INFRASTRUCTURE:
             importlib.import_module(f"dnn_search.tasks.{info.name}")
-
-
-def _ensure_loaded() -> None:
-    _import_task_modules()
 
 
 @dataclass(frozen=True)
@@ -39,8 +36,8 @@ class DatasetEntry:
     description: str = ""
 
 
-TASKS: Registry[Callable] = Registry("task", _ensure_loaded)
-DATASETS: Registry[DatasetEntry] = Registry("dataset", _ensure_loaded)
+TASKS: Registry[Callable] = Registry("task", _import_task_modules)
+DATASETS: Registry[DatasetEntry] = Registry("dataset", _import_task_modules)
 
 
 def register_task(name: str, factory: Callable) -> Callable:
