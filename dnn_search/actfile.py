@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dnn_search.activations import ActivationSet, check_base, standard_grid
+from dnn_search.activations import ActivationSet, base_names, check_base, standard_grid
 from dnn_search.atomic import atomic_path, atomic_write_text
 from dnn_search.errors import UserError
 
@@ -145,7 +145,7 @@ def _choose_base(path: Path, *candidates) -> str:
                 return check_base(str(name))
             except UserError as e:
                 raise UserError(f"{path}: {e}") from e
-    raise UserError(f"{path}: cannot tell the base activation (sin, tanh or elu) from the file: "
+    raise UserError(f"{path}: cannot tell the base activation ({', '.join(base_names())}) from the file: "
                     "pass --activation")
 
 

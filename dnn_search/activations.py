@@ -3,57 +3,104 @@
 Everything here is plain torch; nothing imports Ray. The parameters of all n activations are
 held as stacked tensors (w1, b1, w2 of shape (n, Ho), b2 of shape (n,)) so that evaluating
 every neuron's activation is one vectorised expression, never a Python loop over activations.
+Base functions live in a registry (`register_base`), so adding one touches this module only.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
 from dnn_search.errors import UserError
+from dnn_search.registry import Registry
 
-BASES = ("sin", "tanh", "elu")
 RESIDUAL_SCALE = 0.2
 # The original text format samples each activation at 100 points on [-5, 5].
 GRID_POINTS = 100
 GRID_LIMIT = 5.0
 
 
+@dataclass(frozen=True)
+class Base:
+    """A base function: its value and its derivatives written out.
+
+    `derivatives(x, order)` returns (b, b', ..., b^(order)). The fast inner step needs them without
+    autograd, and a task whose hand-written inner gradient uses the k-th derivative of f needs
+    order k + 1 here for the meta-gradient (a Hamiltonian network's inner gradient uses f'', so it
+    needs f'''). `smooth` says every derivative up to `max_order` is continuous: elu's second
+    derivative jumps at 0, so tasks that differentiate through f' refuse it.
+    """
+
+    name: str
+    value: Callable[[torch.Tensor], torch.Tensor]
+    derivatives: Callable[[torch.Tensor, int], tuple]
+    max_order: int
+    smooth: bool
+
+
+def _sin_derivatives(x, order):
+    s = torch.sin(x)
+    if order <= 2:
+        return (s, torch.cos(x), -s)[:order + 1]
+    c = torch.cos(x)
+    return (s, c, -s, -c)
+
+
+def _tanh_derivatives(x, order):
+    t = torch.tanh(x)
+    d1 = 1 - t * t
+    d2 = -2 * t * d1
+    if order <= 2:
+        return (t, d1, d2)[:order + 1]
+    return (t, d1, d2, -2 * (d1 * d1 + t * d2))
+
+
+def _elu_derivatives(x, order):
+    e = torch.expm1(torch.clamp(x, max=0.0))
+    pos = x > 0
+    value = torch.where(pos, x, e)
+    d1 = torch.where(pos, torch.ones_like(x), e + 1)
+    higher = torch.where(pos, torch.zeros_like(x), e + 1)  # every derivative of exp(x) - 1 is exp(x)
+    return (value, d1, higher, higher)[:order + 1]
+
+
+BASES: Registry[Base] = Registry("base activation")
+BASES.register("sin", Base("sin", torch.sin, _sin_derivatives, 3, smooth=True))
+BASES.register("tanh", Base("tanh", torch.tanh, _tanh_derivatives, 3, smooth=True))
+BASES.register("elu", Base("elu", torch.nn.functional.elu, _elu_derivatives, 3, smooth=False))
+
+
+def register_base(base: Base) -> Base:
+    """Make `base` available by name everywhere (--activation, activation files, validation)."""
+    return BASES.register(base.name, base)
+
+
+def get_base(name: str) -> Base:
+    return BASES.get(name)
+
+
+def base_names() -> list[str]:
+    return BASES.names()
+
+
 def check_base(name: str) -> str:
-    if name not in BASES:
-        raise UserError(f"unknown base activation {name!r}: choose one of {', '.join(BASES)}")
-    return name
+    """The registered name of base `name`; a UserError listing the choices otherwise."""
+    return get_base(name).name
 
 
 def base_value(name: str, x: torch.Tensor) -> torch.Tensor:
-    if name == "sin":
-        return torch.sin(x)
-    if name == "tanh":
-        return torch.tanh(x)
-    if name == "elu":
-        return torch.nn.functional.elu(x)
-    raise UserError(f"unknown base activation {name!r}: choose one of {', '.join(BASES)}")
+    return get_base(name).value(x)
 
 
-def base_derivatives(name: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """base(x), base'(x), base''(x) written out (the fast path needs them without autograd)."""
-    if name == "sin":
-        s = torch.sin(x)
-        return s, torch.cos(x), -s
-    if name == "tanh":
-        t = torch.tanh(x)
-        d1 = 1 - t * t
-        return t, d1, -2 * t * d1
-    if name == "elu":
-        e = torch.expm1(torch.clamp(x, max=0.0))
-        pos = x > 0
-        value = torch.where(pos, x, e)
-        d1 = torch.where(pos, torch.ones_like(x), e + 1)
-        d2 = torch.where(pos, torch.zeros_like(x), e + 1)
-        return value, d1, d2
-    raise UserError(f"unknown base activation {name!r}: choose one of {', '.join(BASES)}")
+def base_derivatives(name: str, x: torch.Tensor, order: int = 2) -> tuple:
+    """base(x), base'(x), ..., base^(order)(x) written out (the fast path needs them without autograd)."""
+    base = get_base(name)
+    if order > base.max_order:
+        raise UserError(f"base {name!r} provides derivatives up to order {base.max_order}, not {order}")
+    return base.derivatives(x, order)
 
 
 def block_sizes(hidden: int, n: int) -> list[int]:
@@ -132,14 +179,25 @@ class ActivationSet:
         """f_i(x) for every activation i, shape (n, len(x)), in float64."""
         xt = torch.as_tensor(np.asarray(x, dtype=np.float64))
         p = self.tensors(torch.float64)
-        g = evaluate_residual(xt[None, :], p["w1"][:, None, :], p["b1"][:, None, :],
-                              p["w2"][:, None, :], p["b2"][:, None])
-        return (base_value(self.base, xt)[None, :] + RESIDUAL_SCALE * g).numpy()
+        return learned_activation(self.base, xt[None, :], p["w1"][:, None, :], p["b1"][:, None, :],
+                                  p["w2"][:, None, :], p["b2"][:, None]).numpy()
 
 
 def evaluate_residual(z, w1, b1, w2, b2):
     """g(z) = sum_k w2_k tanh(w1_k z + b1_k) + b2, broadcasting z against the trailing Ho axis."""
     return (torch.tanh(z[..., None] * w1 + b1) * w2).sum(-1) + b2
+
+
+def learned_activation(base: str, z, w1, b1, w2, b2, residual_noise=None):
+    """f(z) = base(z) + 0.2 * (g(z) + noise): the one place the residual form is written.
+
+    `residual_noise` is the meta-training noise after g's tanh layer, already mapped through g's
+    output weights (docs/design.md, learned activations); None outside meta-training.
+    """
+    g = evaluate_residual(z, w1, b1, w2, b2)
+    if residual_noise is not None:
+        g = g + residual_noise
+    return base_value(base, z) + RESIDUAL_SCALE * g
 
 
 def standard_grid() -> np.ndarray:

@@ -5,10 +5,16 @@ Every problem a user can fix ends as one line on stderr and exit status 2, witho
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import re
 import sys
 from pathlib import Path
 
+from dnn_search import __version__, checks
 from dnn_search.errors import UserError
+# The metalearn flags are generated from MetaConfig, so the parser needs it (and torch) anyway; the
+# jobs and orchestration modules stay lazy: a command imports only what it runs.
+from dnn_search.metalearn import MetaConfig
 
 DESCRIPTION = """\
 Meta-learn diverse neuron activation functions ("Neural networks embrace diversity",
@@ -44,12 +50,31 @@ def _flag(parser, name: str, help_text: str) -> None:
     parser.add_argument(name, type=str2bool, nargs="?", const=True, default=False, metavar="BOOL", help=help_text)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    return value
+_CONVERTERS = {"int": (int, "an integer"), "float": (float, "a number"), "str": (str, "text")}
+
+
+def checked(kind: str, check=None):
+    """An argparse type: convert to `kind` ('int', 'float', 'str'), then apply `check` (a
+    dnn_search.checks function); a bad value is an argparse error (one line, exit status 2)."""
+    convert, what = _CONVERTERS[kind]
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if check is not None:
+            try:
+                check(value)
+            except ValueError as exc:
+                raise argparse.ArgumentTypeError(f"{exc}, got {text!r}") from None
+        return value
+    parse.__name__ = kind  # argparse names the type in its messages
+    return parse
+
+
+_positive_int = checked("int", checks.positive_int)
+_nonneg_float = checked("float", checks.non_negative_number)
 
 
 def _add_device(parser) -> None:
@@ -57,49 +82,39 @@ def _add_device(parser) -> None:
     parser.add_argument("--gpu_no", type=int, default=0, help="CUDA device index with --use_gpu (default 0)")
 
 
+def _add_config_flags(parser, config_class) -> None:
+    """One flag per dataclass field, named after it, with the field's default, help and check."""
+    for f in dataclasses.fields(config_class):
+        kind = f.type if isinstance(f.type, str) else f.type.__name__
+        help_text, choices = f.metadata.get("help", ""), f.metadata.get("choices")
+        if choices is not None:
+            help_text = f"{help_text} (one of: {', '.join(choices())})"
+        parser.add_argument(f"--{f.name}", type=checked(kind, f.metadata.get("check")), default=f.default,
+                            help=help_text)
+
+
 def _add_metalearn(sub) -> None:
-    from dnn_search.metalearn import IMPLEMENTATIONS, MetaConfig
-    d = MetaConfig()
     p = sub.add_parser(
-        "metalearn", help="meta-learn activation functions (DESIGN.md §1.3)",
+        "metalearn", help="meta-learn activation functions (docs/design.md)",
         description="Meta-learn n activation functions f_i(x) = base(x) + 0.2 g_i(x): at every outer step a "
-                    "fresh classifier is trained with a differentiable RMSprop, and the exact meta-gradient of "
+                    "fresh network is trained with a differentiable RMSprop, and the exact meta-gradient of "
                     "its mean training loss updates the activations. Writes the original .txt file plus an "
-                    ".npz (exact weights) and a .json (metadata) under --output_folder.",
+                    ".npz (exact weights) and a .json (metadata) under --output_folder. The dataset fixes "
+                    "the task (its loss and metrics).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", default=d.dataset, help="MNIST1D, MNIST or CIFAR")
+    _add_config_flags(p, MetaConfig)
     p.add_argument("--data_path", default=None, help="folder with the MNIST/CIFAR files (and the MNIST-1D cache)")
     p.add_argument("--output_folder", default="results/metalearn", help="where the activation files go")
-    p.add_argument("--activation", default=d.activation, help="base function: sin, tanh or elu")
-    p.add_argument("--n_activations", type=_positive_int, default=d.n_activations, help="number of activations n")
-    p.add_argument("--inner_hidden_size", type=_positive_int, default=d.inner_hidden_size, help="classifier hidden neurons H")
-    p.add_argument("--outer_hidden_size", type=_positive_int, default=d.outer_hidden_size, help="hidden units Ho of each g_i")
-    p.add_argument("--inner_batch_size", type=_positive_int, default=d.inner_batch_size, help="inner training batch size")
-    p.add_argument("--outer_batch_size", type=_positive_int, default=d.outer_batch_size,
-                   help="classifiers per outer step; the meta-loss is their mean")
-    p.add_argument("--epochs", type=_positive_int, default=d.epochs, help="inner epochs per outer step")
-    p.add_argument("--steps", type=_positive_int, default=d.steps, help="outer (meta) steps")
-    p.add_argument("--inner_lr", type=float, default=d.inner_lr, help="inner RMSprop learning rate")
-    p.add_argument("--outer_lr", type=float, default=d.outer_lr, help="outer SGD learning rate")
-    p.add_argument("--inner_mu", type=float, default=d.inner_mu, help="inner RMSprop decay")
-    p.add_argument("--outer_mu", type=float, default=d.outer_mu, help="outer heavy-ball momentum")
-    p.add_argument("--noise", type=float, default=d.noise, help="uniform noise amplitude during meta-training (0: off)")
-    p.add_argument("--val_fraction", type=float, default=d.val_fraction,
-                   help="share of the training data held out for the accuracy metric")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the first run (run r uses seed + r)")
-    p.add_argument("--runs", type=_positive_int, default=1, help="independent meta-learning runs")
-    p.add_argument("--impl", choices=IMPLEMENTATIONS, default=d.impl,
-                   help="fast: fused, hand-derived inner gradient; reference: textbook autograd")
+    p.add_argument("--runs", type=_positive_int, default=1, help="independent runs (run r uses seed + r)")
     _add_device(p)
     _flag(p, "--verbose", "print progress lines more often")
-    _flag(p, "--save_curve", "also write STEM_curve.csv: one row per step (meta-loss, gradient norms, accuracy)")
+    _flag(p, "--save_curve", "also write STEM_curve.csv: one row per step (meta-loss, gradient norms, metrics)")
     _flag(p, "--save_model", "also write STEM_state.pt: the full learner state (weights, momentum, RNG)")
     p.set_defaults(handler=_run_metalearn)
 
 
 def _run_metalearn(args) -> None:
     from dnn_search import jobs
-    from dnn_search.metalearn import MetaConfig
     cfg = MetaConfig.from_dict(vars(args))
     jobs.metalearn(cfg, runs=args.runs, data_path=args.data_path, output_folder=args.output_folder,
                    use_gpu=args.use_gpu, gpu_no=args.gpu_no, save_curve=args.save_curve,
@@ -108,16 +123,17 @@ def _run_metalearn(args) -> None:
 
 def _add_validate(sub) -> None:
     p = sub.add_parser(
-        "validate", help="retrain ordinary networks with learned activations (DESIGN.md §1.4)",
+        "validate", help="retrain ordinary networks with learned activations (docs/design.md)",
         description="Train D -> 200 -> C networks with SGD + momentum using the base function (pure), one learned "
                     "activation on every neuron (single k) or all of them in blocks (diverse), over --runs seeds, "
-                    "and report mean ± std test accuracy and loss. Writes validation.parquet. Flags left unset "
+                    "and report mean ± std of the task's test metrics (accuracy and loss for classification). "
+                    "Writes validation.parquet. Flags left unset "
                     "are taken from the activation file's metadata (or its original file name).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--act_path", required=True, help="activation file: our .npz (exact) or an original .txt (interpolated)")
     p.add_argument("--validation_mode", default="all",
                    help="pure, diverse (or 0/false), k (1-based single activation) or all")
-    p.add_argument("--dataset", default=None, help="MNIST1D, MNIST or CIFAR (default: the file's)")
+    p.add_argument("--dataset", default=None, help="a registered dataset (default: the file's)")
     p.add_argument("--data_path", default=None, help="folder with the MNIST/CIFAR files")
     p.add_argument("--activation", default=None, help="base function, if the file does not say")
     p.add_argument("--runs", type=_positive_int, default=5, help="seeds per mode")
@@ -127,9 +143,11 @@ def _add_validate(sub) -> None:
     p.add_argument("--inner_mu", type=float, default=None, help="SGD momentum (default: file's or 0.8)")
     p.add_argument("--inner_batch_size", type=_positive_int, default=None, help="batch size (default: 200)")
     p.add_argument("--inner_hidden_size", type=_positive_int, default=None, help="hidden neurons (default: 200)")
+    p.add_argument("--val_fraction", type=checked("float", checks.unit_interval), default=0.0,
+                   help="share of the training data held out (not trained on) for the val_* metrics")
     p.add_argument("--output_folder", default=None, help="default: the activation file's folder")
     _add_device(p)
-    _flag(p, "--save_curve", "store per-epoch test accuracy/loss in validation.parquet")
+    _flag(p, "--save_curve", "store the per-epoch test metrics in validation.parquet")
     _flag(p, "--save_model", "save each trained network (state dict + .json) under OUTPUT/models/")
     p.set_defaults(handler=_run_validate)
 
@@ -140,12 +158,13 @@ def _run_validate(args) -> None:
                   data_path=args.data_path, runs=args.runs, seed=args.seed, epochs=args.epochs, lr=args.inner_lr,
                   momentum=args.inner_mu, batch_size=args.inner_batch_size, hidden_size=args.inner_hidden_size,
                   activation=args.activation, output_folder=args.output_folder, use_gpu=args.use_gpu,
-                  gpu_no=args.gpu_no, save_curve=args.save_curve, save_model=args.save_model)
+                  gpu_no=args.gpu_no, save_curve=args.save_curve, save_model=args.save_model,
+                  val_fraction=args.val_fraction)
 
 
 def _add_hessian(sub) -> None:
     p = sub.add_parser(
-        "hessian", help="Hessian spectrum of a saved validation model (DESIGN.md §1.5)",
+        "hessian", help="Hessian spectrum of a saved validation model (docs/design.md)",
         description="Top-k Hessian eigenvalues (power iteration), trace (Hutchinson) and spectral density "
                     "(stochastic Lanczos quadrature) of a model saved by `validate --save_model`, on a seeded "
                     "sample of the training split, with PyHessian. Writes MODEL_hessian.json and MODEL_density.png.",
@@ -210,14 +229,6 @@ def _run_report(args) -> None:
     from dnn_search.results.report import run_report
     run_report(args.name_or_dir, storage=args.storage, top=args.top)
 
-
-
-def _nonneg_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    return value
 
 
 def _add_search_options(p, pipeline: bool = False) -> None:
@@ -321,10 +332,18 @@ COMMANDS = [_add_metalearn, _add_validate, _add_hessian, _add_dashboard, _add_re
             _add_search, _add_export, _add_pipeline]
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad flags end like every other user error: one line on stderr, exit status 2 (`--help`
+    shows the usage)."""
+
+    def error(self, message: str):
+        # "argument --top: must be ..." -> "--top must be ...", the wording of the config checks
+        message = re.sub(r"^argument (-[^:/ ]+)(?:/[^:]+)?: ", r"\1 ", message)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dnn-search", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    from dnn_search import __version__
+    parser = _Parser(prog="dnn-search", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"dnn-search {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in COMMANDS:
@@ -360,7 +379,10 @@ def _add_cache_dir(parser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a bad flag (already reported)
+        return exc.code if isinstance(exc.code, int) else 2
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2

@@ -1,6 +1,8 @@
-"""Datasets: MNIST-1D (generated offline), MNIST (IDX files) and CIFAR-10 (binary version).
+"""Datasets: the `Dataset` container, the classification loaders and the validation split.
 
-Every loader returns a `Dataset` of float32 inputs flattened to (N, D) and int64 labels.
+Loaders: MNIST-1D (generated offline), MNIST (IDX files) and CIFAR-10 (binary version); each returns
+a `Dataset` of float32 inputs flattened to (N, D) and int64 labels. Which names exist and which task
+each serves is the dataset registry's business (`dnn_search.tasks`): `load_dataset` only looks up.
 MNIST and CIFAR-10 are read with numpy from the standard distribution files in --data_path;
 nothing is downloaded. MNIST-1D is generated with the `mnist1d` package (bit-equal to its
 published frozen file) and cached as a pickle-free .npz.
@@ -19,9 +21,7 @@ import torch
 
 from dnn_search.atomic import atomic_path
 from dnn_search.errors import UserError
-
-DATASETS = ("MNIST1D", "MNIST", "CIFAR")
-_ALIASES = {"MNIST1D": "MNIST1D", "MNIST": "MNIST", "CIFAR": "CIFAR", "CIFAR10": "CIFAR"}
+from dnn_search.tasks.registry import canonical_dataset, dataset_entry, get_task
 
 NUM_CLASSES = 10
 MNIST1D_FILE = "mnist1d.npz"
@@ -43,22 +43,48 @@ _CIFAR_PIXELS = 3 * 32 * 32
 _CIFAR_RECORD = 1 + _CIFAR_PIXELS
 
 
+def _targets(y) -> torch.Tensor:
+    """Class labels as int64, regression targets as float32."""
+    y = torch.as_tensor(y)
+    return y.to(torch.float32) if y.is_floating_point() else y.to(torch.int64)
+
+
 @dataclass
 class Dataset:
-    """Inputs x are float32 (N, D), labels y are int64 (N,)."""
+    """Inputs x are float32 (N, D); targets y are int64 labels (N,) or float32 values (N, k).
+
+    `task` names the registered task the data serves. `traj_train` / `traj_test` give each sample's
+    trajectory id where samples are states of trajectories (None otherwise), so that held-out splits
+    can take whole trajectories.
+    """
 
     name: str
     x_train: torch.Tensor
     y_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+    task: str = "classification"
+    traj_train: torch.Tensor | None = None
+    traj_test: torch.Tensor | None = None
 
     def __post_init__(self):
         self.x_train, self.x_test = (torch.as_tensor(x, dtype=torch.float32) for x in (self.x_train, self.x_test))
-        self.y_train, self.y_test = (torch.as_tensor(y, dtype=torch.int64) for y in (self.y_train, self.y_test))
+        self.y_train, self.y_test = _targets(self.y_train), _targets(self.y_test)
         for x, y in ((self.x_train, self.y_train), (self.x_test, self.y_test)):
-            if x.ndim != 2 or y.ndim != 1 or len(x) != len(y) or x.shape[1] != self.x_train.shape[1]:
+            if x.ndim != 2 or y.ndim not in (1, 2) or len(x) != len(y) or x.shape[1] != self.x_train.shape[1]:
                 raise ValueError(f"inconsistent dataset shapes: x {tuple(x.shape)}, y {tuple(y.shape)}")
+        for ids, x in ((self.traj_train, self.x_train), (self.traj_test, self.x_test)):
+            if ids is not None and tuple(torch.as_tensor(ids).shape) != (len(x),):
+                raise ValueError(f"trajectory ids of shape {tuple(torch.as_tensor(ids).shape)} for {len(x)} samples")
+
+    def task_object(self):
+        """The Task that this data serves (from the task registry)."""
+        return get_task(self.task)
+
+    def split(self, fraction: float, seed: int):
+        """(x_train, y_train, x_val, y_val): a seeded held-out split of the training data, whole
+        trajectories at a time when the samples come from trajectories."""
+        return split_validation(self.x_train, self.y_train, fraction, seed, groups=self.traj_train)
 
     @property
     def input_size(self) -> int:
@@ -70,22 +96,22 @@ class Dataset:
 
 
 def canonical_name(name: str) -> str:
-    """'mnist1d', 'MNIST-1D' -> 'MNIST1D'; 'cifar10', 'CIFAR-10' -> 'CIFAR'."""
-    key = str(name).upper().replace("-", "").replace("_", "")
-    if key not in _ALIASES:
-        raise UserError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
-    return _ALIASES[key]
+    """'mnist1d', 'MNIST-1D' -> 'MNIST1D'; 'cifar10', 'CIFAR-10' -> 'CIFAR' (from the dataset registry)."""
+    return canonical_dataset(name)
 
 
 def load_dataset(name: str, data_path: str | os.PathLike | None = None) -> Dataset:
-    name = canonical_name(name)
-    if name == "MNIST1D":
-        return load_mnist1d(data_path)
+    """The registered dataset `name`, labelled with the task it serves."""
+    entry = dataset_entry(name)
+    dataset = entry.loader(data_path)
+    dataset.task = entry.task
+    return dataset
+
+
+def _local_folder(name: str, data_path) -> Path:
     if data_path is None:
         raise UserError(f"{name} is read from local files: pass --data_path with the folder that holds them")
-    if name == "MNIST":
-        return load_mnist(data_path)
-    return load_cifar10(data_path)
+    return Path(data_path)
 
 
 # --------------------------------------------------------------------------------------- MNIST-1D
@@ -223,8 +249,8 @@ def _parse_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def load_mnist(data_path: str | os.PathLike) -> Dataset:
-    folder = Path(data_path)
+def load_mnist(data_path: str | os.PathLike | None) -> Dataset:
+    folder = _local_folder("MNIST", data_path)
     paths = dict(zip(MNIST_FILES, _find_files(folder, "MNIST/raw", list(MNIST_FILES.values()), True, "MNIST")))
     splits = []
     for split in ("train", "test"):
@@ -255,8 +281,8 @@ def _parse_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return records[:, 1:], labels
 
 
-def load_cifar10(data_path: str | os.PathLike) -> Dataset:
-    folder = Path(data_path)
+def load_cifar10(data_path: str | os.PathLike | None) -> Dataset:
+    folder = _local_folder("CIFAR", data_path)
     names = [*CIFAR_TRAIN_FILES, CIFAR_TEST_FILE]
     paths = _find_files(folder, "cifar-10-batches-bin", names, False, "CIFAR-10")
     train = [_parse_cifar_batch(p) for p in paths[:-1]]
@@ -270,14 +296,28 @@ def load_cifar10(data_path: str | os.PathLike) -> Dataset:
 
 # ------------------------------------------------------------------------------------ validation
 
-def split_validation(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int
+def split_validation(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int, groups=None
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Seeded random split: the last round(fraction * N) of a permutation become the validation set."""
+    """Seeded random split: the last round(fraction * N) of a permutation become the validation set.
+
+    With `groups` (a trajectory id per sample), the permutation is of the distinct groups and whole
+    groups go to the validation set, so no trajectory is seen on both sides.
+    """
     if not 0 <= fraction < 1:
         raise UserError(f"validation fraction must be in [0, 1), got {fraction}")
     n = len(x)
     if len(y) != n:
         raise ValueError(f"x has {n} rows but y has {len(y)}")
+    if groups is not None:
+        ids, inverse = torch.unique(torch.as_tensor(groups), return_inverse=True)
+        n_val = round(fraction * len(ids))
+        if n_val >= len(ids) and len(ids) > 0:
+            raise UserError(f"validation fraction {fraction} leaves no training trajectories out of {len(ids)}")
+        perm = torch.randperm(len(ids), generator=torch.Generator().manual_seed(int(seed)))
+        is_val = torch.zeros(len(ids), dtype=torch.bool)
+        is_val[perm[len(ids) - n_val:]] = True
+        mask = is_val[inverse].to(x.device)
+        return x[~mask], y[~mask], x[mask], y[mask]
     n_val = round(fraction * n)
     if n_val >= n and n > 0:
         raise UserError(f"validation fraction {fraction} leaves no training examples out of {n}")

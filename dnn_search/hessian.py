@@ -1,7 +1,7 @@
-"""Hessian analysis of a trained model (DESIGN.md section 1.5).
+"""Hessian analysis of a trained model (docs/design.md, "Hessian").
 
-For the cross-entropy loss of a model on one batch, with respect to its trainable
-parameters, :func:`analyze` computes
+For the task's loss of a model on one batch (cross-entropy for classification), with
+respect to its trainable parameters, :func:`analyze` computes
 
 * the top-k Hessian eigenvalues (power iteration, ``pyhessian.hessian.eigenvalues``),
 * the Hessian trace (Hutchinson's estimator, ``pyhessian.hessian.trace``),
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -27,6 +26,8 @@ import numpy as np
 import torch
 from pyhessian import hessian as _PyHessian
 from pyhessian.utils import hessian_vector_product
+
+from dnn_search.plots import pyplot, save_figure, smoothed_density
 
 __all__ = ["HessianResult", "analyze", "density_curve", "plot_density"]
 
@@ -165,6 +166,24 @@ def _fork_devices(device: str) -> list[int]:
     return [dev.index if dev.index is not None else torch.cuda.current_device()]
 
 
+class _Predicting(torch.nn.Module):
+    """`model` seen through a task's predict(): pyhessian calls model(x) and then its criterion."""
+
+    def __init__(self, model: torch.nn.Module, task):
+        super().__init__()
+        self.model, self.task = model, task
+
+    def forward(self, x):
+        return self.task.predict(self.model, x)
+
+
+def _criterion_and_model(model, task):
+    """Cross-entropy of the raw model's output without a task, else the task's loss of its prediction."""
+    if task is None:
+        return torch.nn.CrossEntropyLoss(), model
+    return task.loss, _Predicting(model, task)
+
+
 # --------------------------------------------------------------------------- analysis
 
 
@@ -181,8 +200,10 @@ def analyze(
     seed: int = 0,
     device: str = "cpu",
     eigen_iters: int = 100,
+    task=None,
 ) -> HessianResult:
-    """Hessian statistics of the cross-entropy loss of ``model`` on ``(x, y)``.
+    """Hessian statistics of the loss of ``model`` on ``(x, y)``: ``task``'s loss of its
+    prediction, or cross-entropy of the model's output when no task is given.
 
     Derivatives are taken w.r.t. the parameters with ``requires_grad=True``.  The model
     is expected to live on ``device`` already; it is put in eval mode for the analysis
@@ -215,8 +236,8 @@ def analyze(
             warnings.filterwarnings("ignore", message=".*create_graph=True.*reference cycle.*")
             torch.manual_seed(seed)
             with torch.enable_grad():
-                hess = _PyHessian(model, torch.nn.CrossEntropyLoss(), data=(x, y),
-                                  cuda=(device != "cpu"))
+                criterion, wrapped = _criterion_and_model(model, task)
+                hess = _PyHessian(wrapped, criterion, data=(x, y), cuda=(device != "cpu"))
                 if any(not torch.is_tensor(g) for g in hess.gradsH):
                     raise ValueError("a trainable parameter does not affect the loss")
                 eigvals, _ = hess.eigenvalues(maxIter=eigen_iters, tol=tol, top_n=top_k)
@@ -280,14 +301,7 @@ def density_curve(
     lo -= pad * width
     hi += pad * width
     grid = np.linspace(lo, hi, num_bins)
-    var = sigma_squared * width
-    density = np.zeros(num_bins)
-    for run_nodes, run_weights in zip(result.density_eigen, result.density_weight):
-        n = np.asarray(run_nodes, dtype=np.float64)[:, None]
-        w = np.asarray(run_weights, dtype=np.float64)[:, None]
-        kern = np.exp(-((grid[None, :] - n) ** 2) / (2.0 * var)) / math.sqrt(2.0 * math.pi * var)
-        density += (w * kern).sum(axis=0)
-    density /= len(result.density_eigen)
+    density = smoothed_density(result.density_eigen, result.density_weight, grid, math.sqrt(sigma_squared * width))
     dx = grid[1] - grid[0] if num_bins > 1 else 1.0
     total = density.sum() * dx
     if total > 0:
@@ -297,37 +311,13 @@ def density_curve(
 
 def plot_density(result: HessianResult, path: str | os.PathLike, title: str) -> None:
     """Write the smoothed SLQ density as a PNG (log-scale y axis), atomically."""
-    import sys
-
-    import matplotlib
-
-    if "matplotlib.pyplot" not in sys.modules:
-        matplotlib.use("Agg")  # headless; leave an already-chosen backend alone
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     grid, density = density_curve(result)
     peak = float(density.max()) if density.size else 1.0
     floor = peak * 1e-10 if peak > 0 else 1e-12
     fig, ax = plt.subplots(figsize=(6, 4))
-    try:
-        ax.semilogy(grid, np.maximum(density, floor))
-        ax.set_xlabel("Eigenvalue")
-        ax.set_ylabel("Density (log scale)")
-        ax.set_title(title)
-        fig.tight_layout()
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", suffix=".png",
-                                   dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fig.savefig(fh, format="png")
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-    finally:
-        plt.close(fig)
+    ax.semilogy(grid, np.maximum(density, floor))
+    ax.set_xlabel("Eigenvalue")
+    ax.set_ylabel("Density (log scale)")
+    ax.set_title(title)
+    save_figure(fig, path)

@@ -10,13 +10,17 @@ import io
 import json
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from dnn_search.actfile import original_stem, read_activation_file, write_activation_files
 from dnn_search.atomic import atomic_path, atomic_write_text, ensure_writable_folder
-from dnn_search.data import canonical_name, load_dataset, split_validation
+from dnn_search.data import canonical_name, load_dataset
 from dnn_search.errors import UserError
+from dnn_search.hessian import analyze, plot_density
 from dnn_search.metalearn import MetaConfig, MetaLearner, StepMetrics
+from dnn_search.models import load_net
+from dnn_search.validation import build_for_mode, config_for, format_summary, parse_modes, run_mode, summarise
 from dnn_search.progress import Progress
 from dnn_search.versions import versions
 
@@ -41,8 +45,7 @@ def write_csv(path, rows: list[dict]) -> None:
 
 def step_row(metrics: StepMetrics) -> dict:
     row = {"step": metrics.step, "meta_loss": metrics.meta_loss, "final_train_loss": metrics.final_train_loss,
-           "heldout_accuracy": metrics.heldout_accuracy, "heldout_loss": metrics.heldout_loss,
-           "seconds": metrics.seconds}
+           **metrics.heldout, "seconds": metrics.seconds}
     row.update({f"grad_norm_{i + 1}": v for i, v in enumerate(metrics.grad_norms)})
     return row
 
@@ -59,26 +62,29 @@ def metalearn(cfg: MetaConfig, *, runs: int, data_path, output_folder, use_gpu=F
     device = resolve_device(use_gpu, gpu_no)
     out = ensure_writable_folder(output_folder)
     data = load_dataset(cfg.dataset, data_path)
-    x_tr, y_tr, x_val, y_val = split_validation(data.x_train, data.y_train, cfg.val_fraction, cfg.seed)
+    task = data.task_object()
+    metric, pick = task.search_metric, (max if task.search_mode == "max" else min)
+    x_tr, y_tr, x_val, y_val = data.split(cfg.val_fraction, cfg.seed)
     device_name = "cpu" if device.type == "cpu" else "cuda"
     written = []
     for run in range(runs):
         run_cfg = MetaConfig.from_dict({**cfg.to_dict(), "seed": cfg.seed + run})
-        learner = MetaLearner(run_cfg, x_tr, y_tr, x_val, y_val, data.num_classes, device=device, dtype=dtype)
+        learner = MetaLearner(run_cfg, x_tr, y_tr, x_val, y_val, task.output_size(data), device=device,
+                              dtype=dtype, task=task)
         progress = Progress(cfg.steps, f"run {run + 1}/{runs}", line_s=2.0 if verbose else 10.0)
         rows = []
         for _ in range(cfg.steps):
             metrics = learner.step()
             rows.append(step_row(metrics))
-            progress.update(metrics.step, meta_loss=metrics.meta_loss, acc=metrics.heldout_accuracy,
+            progress.update(metrics.step, meta_loss=metrics.meta_loss, **{metric: metrics.heldout[metric]},
                             **{"s/step": metrics.seconds})
         progress.close()
         stem = original_stem(cfg.dataset, cfg.activation, cfg.n_activations, device_name, cfg.seed,
                              cfg.inner_lr, cfg.outer_lr, cfg.steps, run)
         last = rows[-1]
         metadata = {"config": run_cfg.to_dict(), "run": run, "steps_done": learner.step_index,
-                    "final_meta_loss": last["meta_loss"], "final_heldout_accuracy": last["heldout_accuracy"],
-                    "best_heldout_accuracy": max(r["heldout_accuracy"] for r in rows),
+                    "final_meta_loss": last["meta_loss"], f"final_{metric}": last[metric],
+                    f"best_{metric}": pick(r[metric] for r in rows),
                     "device": str(device), "versions": versions(), "dataset": cfg.dataset,
                     "activation": cfg.activation}
         paths = write_activation_files(out, stem, learner.activations(), metadata)
@@ -89,8 +95,7 @@ def metalearn(cfg: MetaConfig, *, runs: int, data_path, output_folder, use_gpu=F
             paths["model"] = out / f"{stem}_state.pt"
             with atomic_path(paths["model"]) as tmp:
                 torch.save(learner.state_dict(), tmp)
-        print(f"run {run + 1}: meta-loss {last['meta_loss']:.4f}, held-out accuracy "
-              f"{last['heldout_accuracy'] * 100:.2f} % -> {paths['txt']}")
+        print(f"run {run + 1}: meta-loss {last['meta_loss']:.4f}, {metric} {last[metric]:.4g} -> {paths['txt']}")
         written.append(paths)
     return written
 
@@ -104,15 +109,20 @@ def _mode_slug(mode: str) -> str:
 def validate(act_path, *, validation_mode="all", dataset=None, data_path=None, runs=5, seed=0,
              epochs=None, lr=None, momentum=None, batch_size=None, hidden_size=None, activation=None,
              output_folder=None, use_gpu=False, gpu_no=0, save_curve=False, save_model=False,
-             extra_columns: dict | None = None, quiet=False) -> list[dict]:
-    """Train validation networks for each mode and seed; write validation.parquet; return rows."""
-    from dnn_search.validation import config_for, format_summary, parse_modes, run_mode, summarise
+             val_fraction=None, quiet=False) -> list[dict]:
+    """Train validation networks for each mode and seed; write validation.parquet; return rows.
 
+    A row holds dataset, mode, run, seed, the task's metrics as `test_<m>` (and `val_<m>` with
+    val_fraction > 0), epochs, kind, activation_file, seconds; with save_curve the per-epoch
+    `curve_<m>` lists, with save_model `model_path`, and `figure_<name>` for each figure the
+    task draws (classification draws none).
+    """
     acts = read_activation_file(act_path, base=activation)
     meta = acts.metadata or {}
     nested = meta.get("config") if isinstance(meta.get("config"), dict) else {}
     dataset_name = canonical_name(dataset or meta.get("dataset") or nested.get("dataset") or "MNIST1D")
-    cfg = config_for(meta, epochs=epochs, lr=lr, momentum=momentum, batch_size=batch_size, hidden_size=hidden_size)
+    cfg = config_for(meta, epochs=epochs, lr=lr, momentum=momentum, batch_size=batch_size, hidden_size=hidden_size,
+                     val_fraction=val_fraction)
     modes = parse_modes(validation_mode, acts.n)
     if runs < 1:
         raise UserError(f"--runs must be a positive integer, got {runs}")
@@ -121,6 +131,8 @@ def validate(act_path, *, validation_mode="all", dataset=None, data_path=None, r
     device = resolve_device(use_gpu, gpu_no)
     out = ensure_writable_folder(output_folder or Path(act_path).parent)
     data = load_dataset(dataset_name, data_path)
+    task = data.task_object()
+    primary = f"test_{task.primary_metric}"
     rows = []
     total = len(modes) * runs
     progress = Progress(total, "validate", enabled=not quiet)
@@ -128,18 +140,20 @@ def validate(act_path, *, validation_mode="all", dataset=None, data_path=None, r
         for run in range(runs):
             run_seed = seed + run
             result, net = run_mode(acts, data, mode, run_seed, cfg, device)
-            row = {**(extra_columns or {}), "dataset": dataset_name, "mode": mode, "run": run, "seed": run_seed,
-                   "test_accuracy": result["test_accuracy"], "test_loss": result["test_loss"],
+            metrics = {k: v for k, v in result.items() if k.startswith(("test_", "val_"))}
+            row = {"dataset": dataset_name, "mode": mode, "run": run, "seed": run_seed, **metrics,
                    "epochs": cfg.epochs, "kind": "exact" if acts.is_exact() and mode != "pure" else
                    ("pure" if mode == "pure" else "interpolated"),
                    "activation_file": str(act_path), "seconds": result["seconds"]}
             if save_curve:
-                row["curve_accuracy"] = [c["test_accuracy"] for c in result["curve"]]
-                row["curve_loss"] = [c["test_loss"] for c in result["curve"]]
+                for key in (k for k in metrics if k.startswith("test_")):
+                    row[f"curve_{key[5:]}"] = [c[key] for c in result["curve"]]
             if save_model:
                 row["model_path"] = str(save_validation_model(out, net, dataset_name, mode, run_seed, act_path))
+            figures = task.figures(net, data, out / "figures" / f"{dataset_name}_{_mode_slug(mode)}_seed{run_seed}")
+            row.update({f"figure_{name}": str(path) for name, path in figures.items()})
             rows.append(row)
-            progress.update(len(rows), mode=mode, acc=result["test_accuracy"])
+            progress.update(len(rows), mode=mode, **{primary: result[primary]})
     progress.close()
     write_parquet(out / "validation.parquet", rows)
     if not quiet:
@@ -162,7 +176,6 @@ def save_validation_model(folder: Path, net, dataset: str, mode: str, seed: int,
 
 
 def write_parquet(path, rows: list[dict]) -> None:
-    import pandas as pd
     with atomic_path(path) as tmp:
         pd.DataFrame(rows).to_parquet(tmp, index=False)
 
@@ -172,10 +185,6 @@ def write_parquet(path, rows: list[dict]) -> None:
 def hessian(model_path, *, act_path=None, dataset=None, data_path=None, num_samples=1000, top_k=3,
             iters=100, seed=0, use_gpu=False, gpu_no=0, output_folder=None, quiet=False) -> dict:
     """Top-k eigenvalues, trace and spectral density of a saved validation model's training loss."""
-    from dnn_search.hessian import analyze, plot_density
-    from dnn_search.models import load_net
-    from dnn_search.validation import build_for_mode
-
     model_path = Path(model_path)
     if not model_path.is_file():
         raise UserError(f"model file not found: {model_path}")
@@ -201,7 +210,8 @@ def hessian(model_path, *, act_path=None, dataset=None, data_path=None, num_samp
     if acts is not None:
         # Rebuild the activation layer from the file; load_net then checks the saved weights fit it.
         mode = spec.get("mode", "diverse")
-        shape = build_for_mode(mode, acts, data.input_size, data.num_classes, spec.get("hidden_size", 200))
+        shape = build_for_mode(mode, acts, data.input_size, data.task_object().output_size(data),
+                               spec.get("hidden_size", 200))
         spec = {**shape.spec.to_dict(), "mode": mode, "dataset": data_name}
     device = resolve_device(use_gpu, gpu_no)
     out = ensure_writable_folder(output_folder or model_path.parent)
@@ -212,7 +222,7 @@ def hessian(model_path, *, act_path=None, dataset=None, data_path=None, num_samp
     idx = torch.randperm(data.x_train.shape[0], generator=generator)[:num_samples]
     x, y = data.x_train[idx].to(device), data.y_train[idx].to(device)
     result = analyze(net, x, y, top_k=top_k, trace_iters=iters, density_iters=min(iters, 100),
-                     eigen_iters=iters, seed=seed, device=str(device))
+                     eigen_iters=iters, seed=seed, device=str(device), task=data.task_object())
     record = {**result.to_dict(), "model": str(model_path), "mode": spec.get("mode"), "dataset": data_name,
               "num_samples": int(x.shape[0]), "seed": seed, "versions": versions()}
     json_path = out / f"{model_path.stem}_hessian.json"

@@ -1,15 +1,16 @@
-"""Meta-learning of diverse activations (DESIGN.md §1.3), in two implementations that agree.
+"""Meta-learning of diverse activations (docs/design.md, "Meta-learning"), in two implementations.
 
-One outer step: draw a fresh random classifier D -> H -> C, train it for `epochs` epochs with a
+One outer step: draw a fresh random network D -> H -> out, train it for `epochs` epochs with a
 differentiable RMSprop whose steps depend on the activation weights phi, take the meta-loss J as
 the mean of all inner training losses, and follow the exact meta-gradient dJ/dphi through the
-whole unrolled inner run (clipped to +-0.1, then heavy-ball SGD on phi).
+whole unrolled inner run (clipped to +-0.1, then heavy-ball SGD on phi). What is predicted, the
+loss and the held-out metrics come from the task (`dnn_search.tasks`); the loop is shared.
 
 - `reference`: the textbook form. Inner gradients by autograd with create_graph=True, the
   activation written as plain tensor expressions (vectorised over activations, no Python loop).
-- `fast`: the inner gradient of the one-hidden-layer MLP is written out by hand, so the meta-
-  gradient needs only first-order autograd through the unrolled run, and the activation is the
-  fused, recompute-in-backward kernel of `dnn_search.fused`.
+- `fast`: the inner gradient is the task's hand-written one, so the meta-gradient needs only
+  first-order autograd through the unrolled run, and the activation is the fused,
+  recompute-in-backward kernel of `dnn_search.fused`.
 Both draw every random number (classifier init, batch order, noise) from the same seeded
 generator in the same order, so they compute the same function.
 """
@@ -20,16 +21,20 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
-import torch.nn.functional as F
 
-from dnn_search.activations import (RESIDUAL_SCALE, ActivationSet, base_value, block_sizes,
-                                    check_base, default_init, neuron_blocks)
+from dnn_search import checks
+from dnn_search.activations import (BASES, RESIDUAL_SCALE, ActivationSet, block_sizes, default_init,
+                                    learned_activation, neuron_blocks)
 from dnn_search.errors import UserError
 from dnn_search.fused import activation_and_derivative
+from dnn_search.tasks.registry import DATASETS, task_for_dataset
 
 IMPLEMENTATIONS = ("fast", "reference")
 RMSPROP_EPS = 1e-8
 GRAD_CLIP = 0.1
+# The fused kernel gives f and f'; a task whose hand-written inner gradient needs f'' (a Hamiltonian
+# network) must run the reference path until a kernel provides it.
+FAST_DERIVATIVE_ORDER = 1
 PARAM_NAMES = ("w1", "b1", "w2", "b2")
 
 
@@ -37,47 +42,61 @@ class MetaLearningDiverged(RuntimeError):
     """The meta-loss or the meta-gradient became NaN or infinite."""
 
 
+def _known_dataset(name: str) -> None:
+    if name not in DATASETS:
+        raise ValueError(f"must be one of {', '.join(DATASETS.names())}")
+
+
+def _known_base(name: str) -> None:
+    if name not in BASES:
+        raise ValueError(f"must be one of {', '.join(BASES.names())}")
+
+
+def _option(default, help: str, check=None, choices=None):
+    """A MetaConfig field: its default, help text, check and choices (a callable listing them, as
+    registries grow) are the CLI flag's too."""
+    return field(default=default, metadata={"help": help, "check": check, "choices": choices})
+
+
 @dataclass
 class MetaConfig:
-    """Hyperparameters of one meta-learning run; names and defaults are the original flags'."""
+    """Hyperparameters of one meta-learning run; names and defaults are the original flags'.
 
-    dataset: str = "MNIST1D"
-    activation: str = "sin"
-    n_activations: int = 1
-    inner_hidden_size: int = 200
-    outer_hidden_size: int = 50
-    inner_batch_size: int = 200
-    outer_batch_size: int = 1
-    epochs: int = 5
-    steps: int = 300
-    inner_lr: float = 0.01
-    outer_lr: float = 0.4
-    inner_mu: float = 0.8
-    outer_mu: float = 0.8
-    noise: float = 0.1
-    seed: int = 0
-    val_fraction: float = 0.1
-    impl: str = "fast"
+    Each field's metadata holds its help text and its check: `MetaConfig.validate` and the
+    `dnn-search metalearn` flags are both generated from them.
+    """
+
+    dataset: str = _option("MNIST1D", "dataset; it fixes the task", _known_dataset, DATASETS.names)
+    activation: str = _option("sin", "base function of the learned activations", _known_base, BASES.names)
+    n_activations: int = _option(1, "number of learned activations n", checks.positive_int)
+    inner_hidden_size: int = _option(200, "hidden neurons H of the inner network", checks.positive_int)
+    outer_hidden_size: int = _option(50, "hidden units Ho of each activation's sub-network g_i",
+                                     checks.positive_int)
+    inner_batch_size: int = _option(200, "inner training batch size", checks.positive_int)
+    outer_batch_size: int = _option(1, "inner networks per outer step; the meta-loss is their mean",
+                                    checks.positive_int)
+    epochs: int = _option(5, "inner epochs per outer step", checks.positive_int)
+    steps: int = _option(300, "outer (meta) steps", checks.positive_int)
+    inner_lr: float = _option(0.01, "inner RMSprop learning rate", checks.positive_number)
+    outer_lr: float = _option(0.4, "outer SGD learning rate", checks.positive_number)
+    inner_mu: float = _option(0.8, "inner RMSprop decay", checks.unit_interval)
+    outer_mu: float = _option(0.8, "outer heavy-ball momentum", checks.unit_interval)
+    noise: float = _option(0.1, "uniform noise amplitude during meta-training (0: off)", checks.unit_interval)
+    seed: int = _option(0, "seed of the run (initial activations, inner networks, batches, noise)")
+    val_fraction: float = _option(0.1, "share of the training data held out for the search metric",
+                                  checks.unit_interval)
+    impl: str = _option("fast", "fast: fused kernel and the task's hand-derived inner gradient; "
+                        "reference: textbook autograd", checks.one_of(IMPLEMENTATIONS), lambda: IMPLEMENTATIONS)
 
     def validate(self) -> "MetaConfig":
-        check_base(self.activation)
-        if self.impl not in IMPLEMENTATIONS:
-            raise UserError(f"unknown --impl {self.impl!r}: choose one of {', '.join(IMPLEMENTATIONS)}")
-        for name in ("inner_hidden_size", "outer_hidden_size", "inner_batch_size", "outer_batch_size",
-                     "epochs", "steps"):
-            if int(getattr(self, name)) < 1:
-                raise UserError(f"--{name} must be a positive integer, got {getattr(self, name)}")
-        for name in ("inner_lr", "outer_lr"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise UserError(f"--{name} must be a positive number, got {value}")
-        for name in ("inner_mu", "outer_mu"):
-            if not 0 <= getattr(self, name) < 1:
-                raise UserError(f"--{name} must be in [0, 1), got {getattr(self, name)}")
-        if not 0 <= self.noise < 1:
-            raise UserError(f"--noise must be in [0, 1), got {self.noise}")
-        if not 0 <= self.val_fraction < 1:
-            raise UserError(f"--val_fraction must be in [0, 1), got {self.val_fraction}")
+        for f in fields(self):
+            check = f.metadata.get("check")
+            value = getattr(self, f.name)
+            if check is not None:
+                try:
+                    check(value)
+                except (ValueError, TypeError) as exc:
+                    raise UserError(f"--{f.name} {exc}, got {value!r}") from None
         block_sizes(self.inner_hidden_size, self.n_activations)  # raises on a bad n
         return self
 
@@ -92,13 +111,23 @@ class MetaConfig:
 
 @dataclass
 class StepMetrics:
+    """One outer step. `heldout` holds the task's metrics on the held-out split, keyed
+    `heldout_<metric>` (classification: heldout_accuracy, heldout_loss)."""
+
     step: int
     meta_loss: float
     final_train_loss: float
-    heldout_accuracy: float
-    heldout_loss: float
+    heldout: dict[str, float] = field(default_factory=dict)
     grad_norms: list[float] = field(default_factory=list)
     seconds: float = 0.0
+
+    @property
+    def heldout_accuracy(self) -> float:
+        return self.heldout.get("heldout_accuracy", math.nan)
+
+    @property
+    def heldout_loss(self) -> float:
+        return self.heldout.get("heldout_loss", math.nan)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,47 +153,45 @@ def _noise(shape, scale, generator, dtype, device):
     return ((torch.rand(shape, generator=generator, dtype=dtype) * 2 - 1) * scale).to(device)
 
 
-def _reference_batch(theta, neuron_phi, base, x, y, act_noise, hidden_noise):
-    """Loss and inner gradients by autograd with create_graph=True (the textbook form)."""
+def network(theta, neuron_phi, base, act_noise=None, hidden_noise=None):
+    """The inner network x -> W2 f(W1 x + b1) + b2 as a function, noise included when given."""
     w1, b1, w2, b2 = theta
-    ew1, eb1, ew2, eb2 = neuron_phi
-    z = x @ w1.T + b1
-    g = (torch.tanh(z[..., None] * ew1 + eb1) * ew2).sum(-1) + eb2
-    if act_noise is not None:
-        g = g + act_noise
-    a = base_value(base, z) + RESIDUAL_SCALE * g
-    if hidden_noise is not None:
-        a = a + hidden_noise
-    loss = F.cross_entropy(a @ w2.T + b2, y)
+
+    def forward(x):
+        a = learned_activation(base, x @ w1.T + b1, *neuron_phi, act_noise)
+        if hidden_noise is not None:
+            a = a + hidden_noise
+        return a @ w2.T + b2
+    return forward
+
+
+def _reference_batch(theta, neuron_phi, base, x, y, act_noise, hidden_noise, task):
+    """Loss and inner gradients by autograd with create_graph=True (the textbook form)."""
+    net = network(theta, neuron_phi, base, act_noise, hidden_noise)
+    loss = task.loss(task.predict(net, x), y)
     grads = torch.autograd.grad(loss, theta, create_graph=True)
     return loss, grads
 
 
-def _fast_batch(theta, neuron_phi, base, x, y, act_noise, hidden_noise):
-    """Loss and the hand-written inner gradients of the one-hidden-layer MLP."""
-    w1, b1, w2, b2 = theta
-    z = x @ w1.T + b1
-    f, f_prime = activation_and_derivative(z, *neuron_phi, base)
-    if act_noise is not None:
-        f = f + RESIDUAL_SCALE * act_noise
-    a = f if hidden_noise is None else f + hidden_noise
-    logits = a @ w2.T + b2
-    log_p = torch.log_softmax(logits, dim=1)
-    loss = -log_p.gather(1, y[:, None]).mean()
-    d_logits = (log_p.exp() - F.one_hot(y, logits.shape[1]).to(logits.dtype)) / x.shape[0]
-    d_z = (d_logits @ w2) * f_prime
-    return loss, (d_z.T @ x, d_z.sum(0), d_logits.T @ a, d_logits.sum(0))
+def _fast_batch(theta, neuron_phi, base, x, y, act_noise, hidden_noise, task):
+    """Loss and the task's hand-written inner gradients, with the fused activation."""
+    def activation(z):
+        f, f_prime = activation_and_derivative(z, *neuron_phi, base)
+        if act_noise is not None:
+            f = f + RESIDUAL_SCALE * act_noise
+        return (f if hidden_noise is None else f + hidden_noise), f_prime
+    return task.inner_loss_and_grads(theta, activation, x, y)
 
 
 _BATCH_FUNCTIONS = {"reference": _reference_batch, "fast": _fast_batch}
 
 
-def inner_run(phi, blocks, cfg: MetaConfig, x, y, num_classes, generator):
-    """Train one fresh classifier; return (meta-loss J with its graph, final weights, last-epoch loss)."""
+def inner_run(phi, blocks, cfg: MetaConfig, x, y, output_size, generator, task):
+    """Train one fresh network; return (meta-loss J with its graph, final weights, last-epoch loss)."""
     dtype, device = x.dtype, x.device
     n, ho = phi["w1"].shape
     hidden = cfg.inner_hidden_size
-    theta = init_classifier(x.shape[1], hidden, num_classes, generator, dtype, device)
+    theta = init_classifier(x.shape[1], hidden, output_size, generator, dtype, device)
     if cfg.impl == "reference":
         theta = [t.requires_grad_(True) for t in theta]
     second_moment = [torch.ones_like(t) for t in theta]
@@ -183,7 +210,8 @@ def inner_run(phi, blocks, cfg: MetaConfig, x, y, num_classes, generator):
                 xi = _noise((n, ho), cfg.noise, generator, dtype, device)
                 act_noise = (phi["w2"] * xi).sum(-1).index_select(0, blocks)
                 hidden_noise = _noise((1, hidden), cfg.noise, generator, dtype, device)
-            loss, grads = batch_fn(theta, neuron_phi, cfg.activation, x[idx], y[idx], act_noise, hidden_noise)
+            loss, grads = batch_fn(theta, neuron_phi, cfg.activation, x[idx], y[idx], act_noise, hidden_noise,
+                                   task)
             losses.append(loss)
             epoch_losses.append(loss.detach())
             mu, lr = cfg.inner_mu, cfg.inner_lr
@@ -194,47 +222,56 @@ def inner_run(phi, blocks, cfg: MetaConfig, x, y, num_classes, generator):
     return torch.stack(losses).mean(), [t.detach() for t in theta], epoch_loss
 
 
-@torch.no_grad()
-def evaluate_classifier(theta, phi, blocks, base, x, y, chunk=1024):
-    """Accuracy and mean loss of a trained classifier (no noise) on a whole split."""
-    if x.shape[0] == 0:
-        return float("nan"), float("nan")
-    w1, b1, w2, b2 = theta
+def evaluate_inner(theta, phi, blocks, base, x, y, task, chunk=1024) -> dict[str, float]:
+    """The task's metrics of a trained inner network (no noise) on a whole split."""
     neuron_phi = expand_to_neurons({k: v.detach() for k, v in phi.items()}, blocks)
-    correct, total_loss = 0, 0.0
-    for start in range(0, x.shape[0], chunk):
-        xb, yb = x[start:start + chunk], y[start:start + chunk]
-        z = xb @ w1.T + b1
-        ew1, eb1, ew2, eb2 = neuron_phi
-        a = base_value(base, z) + RESIDUAL_SCALE * ((torch.tanh(z[..., None] * ew1 + eb1) * ew2).sum(-1) + eb2)
-        logits = a @ w2.T + b2
-        total_loss += float(F.cross_entropy(logits, yb, reduction="sum"))
-        correct += int((logits.argmax(1) == yb).sum())
-    return correct / x.shape[0], total_loss / x.shape[0]
+    return task.evaluate(network(theta, neuron_phi, base), x, y, chunk)
 
 
 # ---------------------------------------------------------------------------------------------
 # The outer loop
 
 
-class MetaLearner:
-    """The state of one meta-learning run: activation weights, momentum, RNG, step counter."""
+def _targets(y, dtype, device):
+    """Labels keep their integer type; regression targets take the run's float type."""
+    return y.to(device=device, dtype=dtype) if y.is_floating_point() else y.to(device=device)
 
-    def __init__(self, cfg: MetaConfig, x_train, y_train, x_val, y_val, num_classes: int,
-                 device="cpu", dtype=torch.float32):
+
+class MetaLearner:
+    """The state of one meta-learning run: activation weights, momentum, RNG, step counter.
+
+    `output_size` is the inner network's output width (classes for classification). `task` defaults
+    to the task that `cfg.dataset` is registered with.
+    """
+
+    def __init__(self, cfg: MetaConfig, x_train, y_train, x_val, y_val, output_size: int,
+                 device="cpu", dtype=torch.float32, task=None):
         self.cfg = cfg.validate()
+        self.task = task if task is not None else task_for_dataset(cfg.dataset)
+        self.task.check_base(cfg.activation)
+        if cfg.impl == "fast" and self.task.inner_gradient_order > FAST_DERIVATIVE_ORDER:
+            raise UserError(f"task {self.task.name} needs derivative order {self.task.inner_gradient_order} of the "
+                            f"activation in its inner gradient; the fast kernel provides {FAST_DERIVATIVE_ORDER}: "
+                            "use --impl reference")
         self.device = torch.device(device)
         self.dtype = dtype
-        to = dict(device=self.device)
-        self.x_train, self.y_train = x_train.to(dtype=dtype, **to), y_train.to(**to)
-        self.x_val, self.y_val = x_val.to(dtype=dtype, **to), y_val.to(**to)
-        self.num_classes = num_classes
+        self.x_train, self.y_train = x_train.to(dtype=dtype, device=self.device), _targets(y_train, dtype, self.device)
+        self.x_val, self.y_val = x_val.to(dtype=dtype, device=self.device), _targets(y_val, dtype, self.device)
+        self.output_size = output_size
         self.generator = torch.Generator().manual_seed(cfg.seed)
         init = default_init(cfg.n_activations, cfg.outer_hidden_size, self.generator, dtype)
         self.phi = {k: v.to(self.device).requires_grad_(True) for k, v in init.items()}
         self.momentum = {k: torch.zeros_like(v) for k, v in self.phi.items()}
         self.blocks = neuron_blocks(cfg.inner_hidden_size, cfg.n_activations).to(self.device)
         self.step_index = 0
+
+    @classmethod
+    def from_dataset(cls, cfg: MetaConfig, data, device="cpu", dtype=torch.float32) -> "MetaLearner":
+        """A learner on a loaded dataset: held-out split (cfg.val_fraction, cfg.seed) and output size
+        from the data's task, as `dnn-search metalearn` does."""
+        task = data.task_object()
+        return cls(cfg, *data.split(cfg.val_fraction, cfg.seed), task.output_size(data), device=device,
+                   dtype=dtype, task=task)
 
     def meta_gradient(self):
         """(mean meta-loss, dJ/dphi, last classifier, its last-epoch loss) for one outer step."""
@@ -243,7 +280,7 @@ class MetaLearner:
         theta, epoch_loss = None, float("nan")
         for _ in range(self.cfg.outer_batch_size):
             meta_loss, theta, epoch_loss = inner_run(self.phi, self.blocks, self.cfg, self.x_train,
-                                                     self.y_train, self.num_classes, self.generator)
+                                                     self.y_train, self.output_size, self.generator, self.task)
             part = torch.autograd.grad(meta_loss / self.cfg.outer_batch_size, list(self.phi.values()))
             for k, g in zip(self.phi, part):
                 grads[k] += g
@@ -266,11 +303,11 @@ class MetaLearner:
             for name, p in self.phi.items():
                 self.momentum[name].mul_(self.cfg.outer_mu).add_(grads[name].clamp(-GRAD_CLIP, GRAD_CLIP))
                 p.sub_(self.cfg.outer_lr * self.momentum[name])
-        accuracy, val_loss = evaluate_classifier(theta, self.phi, self.blocks, self.cfg.activation,
-                                                 self.x_val, self.y_val)
+        heldout = evaluate_inner(theta, self.phi, self.blocks, self.cfg.activation, self.x_val, self.y_val,
+                                 self.task)
         self.step_index += 1
         return StepMetrics(step=self.step_index, meta_loss=meta_loss, final_train_loss=epoch_loss,
-                           heldout_accuracy=accuracy, heldout_loss=val_loss,
+                           heldout={f"heldout_{k}": v for k, v in heldout.items()},
                            grad_norms=[float(v) for v in norms],
                            seconds=time.perf_counter() - started)
 

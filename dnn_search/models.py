@@ -1,8 +1,9 @@
-"""Ordinary classifiers that use learned activations: the networks of validation and Hessian trials.
+"""Ordinary networks that use learned activations: the networks of validation and Hessian trials.
 
-A `ValidationNet` is D -> H -> C with a `NeuronActivations` layer whose neuron h applies one of
+A `ValidationNet` is D -> H -> out (out: classes for classification; `NetSpec.num_classes` keeps
+that name for saved specs, whatever the task) with a `NeuronActivations` layer whose neuron h applies one of
 three kinds of function:
-- `pure`: the base function itself (sin, tanh, elu);
+- `pure`: the base function itself (a registered base: sin, tanh, elu, ...);
 - `exact`: a learned activation from its saved sub-network weights;
 - `interpolated`: a learned activation sampled on a grid, evaluated piecewise-linearly.
 Everything the layer needs lives in buffers, so a saved state dict plus the small JSON spec from
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dnn_search.activations import RESIDUAL_SCALE, ActivationSet, base_value, check_base, evaluate_residual
+from dnn_search.activations import ActivationSet, base_value, check_base, learned_activation
 from dnn_search.errors import UserError
 
 KINDS = ("pure", "exact", "interpolated")
@@ -85,8 +86,7 @@ class NeuronActivations(nn.Module):
             return base_value(self.base, z)
         if self.kind == "exact":
             idx = self.neuron_index
-            g = evaluate_residual(z, self.w1[idx], self.b1[idx], self.w2[idx], self.b2[idx])
-            return base_value(self.base, z) + RESIDUAL_SCALE * g
+            return learned_activation(self.base, z, self.w1[idx], self.b1[idx], self.w2[idx], self.b2[idx])
         return interpolate_rows(self.grid_x, self.grid_y, self.neuron_index, z)
 
 

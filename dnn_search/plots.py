@@ -25,6 +25,20 @@ def save_figure(fig, path) -> Path:
     return path
 
 
+def smoothed_density(eigen_runs, weight_runs, grid: np.ndarray, sd: float) -> np.ndarray:
+    """Stochastic-Lanczos spectral density on `grid`: every Gauss node becomes a normal density of
+    standard deviation `sd` scaled by its weight, and the runs are averaged. The one smoother of
+    Hessian spectra (the per-model figure and the report's comparison both use it)."""
+    density = np.zeros_like(grid, dtype=np.float64)
+    runs = 0
+    for nodes, weights in zip(eigen_runs, weight_runs):
+        n = np.asarray(nodes, dtype=np.float64)[:, None]
+        w = np.asarray(weights, dtype=np.float64)[:, None]
+        density += (w * np.exp(-0.5 * ((grid[None, :] - n) / sd) ** 2)).sum(0)
+        runs += 1
+    return density / (max(1, runs) * sd * np.sqrt(2 * np.pi))
+
+
 def plot_activations(acts: ActivationSet, path, title: str = "Learned activations") -> Path:
     """Each learned f_i on [-5, 5] next to its base function (dashed)."""
     import torch
@@ -310,12 +324,7 @@ def plot_hessian_densities(table, path) -> Path:
         for i, mode in enumerate(modes):
             if mode not in curves:
                 continue
-            eig, wts = curves[mode]
-            dens = np.zeros_like(grid)
-            for n_run, w_run in zip(eig, wts):
-                n_run, w_run = np.asarray(n_run, dtype=float), np.asarray(w_run, dtype=float)
-                dens += (w_run[:, None] * np.exp(-0.5 * ((grid[None, :] - n_run[:, None]) / sd) ** 2)).sum(0)
-            dens /= max(1, len(eig)) * sd * np.sqrt(2 * np.pi)
+            dens = smoothed_density(*curves[mode], grid, sd)
             ax.semilogy(grid, np.maximum(dens, 1e-12), color=colors[i % 10], lw=1.3, label=mode)
         ax.set_xlabel("Hessian eigenvalue λ (curvature of the cross-entropy loss)")
         ax.set_ylabel("spectral density (per unit λ, log scale)")

@@ -1,8 +1,9 @@
-"""Validation trials (DESIGN.md §1.4): retrain ordinary networks with learned activations.
+"""Validation trials (docs/design.md, "Validation"): retrain ordinary networks with learned activations.
 
 Modes: `pure` (the base function), `single:k` (learned activation k, 1-based, on every neuron)
 and `diverse` (all learned activations in contiguous blocks). Each mode is trained with SGD with
-momentum and scored on the dataset's test split, repeated over seeds.
+momentum on the task's loss and scored with the task's metrics on the dataset's test split (and,
+with `val_fraction` > 0, on a split carved from the training data), repeated over seeds.
 """
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from dnn_search.activations import neuron_blocks
 from dnn_search.errors import UserError
@@ -26,10 +26,14 @@ class ValidationConfig:
     momentum: float = 0.8
     batch_size: int = 200
     hidden_size: int = 200
+    # Share of the training data held out for `val_*` metrics (0: none, train on all of it).
+    val_fraction: float = 0.0
 
     def validate(self) -> "ValidationConfig":
         if self.epochs < 1 or self.batch_size < 1 or self.hidden_size < 1:
             raise UserError("epochs, batch size and hidden size must be positive integers")
+        if not 0 <= self.val_fraction < 1:
+            raise UserError(f"the validation fraction must be in [0, 1), got {self.val_fraction}")
         if not self.lr > 0:
             raise UserError(f"the learning rate must be positive, got {self.lr}")
         if not 0 <= self.momentum < 1:
@@ -38,7 +42,7 @@ class ValidationConfig:
 
 
 def config_for(metadata: dict | None, *, epochs=None, lr=None, momentum=None, batch_size=None,
-               hidden_size=None) -> ValidationConfig:
+               hidden_size=None, val_fraction=None) -> ValidationConfig:
     """Explicit settings win over the activation file's hyperparameters, which win over the defaults.
 
     Epochs, learning rate (inner_lr), momentum (inner_mu) and batch size default to the file's, as
@@ -58,7 +62,8 @@ def config_for(metadata: dict | None, *, epochs=None, lr=None, momentum=None, ba
     return ValidationConfig(epochs=int(pick(epochs, "epochs", 5)), lr=float(pick(lr, "inner_lr", 0.01)),
                             momentum=float(pick(momentum, "inner_mu", 0.8)),
                             batch_size=int(pick(batch_size, "inner_batch_size", 200)),
-                            hidden_size=int(hidden_size or 200)).validate()
+                            hidden_size=int(hidden_size or 200),
+                            val_fraction=float(val_fraction or 0.0)).validate()
 
 
 def parse_modes(spec: str, n_activations: int) -> list[str]:
@@ -100,20 +105,19 @@ def build_for_mode(mode: str, acts, input_size: int, num_classes: int, hidden: i
                      neuron_index=index)
 
 
-@torch.no_grad()
-def evaluate(net, x, y, chunk=2000) -> tuple[float, float]:
+def evaluate(net, task, x, y, chunk=2000) -> dict[str, float]:
+    """The task's metrics of `net` on a whole split (eval mode, no autograd unless the task needs it)."""
     net.eval()
-    correct, total = 0, 0.0
-    for start in range(0, x.shape[0], chunk):
-        logits = net(x[start:start + chunk])
-        total += float(F.cross_entropy(logits, y[start:start + chunk], reduction="sum"))
-        correct += int((logits.argmax(1) == y[start:start + chunk]).sum())
-    return correct / x.shape[0], total / x.shape[0]
+    return task.evaluate(net, x, y, chunk)
 
 
-def train(net, x_train, y_train, x_test, y_test, cfg: ValidationConfig, seed: int,
-          on_epoch: Callable[[int, float, float], None] | None = None) -> dict:
-    """SGD with momentum on cross-entropy; returns final test metrics and per-epoch curves."""
+def _finite(metrics: dict[str, float]) -> bool:
+    return all(np.isfinite(v) for v in metrics.values())
+
+
+def train(net, task, x_train, y_train, x_test, y_test, cfg: ValidationConfig, seed: int,
+          on_epoch: Callable[[int, dict], None] | None = None) -> dict:
+    """SGD with momentum on the task's loss; returns `test_<metric>` values and per-epoch curves."""
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum)
     curve = []
@@ -122,51 +126,64 @@ def train(net, x_train, y_train, x_test, y_test, cfg: ValidationConfig, seed: in
         order = torch.randperm(x_train.shape[0], generator=generator).to(x_train.device)
         for start in range(0, x_train.shape[0], cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
-            loss = F.cross_entropy(net(x_train[idx]), y_train[idx])
+            loss = task.loss(task.predict(net, x_train[idx]), y_train[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        accuracy, test_loss = evaluate(net, x_test, y_test)
-        if not np.isfinite(test_loss):
+        metrics = evaluate(net, task, x_test, y_test)
+        if not _finite(metrics):
             break
-        curve.append({"epoch": epoch + 1, "test_accuracy": accuracy, "test_loss": test_loss})
+        curve.append({"epoch": epoch + 1, **{f"test_{k}": v for k, v in metrics.items()}})
         if on_epoch:
-            on_epoch(epoch + 1, accuracy, test_loss)
-    accuracy, test_loss = evaluate(net, x_test, y_test)
-    return {"test_accuracy": accuracy, "test_loss": test_loss, "curve": curve}
+            on_epoch(epoch + 1, metrics)
+    return {**{f"test_{k}": v for k, v in evaluate(net, task, x_test, y_test).items()}, "curve": curve}
 
 
 def run_mode(acts, dataset, mode: str, seed: int, cfg: ValidationConfig, device="cpu",
              on_epoch=None) -> tuple[dict, ValidationNet]:
-    """Train and test one (mode, seed) network. Seeds the classifier init and the batch order."""
+    """Train and test one (mode, seed) network. Seeds the network init, the batch order and the
+    held-out split, so every mode of one seed sees the same data in the same order."""
+    task = dataset.task_object()
     torch.manual_seed(seed)
-    net = build_for_mode(mode, acts, dataset.input_size, dataset.num_classes, cfg.hidden_size).to(device)
+    net = build_for_mode(mode, acts, dataset.input_size, task.output_size(dataset), cfg.hidden_size).to(device)
+    if cfg.val_fraction > 0:
+        x_train, y_train, x_val, y_val = dataset.split(cfg.val_fraction, seed)
+    else:
+        x_train, y_train, x_val, y_val = dataset.x_train, dataset.y_train, None, None
     started = time.perf_counter()
-    result = train(net, dataset.x_train.to(device), dataset.y_train.to(device),
-                   dataset.x_test.to(device), dataset.y_test.to(device), cfg, seed, on_epoch)
+    result = train(net, task, x_train.to(device), y_train.to(device), dataset.x_test.to(device),
+                   dataset.y_test.to(device), cfg, seed, on_epoch)
+    if x_val is not None:
+        result.update({f"val_{k}": v for k, v in evaluate(net, task, x_val.to(device), y_val.to(device)).items()})
     result.update(mode=mode, seed=seed, seconds=time.perf_counter() - started)
     return result, net
 
 
+def metric_columns(row: dict) -> list[str]:
+    """The metric columns of a result row (`test_*`, `val_*`), in row order."""
+    return [k for k in row if k.startswith(("test_", "val_")) and isinstance(row[k], (int, float))]
+
+
 def summarise(rows: list[dict]) -> list[dict]:
-    """Mean and sample std of test accuracy and loss per (dataset, mode), in first-seen order."""
+    """Mean and sample std of every metric column per (dataset, mode), in first-seen order."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault((row.get("dataset"), row["mode"]), []).append(row)
     out = []
     for (dataset, mode), items in groups.items():
-        acc = np.array([r["test_accuracy"] for r in items])
-        loss = np.array([r["test_loss"] for r in items])
-        out.append({"dataset": dataset, "mode": mode, "runs": len(items),
-                    "acc_mean": acc.mean(), "acc_std": acc.std(ddof=1) if len(items) > 1 else 0.0,
-                    "loss_mean": loss.mean(), "loss_std": loss.std(ddof=1) if len(items) > 1 else 0.0})
+        summary = {"dataset": dataset, "mode": mode, "runs": len(items)}
+        for column in metric_columns(items[0]):
+            values = np.array([r[column] for r in items], dtype=float)
+            summary[f"{column}_mean"] = values.mean()
+            summary[f"{column}_std"] = values.std(ddof=1) if len(items) > 1 else 0.0
+        out.append(summary)
     return out
 
 
 def format_summary(summary: list[dict]) -> str:
-    lines = [f"{'dataset':<8} {'mode':<10} {'runs':>4}  {'test accuracy':>17}  {'test loss':>17}"]
+    columns = [k[:-5] for k in summary[0] if k.endswith("_mean")] if summary else []
+    lines = [f"{'dataset':<8} {'mode':<10} {'runs':>4}" + "".join(f"  {c:>19}" for c in columns)]
     for s in summary:
-        lines.append(f"{str(s['dataset']):<8} {s['mode']:<10} {s['runs']:>4}  "
-                     f"{s['acc_mean']*100:7.2f} ± {s['acc_std']*100:5.2f} %  "
-                     f"{s['loss_mean']:8.4f} ± {s['loss_std']:6.4f}")
+        cells = "".join(f"  {s[c + '_mean']:9.4g} ± {s[c + '_std']:7.3g}" for c in columns)
+        lines.append(f"{str(s['dataset']):<8} {s['mode']:<10} {s['runs']:>4}{cells}")
     return "\n".join(lines)

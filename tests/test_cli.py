@@ -126,11 +126,11 @@ def test_bad_choices_and_numbers(tmp_path, capsys):
                                "--output_folder", out], "data_batch_1.bin", out)
     expect_user_error(capsys, ["validate", "--act_path", act, "--activation", "relu", "--output_folder", out],
                       "unknown base activation", out)
-    for argv, fragment in [(["--activation", "relu"], "unknown base activation"),
+    for argv, fragment in [(["--activation", "relu"], "--activation must be one of sin, tanh, elu"),
                            (["--n_activations", 0], "n_activations"), (["--n_activations", 201], "n_activations"),
                            (["--inner_lr", 0], "inner_lr"), (["--outer_lr", -0.1], "outer_lr"),
                            (["--inner_batch_size", 0], "inner_batch_size"), (["--epochs", 0], "epochs"),
-                           (["--inner_hidden_size", -1], "inner_hidden_size"), (["--dataset", "X"], "unknown dataset"),
+                           (["--inner_hidden_size", -1], "inner_hidden_size"), (["--dataset", "X"], "--dataset must be one of"),
                            (["--use_gpu"] if not torch.cuda.is_available() else ["--gpu_no", 99], "cuda")]:
         expect_user_error(capsys, ["metalearn", "--output_folder", out, *argv], fragment, out)
 

@@ -1,0 +1,75 @@
+"""Name -> factory tables for tasks and datasets.
+
+Each module in `dnn_search.tasks` (other than this one and `base`) defines one task and registers
+it together with its datasets; the modules are imported on the first lookup, so adding a task means
+adding one module. A dataset entry maps a dataset name to its loader and to the task that it serves.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from functools import cache
+from typing import Callable
+
+from dnn_search.registry import Registry
+
+_INFRASTRUCTURE = {"base", "registry"}
+
+
+@cache
+def _import_task_modules() -> None:
+    """Import every task module once, so that their register_* calls have run before a lookup."""
+    package = importlib.import_module("dnn_search.tasks")
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name not in _INFRASTRUCTURE:
+            importlib.import_module(f"dnn_search.tasks.{info.name}")
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """How to load a dataset (`loader(data_path)` -> Dataset) and which task it serves."""
+
+    name: str
+    loader: Callable
+    task: str
+    description: str = ""
+
+
+TASKS: Registry[Callable] = Registry("task", _import_task_modules)
+DATASETS: Registry[DatasetEntry] = Registry("dataset", _import_task_modules)
+
+
+def register_task(name: str, factory: Callable) -> Callable:
+    """`factory()` returns a Task; usable as a class decorator on a Task subclass."""
+    return TASKS.register(name, factory)
+
+
+def get_task(name: str):
+    return TASKS.get(name)()
+
+
+def task_names() -> list[str]:
+    return TASKS.names()
+
+
+def register_dataset(name: str, loader: Callable, task: str, aliases: tuple[str, ...] = (),
+                     description: str = "") -> DatasetEntry:
+    return DATASETS.register(name, DatasetEntry(name, loader, task, description), aliases)
+
+
+def dataset_entry(name: str) -> DatasetEntry:
+    return DATASETS.get(name)
+
+
+def dataset_names() -> list[str]:
+    return DATASETS.names()
+
+
+def canonical_dataset(name: str) -> str:
+    """'mnist1d', 'MNIST-1D' -> 'MNIST1D'; 'cifar10' -> 'CIFAR'; a UserError listing the choices otherwise."""
+    return DATASETS.canonical(name)
+
+
+def task_for_dataset(name: str):
+    return get_task(dataset_entry(name).task)
