@@ -6,6 +6,8 @@ never imports torch, Ray or Optuna):
 - `MetaConfig`, `MetaLearner`: one meta-learning run (`MetaLearner.from_dataset(cfg, data)`);
 - `load_dataset(name, data_path=None)`: a registered dataset (x_train, y_train, x_test, y_test);
 - `load_activations(path)`: learned activations from an .npz (exact) or an original .txt file;
+- `open_search(name_or_dir, storage="results")`: a finished (or running) search's tables: `.trials`,
+  `.steps`, `.validation`, `.hessian` (pandas), `.record` (search.json), `.study` (Optuna);
 - `Task`, `register_task`, `register_dataset`, `register_base`: the extension points.
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ _API = {
     "MetaLearner": ("dnn_search.metalearn", "MetaLearner"),
     "load_dataset": ("dnn_search.data", "load_dataset"),
     "load_activations": ("dnn_search.actfile", "read_activation_file"),
+    "open_search": ("dnn_search.results.report_data", "open_search"),
     "Task": ("dnn_search.tasks.base", "Task"),
     "register_task": ("dnn_search.tasks.registry", "register_task"),
     "register_dataset": ("dnn_search.tasks.registry", "register_dataset"),

@@ -48,3 +48,19 @@ def test_load_dataset_and_activations(tmp_path):
     np.testing.assert_array_equal(exact.grid_y, sampled.grid_y)
     assert sorted(dir(dnn_search)) == sorted(set(dir(dnn_search)))
     assert {"MetaConfig", "MetaLearner", "load_dataset", "load_activations"} <= set(dnn_search.__all__)
+
+
+def test_readme_shows_the_example_that_runs():
+    """The README's notebook example is exactly docs/api_example.py (which the test above runs)."""
+    example = (REPO / "docs" / "api_example.py").read_text().strip()
+    assert len(example.splitlines()) == 5
+    assert f"```python\n{example}\n```" in (REPO / "README.md").read_text()
+
+
+def test_open_search_reads_a_real_pipeline(pipeline_run):
+    exp, _, _, _ = pipeline_run
+    res = dnn_search.open_search(exp.name, storage=exp.parent)
+    assert len(res.trials) == 4 and set(res.steps.trial_id) <= set(res.trials.trial_id)
+    assert res.record.name == exp.name and res.record.params == ["outer_lr", "inner_lr", "n_activations"]
+    assert res.validation is not None and {"test_accuracy", "test_loss"} <= set(res.validation.columns)
+    assert res.study is not None and len(res.study.trials) == 4

@@ -246,3 +246,22 @@ def test_held_out_split_takes_whole_trajectories():
     assert len(val_ids) == 5 and not train_ids & val_ids and len(x_val) == 25 and len(y_tr) == 75
     assert torch.equal(data.split(0.25, seed=3)[2], x_val)  # seeded
     assert data.split(0.25, seed=4)[2][:, 0].unique().tolist() != sorted(val_ids)
+
+
+def test_summary_uses_the_task_metric_and_its_direction(tmp_path):
+    """summary.md of the toy task's validation: the table shows test mse (not accuracy), and every
+    "best" is the LOWEST mean, because the task says mse is minimised."""
+    import pandas as pd
+
+    from dnn_search.results.summary import summary_markdown
+    npz = _activation_file(tmp_path)
+    rows = jobs.validate(npz, validation_mode="all", runs=3, epochs=2, lr=0.05, hidden_size=12,
+                         output_folder=tmp_path, quiet=True)
+    table = pd.DataFrame([{**r, "trial_id": "T", "dataset": "ToySine"} for r in rows])
+    text = summary_markdown("toy", table, None, pd.DataFrame({"trial_id": ["T"], "n_activations": [2]}))
+    assert "test mse" in text and "accuracy" not in text and "lowest mean mse" in text
+    means = table.groupby("mode")["test_mse"].mean()
+    best_single = means[["single:1", "single:2"]].idxmin()
+    line = next(ln for ln in text.splitlines() if ln.startswith("| ToySine | T | 2 |"))
+    assert f"({best_single})" in line
+    assert f"{means[best_single]:.4f}" in line

@@ -75,8 +75,7 @@ def export_trials(exp_dir: str | os.PathLike, top: int, out: str | os.PathLike |
                     "optuna_number": plain(row.get("optuna_number")), "rank": rank, "status": row["status"],
                     "metric": record.metric, "mode": record.mode, "score": plain(row["score"]),
                     "steps_done": steps, "final_meta_loss": plain(row["final_meta_loss"]),
-                    "final_heldout_accuracy": plain(row["final_heldout_accuracy"]),
-                    "best_heldout_accuracy": plain(row["best_heldout_accuracy"]),
+                    **{c: plain(row[c]) for c in row.index if c.startswith(("final_heldout_", "best_heldout_"))},
                     "dataset": config.get("dataset"), "activation": config.get("activation"), "run": 0,
                     "versions": versions()}
         paths = write_activation_files(folder, stem, acts, metadata)

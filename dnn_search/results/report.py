@@ -21,6 +21,7 @@ import numpy as np
 from dnn_search.atomic import atomic_write_text
 from dnn_search.errors import UserError
 from dnn_search.results.layout import find_search
+from dnn_search.results.summary import metric_view
 from dnn_search.results.report_data import (FIGURE_DIR, REPORT_NAME, load_results, param_columns,
                                             param_importance, ranked_trials, varying)
 
@@ -239,20 +240,22 @@ def write_report(folder: str | os.PathLike, top: int = 4) -> Path:
     add("<h2>Validation</h2>")
     val = res.validation
     if val is not None and len(val):
-        fig = plots.plot_validation(val, figdir / "validation_accuracy.png")
+        view = metric_view(str(val["dataset"].iloc[0]))  # the task's metric: test accuracy, test mse, ...
+        name = view.column[len("test_"):]
+        fig = plots.plot_validation(val, figdir / f"validation_{name}.png", value=view.column)
         add(_figure(fig, "Networks retrained with the base function (pure), one learned activation everywhere "
                          "(single:k) or all of them in blocks (diverse); error bars: std over runs.",
                     "validation comparison"))
-        stats = val.groupby(["dataset", "mode"]).agg(
-            runs=("test_accuracy", "size"), acc_mean=("test_accuracy", "mean"), acc_std=("test_accuracy", "std"),
-            loss_mean=("test_loss", "mean"), loss_std=("test_loss", "std")).reset_index()
-        stats["test accuracy"] = [f"{m:.4f} ± {0 if math.isnan(s) else s:.4f}"
-                                  for m, s in zip(stats.acc_mean, stats.acc_std)]
-        stats["test loss"] = [f"{m:.4f} ± {0 if math.isnan(s) else s:.4f}"
-                              for m, s in zip(stats.loss_mean, stats.loss_std)]
+        columns = [c for c in (view.column, view.secondary) if c and c in val.columns]
+        stats = val.groupby(["dataset", "mode"]).agg(runs=(view.column, "size")).reset_index()
+        for col in columns:
+            agg = val.groupby(["dataset", "mode"])[col].agg(["mean", "std"]).reset_index()
+            stats[col.replace("_", " ")] = [f"{m:.4f} ± {0 if math.isnan(s) else s:.4f}"
+                                            for m, s in zip(agg["mean"], agg["std"])]
         order = {m: i for i, m in enumerate(plots._mode_order(stats["mode"].astype(str)))}
         stats = stats.assign(_o=stats["mode"].map(order)).sort_values(["dataset", "_o"])
-        add(_table(stats[["dataset", "mode", "runs", "test accuracy", "test loss"]], left=("dataset", "mode")))
+        add(_table(stats[["dataset", "mode", "runs", *[c.replace("_", " ") for c in columns]]],
+                   left=("dataset", "mode")))
     else:
         add('<p class="note">No validation results yet (run `dnn-search pipeline` or `validate`).</p>')
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from dnn_search.errors import UserError
 from dnn_search.results.layout import (HESSIAN_FILE, STEPS_FILE, SUMMARY_FILE, TRIALS_FILE,
-                                       VALIDATION_FILE)
+                                       VALIDATION_FILE, find_search)
 from dnn_search.results.record import SearchRecord, has_record, read_record
 from dnn_search.results.storage import load_study, locate_study
 
@@ -196,3 +196,11 @@ def param_importance(res: SearchResults, params: list[str]):
     imp = dict(sorted(((k, v / total) for k, v in scores.items()), key=lambda kv: -kv[1]))
     return imp, ("|Spearman rank correlation| with the metric over completed trials, normalised to sum to 1 "
                  "(a simple stand-in: PED-ANOVA was not computable on this study)")
+
+
+def open_search(name_or_dir: str | os.PathLike, storage: str | os.PathLike = "results") -> SearchResults:
+    """A search's results for a notebook: `.trials`, `.steps`, `.validation`, `.hessian` (pandas
+    DataFrames, None where the pipeline has not run), `.record` (its search.json), `.study` (Optuna),
+    `.summary_md`, and `.notes` on anything that could not be read. NAME_OR_DIR: a search name under
+    STORAGE, or its folder."""
+    return load_results(find_search(name_or_dir, storage))

@@ -3,11 +3,14 @@
 Per dataset and exported trial: pure (the base function), the best homogeneous network (the
 learned activation `single:k` with the best mean) and the diverse one, side by side; then the best
 diverse network against pure and against the best homogeneous one over all trials, with Welch's
-t-test on the per-seed values; then every mode with its Hessian numbers.
+t-test on the per-seed values; then every mode with its Hessian numbers. Which column is "the"
+metric, which direction is better and how it is shown come from the dataset's task
+(classification: test accuracy in %, higher is better; a regression task: its test MSE, lower).
 """
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from dnn_search.atomic import atomic_write_text
@@ -15,15 +18,52 @@ from dnn_search.results.layout import HESSIAN_FILE, SUMMARY_FILE, TRIALS_FILE, V
 from dnn_search.stats import format_mean_std as _pm
 
 
+@dataclass(frozen=True)
+class MetricView:
+    """How the summary shows a dataset's primary validation metric, and its other one."""
+
+    column: str          # e.g. test_accuracy
+    label: str           # e.g. "test accuracy (%)"
+    direction: str       # max | min
+    scale: float         # 100 for accuracies (shown in %)
+    digits: int
+    secondary: str | None  # e.g. test_loss, shown with 4 digits
+
+    def best(self, keys, mean):
+        pick = max if self.direction == "max" else min
+        return pick(keys, key=mean) if keys else None
+
+
+def metric_view(dataset: str) -> MetricView:
+    """The view of DATASET's task (classification when the dataset is unknown to the registry)."""
+    from dnn_search.errors import UserError
+    from dnn_search.tasks import task_for_dataset
+    try:
+        task = task_for_dataset(dataset)
+        primary, directions = task.primary_metric, task.metric_directions
+    except UserError:
+        primary, directions = "accuracy", {"accuracy": "max", "loss": "min"}
+    others = [m for m in directions if m != primary]
+    percent = primary == "accuracy"
+    return MetricView(f"test_{primary}", f"test {primary} (%)" if percent else f"test {primary}",
+                      directions[primary], 100.0 if percent else 1.0, 2 if percent else 4,
+                      f"test_{others[0]}" if others else None)
+
+
 def summary_markdown(name: str, validation, hessian, trials) -> str:
     """summary.md: pure, best homogeneous (single:k) and diverse side by side per dataset and trial,
-    then every mode in detail (test accuracy %, test loss, Hessian top eigenvalue and trace)."""
+    then every mode in detail (the task's metrics, Hessian top eigenvalue and trace)."""
+    first = metric_view(str(validation["dataset"].iloc[0])) if validation is not None and len(validation) else \
+        metric_view("MNIST1D")
+    better = "best" if first.direction == "max" else "lowest"
     lines = [f"# Summary of `{name}`", "",
-             "Test accuracy (%) of ordinary networks retrained with the exported activations: mean ± std over "
-             "seeds. *Best homogeneous* is the learned activation `single:k` with the best mean accuracy.", ""]
+             f"{first.label[0].upper() + first.label[1:]} of ordinary networks retrained with the exported "
+             "activations: mean ± std over seeds. *Best homogeneous* is the learned activation `single:k` with the "
+             f"{better} mean {first.column[len('test_'):]}.", ""]
     header = ("| dataset | trial | n | pure | best homogeneous | diverse | diverse − best homogeneous |")
     lines += [header, "|---|---|---|---|---|---|---|"]
-    detail = ["| dataset | trial | mode | runs | test accuracy (%) | test loss | top eigenvalue | trace |",
+    detail = [f"| dataset | trial | mode | runs | {first.label} | "
+              f"{first.secondary.replace('_', ' ') if first.secondary else '–'} | top eigenvalue | trace |",
               "|---|---|---|---|---|---|---|---|"]
     n_of = {}
     if trials is not None and "n_activations" in getattr(trials, "columns", []):
@@ -32,16 +72,18 @@ def summary_markdown(name: str, validation, hessian, trials) -> str:
         lines.append("| – | – | – | – | – | – | – |")
     else:
         for (dataset, trial_id), group in validation.groupby(["dataset", "trial_id"], sort=False):
+            view = metric_view(str(dataset))
             by_mode = {m: g for m, g in group.groupby("mode", sort=False)}
-            acc = {m: g["test_accuracy"].astype(float) for m, g in by_mode.items()}
-            singles = [m for m in acc if m.startswith("single:")]
-            best_single = max(singles, key=lambda m: acc[m].mean()) if singles else None
-            delta = (f"{(acc['diverse'].mean() - acc[best_single].mean()) * 100:+.2f}"
-                     if best_single and "diverse" in acc else "–")
+            values = {m: g[view.column].astype(float) for m, g in by_mode.items()}
+            singles = [m for m in values if m.startswith("single:")]
+            best_single = view.best(singles, lambda m: values[m].mean())
+            delta = (f"{(values['diverse'].mean() - values[best_single].mean()) * view.scale:+.{view.digits}f}"
+                     if best_single and "diverse" in values else "–")
+            show = (lambda v: _pm(v, view.scale, view.digits))
             lines.append(f"| {dataset} | {trial_id} | {n_of.get(str(trial_id), '')} | "
-                         f"{_pm(acc.get('pure', []), 100)} | "
-                         f"{(_pm(acc[best_single], 100) + f' ({best_single})') if best_single else '–'} | "
-                         f"{_pm(acc.get('diverse', []), 100)} | {delta} |")
+                         f"{show(values.get('pure', []))} | "
+                         f"{(show(values[best_single]) + f' ({best_single})') if best_single else '–'} | "
+                         f"{show(values.get('diverse', []))} | {delta} |")
             for mode, g in by_mode.items():
                 top, trace = "–", "–"
                 if hessian is not None and len(hessian):
@@ -49,8 +91,9 @@ def summary_markdown(name: str, validation, hessian, trials) -> str:
                                 & (hessian["mode"] == mode)]
                     if len(h):
                         top, trace = f"{float(h['top_eigenvalue'].iloc[0]):.4g}", f"{float(h['trace'].iloc[0]):.4g}"
-                detail.append(f"| {dataset} | {trial_id} | {mode} | {len(g)} | {_pm(g['test_accuracy'], 100)} | "
-                              f"{_pm(g['test_loss'], 1.0, 4)} | {top} | {trace} |")
+                second = _pm(g[view.secondary], 1.0, 4) if view.secondary in g else "–"
+                detail.append(f"| {dataset} | {trial_id} | {mode} | {len(g)} | {show(g[view.column])} | "
+                              f"{second} | {top} | {trace} |")
     if validation is not None and len(validation):
         lines += ["", *significance(validation)]
     lines += ["", "## Every mode", "", *detail, ""]
@@ -67,23 +110,25 @@ def welch_p(a, b) -> float:
 
 def significance(validation) -> list[str]:
     """Per dataset: the best diverse network against pure and against the best homogeneous one
-    (any trial's `single:k`), with Welch's t-test on the per-seed test accuracies."""
+    (any trial's `single:k`), with Welch's t-test on the per-seed values of the task's metric."""
+    first = metric_view(str(validation["dataset"].iloc[0]))
     lines = ["## Diverse against the baselines", "",
-             "Best of each kind over all exported trials (by mean test accuracy); p: two-sided Welch t-test "
-             "over seeds.", "",
+             f"Best of each kind over all exported trials (by mean {first.column.replace('_', ' ')}); "
+             "p: two-sided Welch t-test over seeds.", "",
              "| dataset | diverse | pure | best homogeneous | p (diverse vs pure) | p (diverse vs best homogeneous) |",
              "|---|---|---|---|---|---|"]
     for dataset, group in validation.groupby("dataset", sort=False):
-        runs = {(str(t), m): g["test_accuracy"].astype(float).to_numpy()
+        view = metric_view(str(dataset))
+        runs = {(str(t), m): g[view.column].astype(float).to_numpy()
                 for (t, m), g in group.groupby(["trial_id", "mode"], sort=False)}
 
         def best(kind):
             keys = [k for k in runs if (k[1].startswith("single:") if kind == "single" else k[1] == kind)]
-            return max(keys, key=lambda k: runs[k].mean()) if keys else None
+            return view.best(keys, lambda k: runs[k].mean())
         diverse, pure, single = best("diverse"), best("pure"), best("single")
 
         def show(key):
-            return f"{_pm(runs[key], 100)} ({key[0]} {key[1]})" if key else "–"
+            return f"{_pm(runs[key], view.scale, view.digits)} ({key[0]} {key[1]})" if key else "–"
         p_pure = f"{welch_p(runs[diverse], runs[pure]):.3g}" if diverse and pure else "–"
         p_single = f"{welch_p(runs[diverse], runs[single]):.3g}" if diverse and single else "–"
         lines.append(f"| {dataset} | {show(diverse)} | {show(pure)} | {show(single)} | {p_pure} | {p_single} |")

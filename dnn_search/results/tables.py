@@ -9,11 +9,12 @@ from dnn_search.atomic import atomic_path
 from dnn_search.errors import UserError
 
 STATUSES = ("COMPLETED", "PRUNED", "FAILED", "RUNNING")
+# (then the sampled and fixed settings, and final_<m> / best_<m> of the task's search metric m,
+# e.g. final_heldout_accuracy and best_heldout_accuracy for classification)
 TRIAL_COLUMNS = ("trial_id", "optuna_number", "status", "error", "retries", "node_id", "steps_done", "score",
-                 "final_meta_loss", "final_heldout_accuracy", "best_heldout_accuracy", "wall_seconds",
-                 "started_at", "ended_at", "checkpoint_path")
-STEP_COLUMNS = ("trial_id", "step", "meta_loss", "final_train_loss", "heldout_accuracy", "heldout_loss",
-                "grad_norms", "grad_norm", "seconds")
+                 "final_meta_loss", "wall_seconds", "started_at", "ended_at", "checkpoint_path")
+# (then heldout_<m> for each metric m of the task: heldout_accuracy and heldout_loss for classification)
+STEP_COLUMNS = ("trial_id", "step", "meta_loss", "final_train_loss", "grad_norms", "grad_norm", "seconds")
 
 
 def write_table(path: str | os.PathLike, rows: list[dict], columns=()) -> None:

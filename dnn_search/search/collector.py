@@ -25,6 +25,9 @@ from dnn_search.search.state import DriverState
 
 def make_collector(exp_dir: Path, space: SearchSpace, quiet: bool, state: DriverState):
     """The Collector callback of one search (a factory: Ray is imported only when a search runs)."""
+    task = space.task()
+    heldout_columns = tuple(task.columns("heldout"))
+    step_columns = (*STEP_COLUMNS[:4], *heldout_columns, *STEP_COLUMNS[4:])
     from ray.tune import Callback
 
     class Collector(Callback):
@@ -66,6 +69,7 @@ def make_collector(exp_dir: Path, space: SearchSpace, quiet: bool, state: Driver
             if result.get("diverged") or "step" not in result:
                 return
             row = {k: result.get(k) for k in STEP_COLUMNS if k != "trial_id"}
+            row.update({k: result[k] for k in heldout_columns if k in result})
             row["trial_id"] = trial_id
             row["grad_norms"] = [float(v) for v in (result.get("grad_norms") or [])]
             row["wall_time"] = result.get("reported_at")
@@ -102,11 +106,14 @@ def make_collector(exp_dir: Path, space: SearchSpace, quiet: bool, state: Driver
 
         def trial_rows(self) -> list[dict]:
             numbers, states = _optuna_index(state)
+            # the task's search metric, final and best (classification: heldout_accuracy, max)
+            tracked_metric = task.search_metric
+            best = max if task.search_mode == "max" else min
             rows = []
             for tid, t in self.trials.items():
                 res = t.last_result or {}
                 steps = [r for (trial_id, _), r in self.steps.items() if trial_id == tid]
-                accs = [r["heldout_accuracy"] for r in steps if _finite(r.get("heldout_accuracy"))]
+                tracked = [r[tracked_metric] for r in steps if _finite(r.get(tracked_metric))]
                 ckpt = t.checkpoint
                 error = self.errors.get(tid) or (str(res.get("error") or "") if res.get("diverged") else "")
                 if t.status == "ERROR" and not error:
@@ -121,8 +128,8 @@ def make_collector(exp_dir: Path, space: SearchSpace, quiet: bool, state: Driver
                        "steps_done": int(res.get("step", 0) or 0),
                        "score": _num(res.get(space.metric)) if not res.get("diverged") else math.nan,
                        "final_meta_loss": _num(res.get("meta_loss")),
-                       "final_heldout_accuracy": _num(res.get("heldout_accuracy")),
-                       "best_heldout_accuracy": max(accs) if accs else math.nan,
+                       f"final_{tracked_metric}": _num(res.get(tracked_metric)),
+                       f"best_{tracked_metric}": best(tracked) if tracked else math.nan,
                        "wall_seconds": _num(res.get("time_total_s")),
                        "started_at": _num(res.get("started_at")),
                        "ended_at": max(times) if times else math.nan,
@@ -137,8 +144,7 @@ def make_collector(exp_dir: Path, space: SearchSpace, quiet: bool, state: Driver
                 write_table(exp_dir / TRIALS_FILE, self.trial_rows(), TRIAL_COLUMNS)
                 rows = sorted(self.steps.values(), key=lambda r: (str(r["trial_id"]), int(r["step"])))
                 write_table(exp_dir / STEPS_FILE,
-                                  [{k: r.get(k) for k in (*STEP_COLUMNS, "wall_time")} for r in rows],
-                                  STEP_COLUMNS)
+                                  [{k: r.get(k) for k in (*step_columns, "wall_time")} for r in rows], step_columns)
 
         def print_progress(self, final=False):
             text = progress_text(self.trial_rows(), space, time.time() - self.started, self.tty, final)

@@ -33,7 +33,7 @@ def print_best(exp_dir: Path, space: SearchSpace, name: str, top: int) -> None:
     best = rank_trials(trials, space.mode, top, space.top_per)
     counts = trials["status"].value_counts().to_dict()
     print(f"\n{len(trials)} trials: " + ", ".join(f"{v} {k.lower()}" for k, v in counts.items()))
-    cols = ["trial_id", "optuna_number", "status", *space.params, "steps_done", "score", "best_heldout_accuracy"]
+    cols = ["trial_id", "optuna_number", "status", *space.params, "steps_done", "score", f"best_{space.task().search_metric}"]
     rows = [{c: plain(r.get(c)) for c in cols} for r in best.to_dict("records")]
     print(f"best {len(rows)} trial(s) by {space.metric} ({space.mode}):")
     print(format_table(rows, cols))

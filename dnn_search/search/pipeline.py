@@ -121,12 +121,12 @@ def _pipeline_stages(ray, space: SearchSpace, exp_dir: Path, exported: list[dict
         r = results.get(_job_key(src["trial_id"], src["dataset"], src["mode"], src["run"]))
         if r is None:  # that training failed
             continue
+        # the task's metric columns (test_*, val_*) and curves (curve_*) as the trial reported them
         v_rows.append({"trial_id": job["trial_id"], "dataset": job["dataset"], "mode": job["mode"],
                        "run": job["run"], "seed": job["seed"],
-                       **{k: r[k] for k in ("test_accuracy", "test_loss", "epochs", "seconds", "node_id",
-                                            "model_path", "curve_accuracy", "curve_loss")}})
-    write_table(exp_dir / VALIDATION_FILE, v_rows,
-                      ("trial_id", "dataset", "mode", "run", "seed", "test_accuracy", "test_loss"))
+                       **{k: v for k, v in r.items() if k.startswith(("test_", "val_", "curve_"))},
+                       **{k: r[k] for k in ("epochs", "seconds", "node_id", "model_path")}})
+    write_table(exp_dir / VALIDATION_FILE, v_rows, ("trial_id", "dataset", "mode", "run", "seed"))
     h_rows, h_seconds = [], 0.0
     if p.hessian:
         with_model = [r for r in v_rows if r["model_path"]]

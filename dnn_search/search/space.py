@@ -22,7 +22,6 @@ from dnn_search.search.samplers import SamplerSpec, parse_sampler
 from dnn_search.search.schedulers import SchedulerSpec, parse_scheduler
 
 # Metrics every meta-learning trial reports after each outer step, with their natural direction.
-METRICS = {"heldout_accuracy": "max", "heldout_loss": "min", "meta_loss": "min", "final_train_loss": "min"}
 PARAM_TYPES = ("loguniform", "uniform", "int", "categorical")
 
 _META_FIELDS = {f.name: f for f in dataclasses.fields(MetaConfig)}
@@ -99,6 +98,13 @@ class SearchSpace:
         if "steps" in self.params:
             return int(max(self.params["steps"].corners()))
         return int(self.fixed.get("steps", _META_DEFAULTS["steps"]))
+
+    def task(self):
+        """The task (classification, ...) of this space's dataset: it names the trials' metrics."""
+        from dnn_search.tasks import task_for_dataset
+        if "dataset" in self.params:
+            return task_for_dataset(self.params["dataset"].choices[0])
+        return task_for_dataset(self.fixed.get("dataset", _META_DEFAULTS["dataset"]))
 
     def milestones(self) -> list[int]:
         """Steps at which the scheduler may stop a trial (trials checkpoint there too)."""
@@ -201,12 +207,6 @@ def from_dict(data, source: str = "") -> SearchSpace:
             c.fail("description", "expected a string")
         space.description = data["description"]
 
-    metric = data.get("metric", space.metric)
-    if not isinstance(metric, str) or metric not in METRICS:
-        c.fail("metric", f"expected one of {', '.join(METRICS)}, got {metric!r}")
-    space.metric = metric
-    space.mode = c.choice("mode", data["mode"], ("min", "max")) if data.get("mode") is not None else METRICS[metric]
-
     if data.get("num_samples") is not None:
         space.num_samples = c.integer("num_samples", data["num_samples"], 1)
     if data.get("max_concurrent") is not None:
@@ -256,6 +256,15 @@ def from_dict(data, source: str = "") -> SearchSpace:
             c.fail(f"params.{name}", "is also under fixed: a setting is either fixed or sampled")
     _check_meta_corners(c, space)
 
+    # the metric: one the trials of this space's task report (default: the task's search metric)
+    task = _space_task(c, space)
+    metrics = search_metrics(task)
+    metric = data.get("metric", task.search_metric)
+    if not isinstance(metric, str) or metric not in metrics:
+        c.fail("metric", f"expected one of {', '.join(metrics)} (the {task.name} task's), got {metric!r}")
+    space.metric = metric
+    space.mode = c.choice("mode", data["mode"], ("min", "max")) if data.get("mode") is not None else metrics[metric]
+
     space.pipeline = parse_pipeline(c, data.get("pipeline"))
 
     if space.scheduler.type != "none" and space.scheduler.grace_period > space.max_steps():
@@ -266,6 +275,27 @@ def from_dict(data, source: str = "") -> SearchSpace:
         if space.scheduler.max_steps > steps:
             c.fail("scheduler.max_steps", f"{space.scheduler.max_steps} is beyond fixed.steps ({steps})")
     return space
+
+
+def search_metrics(task) -> dict[str, str]:
+    """Metric -> direction of everything a meta-learning trial of TASK reports after each outer step."""
+    return {**task.columns("heldout"), "meta_loss": "min", "final_train_loss": "min"}
+
+
+def _space_task(c: Checker, space: SearchSpace):
+    """The task of the space's dataset(s); a space whose datasets belong to different tasks is refused
+    (their trials would report different metrics)."""
+    from dnn_search.tasks import task_for_dataset
+    datasets = (space.params["dataset"].choices if "dataset" in space.params
+                else [space.fixed.get("dataset", _META_DEFAULTS["dataset"])])
+    try:
+        tasks = {task_for_dataset(d).name: task_for_dataset(d) for d in datasets}
+    except UserError as exc:
+        c.fail("fixed.dataset" if "dataset" in space.fixed else "params.dataset", str(exc))
+    if len(tasks) > 1:
+        c.fail("params.dataset", f"datasets of different tasks ({', '.join(sorted(tasks))}) in one search: "
+                                 "their trials report different metrics")
+    return next(iter(tasks.values()))
 
 
 def _check_meta_corners(c: Checker, space: SearchSpace) -> None:

@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 
 from dnn_search.results.layout import STEPS_FILE
-from dnn_search.results.tables import STEP_COLUMNS, plain, read_table
+from dnn_search.results.tables import plain, read_table
 from dnn_search.search import faults
 from dnn_search.search.space import SearchSpace
 from dnn_search.search.state import DriverState
@@ -171,7 +171,7 @@ def finished_trials(storage, name: str, exp_dir: Path, metric: str) -> dict:
         row = steps.get((tid, step))
         if row is None:
             continue
-        result = {k: plain(row.get(k)) for k in STEP_COLUMNS if k != "trial_id"}
+        result = {k: plain(v) for k, v in row.items() if k not in ("trial_id", "wall_time")}
         result["grad_norms"] = [float(v) for v in (row.get("grad_norms") if row.get("grad_norms") is not None else [])]
         out[tid] = {**result, "step": step, "diverged": False, "error": "",
                     "reported_at": plain(row.get("wall_time"))}

@@ -43,7 +43,7 @@ def metalearn_trial(config: dict, settings: dict) -> None:
     import torch
     from ray import tune
 
-    from dnn_search.data import canonical_name, load_dataset, split_validation
+    from dnn_search.data import canonical_name, load_dataset
     from dnn_search.metalearn import MetaConfig, MetaLearner, MetaLearningDiverged
 
     device, node_id = _prepare(settings)
@@ -61,8 +61,7 @@ def metalearn_trial(config: dict, settings: dict) -> None:
         tune.report({**finished, **common, "replayed": True})
         return
     data = load_dataset(cfg.dataset, settings.get("data_path"))
-    split = split_validation(data.x_train, data.y_train, cfg.val_fraction, cfg.seed)
-    learner = MetaLearner(cfg, *split, data.num_classes, device=device)
+    learner = MetaLearner.from_dataset(cfg, data, device=device)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
@@ -70,8 +69,8 @@ def metalearn_trial(config: dict, settings: dict) -> None:
     restored_from = learner.step_index
     every = int(settings.get("checkpoint_every", 5))
     milestones = set(settings.get("milestones") or ())
-    previous = {"meta_loss": math.nan, "final_train_loss": math.nan, "heldout_accuracy": math.nan,
-                "heldout_loss": math.nan, "grad_norms": [], "grad_norm": math.nan, "seconds": 0.0}
+    previous = {"meta_loss": math.nan, "final_train_loss": math.nan, **dict.fromkeys(learner.task.columns("heldout"), math.nan),
+                "grad_norms": [], "grad_norm": math.nan, "seconds": 0.0}
     while learner.step_index < last_step:
         try:
             m = learner.step()
@@ -80,12 +79,12 @@ def metalearn_trial(config: dict, settings: dict) -> None:
             tune.report({**previous, **common, "step": learner.step_index, "diverged": True, "error": str(exc)})
             return
         metrics = {"step": m.step, "meta_loss": m.meta_loss, "final_train_loss": m.final_train_loss,
-                   "heldout_accuracy": m.heldout_accuracy, "heldout_loss": m.heldout_loss,
+                   **m.heldout,  # the task's metrics on the held-out split (heldout_accuracy, ...)
                    "grad_norms": list(m.grad_norms), "grad_norm": math.sqrt(sum(g * g for g in m.grad_norms)),
                    "seconds": m.seconds}
         previous = metrics
         faults.trace("step", trial_id=trial_id, step=m.step, restored_from=restored_from, node_id=node_id,
-                     meta_loss=m.meta_loss, heldout_accuracy=m.heldout_accuracy, gpu_ids=ray.get_gpu_ids())
+                     meta_loss=m.meta_loss, **m.heldout, gpu_ids=ray.get_gpu_ids())
         result = {**metrics, **common, "diverged": False, "error": "", "reported_at": time.time()}
         if checkpoint_steps(m.step, last_step, every, milestones):
             with tempfile.TemporaryDirectory(prefix="dnn_ckpt_") as folder:
@@ -103,7 +102,7 @@ def validation_trial(config: dict, settings: dict) -> None:
     from dnn_search.actfile import read_activation_file
     from dnn_search.data import load_dataset
     from dnn_search.jobs import save_validation_model
-    from dnn_search.validation import config_for, run_mode
+    from dnn_search.validation import config_for, metric_columns, run_mode
 
     device, node_id = _prepare(settings)
     job = config["job"]
@@ -116,12 +115,12 @@ def validation_trial(config: dict, settings: dict) -> None:
     if job.get("model_dir"):
         model_path = str(save_validation_model(Path(job["model_dir"]), net, job["dataset"], job["mode"],
                                                int(job["seed"]), job["act_path"]))
+    # the task's metric columns (classification: test_accuracy, test_loss), and their curves per epoch
+    metrics = {k: result[k] for k in metric_columns(result)}
+    curves = {f"curve_{k[len('test_'):]}": [c[k] for c in result["curve"]] for k in metrics if k.startswith("test_")}
     tune.report({"trial_id_meta": job["trial_id"], "dataset": job["dataset"], "mode": job["mode"],
-                 "run": int(job["run"]), "seed": int(job["seed"]), "test_accuracy": result["test_accuracy"],
-                 "test_loss": result["test_loss"], "epochs": cfg.epochs, "seconds": result["seconds"],
-                 "model_path": model_path, "node_id": node_id,
-                 "curve_accuracy": [c["test_accuracy"] for c in result["curve"]],
-                 "curve_loss": [c["test_loss"] for c in result["curve"]]})
+                 "run": int(job["run"]), "seed": int(job["seed"]), **metrics, "epochs": cfg.epochs,
+                 "seconds": result["seconds"], "model_path": model_path, "node_id": node_id, **curves})
 
 
 # ------------------------------------------------------------------------------------ Hessian
