@@ -16,6 +16,7 @@ import torch
 
 from dnn_search.activations import neuron_blocks
 from dnn_search.errors import UserError
+from dnn_search.stats import mean_std
 from dnn_search.models import ValidationNet, build_net
 
 
@@ -173,9 +174,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     for (dataset, mode), items in groups.items():
         summary = {"dataset": dataset, "mode": mode, "runs": len(items)}
         for column in metric_columns(items[0]):
-            values = np.array([r[column] for r in items], dtype=float)
-            summary[f"{column}_mean"] = values.mean()
-            summary[f"{column}_std"] = values.std(ddof=1) if len(items) > 1 else 0.0
+            summary[f"{column}_mean"], summary[f"{column}_std"], _ = mean_std([r[column] for r in items])
         out.append(summary)
     return out
 
