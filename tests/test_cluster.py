@@ -8,14 +8,14 @@ import pandas as pd
 import pytest
 
 from conftest import run_cli, tiny_space
-from dnn_search.faults import TRACE_VARIABLE, read_trace
+from dnn_search.search.faults import TRACE_VARIABLE, read_trace
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def cluster(search_env, tmp_path_factory):
-    """The cluster's trial workers trace every step (dnn_search/faults.py) into CLUSTER_TRACE: they
+    """The cluster's trial workers trace every step (dnn_search/search/faults.py) into CLUSTER_TRACE: they
     inherit the environment of the raylets started here, not the search driver's."""
     from ray.cluster_utils import Cluster
     trace = tmp_path_factory.mktemp("cluster") / "trace.jsonl"
@@ -49,7 +49,7 @@ def _max_overlap(intervals) -> int:
 def test_search_spreads_over_workers(cluster, tmp_path, search_env):
     """Two trials share each worker's one logical GPU (--gpus-per-trial 0.5), never three: CPUs
     (0.25 a trial, 1 a node) would allow four, so the GPU is what limits. Who ran where, when and on
-    which GPU comes from the trials themselves (the test-only trace, dnn_search/faults.py). All six
+    which GPU comes from the trials themselves (the test-only trace, dnn_search/search/faults.py). All six
     trials may start at once (max_concurrent 6), so only the GPU request keeps a third one off a GPU."""
     c, worker_ids, trace = cluster
     space = tiny_space(tmp_path, num_samples=6, max_concurrent=6, steps=4)

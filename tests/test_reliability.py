@@ -140,7 +140,7 @@ def assert_same_state(a: dict, b: dict):
 
 def _kill_after_tell(tmp_path, search_env, name: str, told: int, *, num_samples=6, steps=8):
     """Run a search that stalls right after telling Optuna about its TOLD-th trial (a test-only fault
-    point, dnn_search/faults.py) and kill -9 it there: the window between the study recording a
+    point, dnn_search/search/faults.py) and kill -9 it there: the window between the study recording a
     finished trial and Tune's next snapshot of its own state, reached on every machine."""
     storage = tmp_path / "r"
     exp = storage / name
@@ -377,7 +377,7 @@ def _latest_steps(trace: Path) -> dict:
 @pytest.mark.parametrize("when", [_mid_trial, _trial_finishing], ids=["mid_trial", "trial_finishing"])
 def test_node_lost_mid_search(tmp_path, search_env, when):
     from ray.cluster_utils import Cluster
-    from dnn_search.faults import TRACE_VARIABLE
+    from dnn_search.search.faults import TRACE_VARIABLE
     trace = tmp_path / "trace.jsonl"
     saved = os.environ.get(TRACE_VARIABLE)
     os.environ[TRACE_VARIABLE] = str(trace)  # inherited by the nodes' raylets, so by their trial workers
