@@ -1,0 +1,229 @@
+"""Native CPU kernels for the learned-activation tile, built at first use (C++, load_inline).
+
+Why: per inner step the B x H x Ho tile tanh(z * w1 + b1) is needed once forward (for f and f')
+and once backward (for five reductions). Inductor re-evaluates tanh for each reduction and its
+tanh does not vectorise well; here each direction is one pass over the tile with tanh computed
+once per element by a vectorisable float32 approximation (float64 uses libm's tanh), parallel
+over hidden neurons (each thread owns whole rows, so the reductions over the batch need no
+atomics and their order does not depend on the thread count: results are reproducible).
+
+The float32 tanh: for |x| < 0.625 an odd rational x * P(x^2) / Q(x^2) fitted by
+scripts/fit_tanh.py; above it 1 - 2e / (1 + e) with e = exp(-2|x|) (round-to-nearest range
+reduction, degree-7 Taylor polynomial on |r| <= ln2 / 2, exponent by bit arithmetic), clamped at
+|x| = 9.02 where tanh rounds to 1.0f. One rational over the whole range was measured at 5-6 ulp
+(rounding near 1 is amplified), this split stays within 4 ulp (tests/test_native.py).
+
+Build cache: $DNN_SEARCH_CACHE/torch_extensions if DNN_SEARCH_CACHE is set, else
+<tempdir>/dnn_search-<uid>/torch_extensions (never under $HOME). The module name carries a hash
+of the source, the compiler flags, the CPU flags and the torch version, so a cache shared between
+different machines never loads a binary built for another CPU. DNN_SEARCH_NATIVE=0 disables it;
+without a working compiler `load()` returns None after one warning and callers use the
+torch.compile/eager kernels of dnn_search.fused.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import tempfile
+import threading
+import warnings
+
+import torch
+
+_SOURCE = r"""
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+static constexpr float kSmall = 0.625f;        // rational below, exp form above
+static constexpr float kSat = 9.02f;           // tanh(x) rounds to 1.0f beyond 13 ln 2
+// tanh(x) = x P(s) / Q(s), s = x*x on |x| < 0.625 (scripts/fit_tanh.py)
+static constexpr float P0 = 1.000000000e+00f, P1 = 1.109556578e-01f, P2 = 1.047936904e-03f;
+static constexpr float Q1 = 4.442889909e-01f, Q2 = 1.581093841e-02f;
+
+static inline float tanh_f32(float x) {
+  float a = std::fabs(x);
+  float s = a * a;
+  float y = -2.0f * (a < kSat ? a : kSat);                 // in [-18.04, 0]
+  float kf = (y * 1.44269504f + 12582912.0f) - 12582912.0f; // round(y / ln 2)
+  float r = (y - kf * 0.693145752f) - kf * 1.42860677e-06f; // ln 2 split in two parts
+  float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.66666672e-01f + r * (4.16666679e-02f
+            + r * (8.33333377e-03f + r * (1.38888892e-03f + r * 1.98412701e-04f))))));
+  int32_t bits = (static_cast<int32_t>(kf) + 127) << 23;    // 2^k, k in [-27, 0]
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  float e = p * scale;
+  // one division for both branches: x P / Q below kSmall, (1 - e) / (1 + e) above
+  bool big = a >= kSmall;                                   // NaN takes the rational: stays NaN
+  float num = big ? 1.0f - e : a * (P0 + s * (P1 + s * P2));
+  float den = big ? 1.0f + e : 1.0f + s * (Q1 + s * Q2);
+  return std::copysign(num / den, x);
+}
+static inline double tanh_t(double x) { return std::tanh(x); }
+static inline float tanh_t(float x) { return tanh_f32(x); }
+
+// All (H, B) arrays are transposed (neuron-major) so the innermost loop runs over the batch.
+template <typename T>
+void forward_impl(const T* z, const T* w1, const T* b1, const T* w2, const T* b2, const T* d0,
+                  const T* d1, T* f, T* fp, int64_t B, int64_t H, int64_t K) {
+  const T s = T(0.2);
+  at::parallel_for(0, H, 1, [&](int64_t h0, int64_t h1) {
+    for (int64_t h = h0; h < h1; ++h) {
+      const T* Z = z + h * B; T* F = f + h * B; T* FP = fp + h * B;
+      for (int64_t b = 0; b < B; ++b) { F[b] = 0; FP[b] = 0; }
+      for (int64_t k = 0; k < K; ++k) {
+        const T W1 = w1[h * K + k], B1 = b1[h * K + k], W2 = w2[h * K + k], W12 = W1 * W2;
+#pragma omp simd
+        for (int64_t b = 0; b < B; ++b) {
+          T t = tanh_t(Z[b] * W1 + B1);
+          F[b] += W2 * t;
+          FP[b] += W12 * (T(1) - t * t);
+        }
+      }
+      const T* D0 = d0 + h * B; const T* D1 = d1 + h * B;
+      for (int64_t b = 0; b < B; ++b) {
+        F[b] = D0[b] + s * (F[b] + b2[h]);
+        FP[b] = D1[b] + s * FP[b];
+      }
+    }
+  });
+}
+
+template <typename T>
+void backward_impl(const T* z, const T* w1, const T* b1, const T* w2, const T* gf, const T* gfp,
+                   const T* d1, const T* d2, T* gz, T* gw1, T* gb1, T* gw2, T* gb2,
+                   int64_t B, int64_t H, int64_t K) {
+  const T s = T(0.2);
+  at::parallel_for(0, H, 1, [&](int64_t h0, int64_t h1) {
+    for (int64_t h = h0; h < h1; ++h) {
+      const T* Z = z + h * B; const T* C = gf + h * B; const T* CP = gfp + h * B;
+      T* GZ = gz + h * B;
+      T cb2 = 0;
+      for (int64_t b = 0; b < B; ++b) { GZ[b] = C[b] * d1[h * B + b] + CP[b] * d2[h * B + b]; cb2 += C[b]; }
+      for (int64_t k = 0; k < K; ++k) {
+        const T W1 = w1[h * K + k], B1 = b1[h * K + k], W2 = w2[h * K + k];
+        const T sW2 = s * W2, sW1 = s * W1, W1x2 = T(2) * W1;
+        T aw1 = 0, ab1 = 0, aw2 = 0;
+#pragma omp simd reduction(+ : aw1, ab1, aw2)
+        for (int64_t b = 0; b < B; ++b) {
+          const T c = C[b], cp = CP[b], zz = Z[b];
+          T t = tanh_t(zz * W1 + B1);
+          T sech2 = T(1) - t * t;
+          T gu = sW2 * sech2 * (c - cp * W1x2 * t);   // d/du of 0.2 (w2 t c + w2 w1 sech2 cp)
+          aw2 += s * c * t + cp * sW1 * sech2;
+          ab1 += gu;
+          aw1 += gu * zz + cp * sW2 * sech2;
+          GZ[b] += gu * W1;
+        }
+        gw1[h * K + k] = aw1; gb1[h * K + k] = ab1; gw2[h * K + k] = aw2;
+      }
+      gb2[h] = s * cb2;
+    }
+  });
+}
+
+static torch::Tensor neuron_major(const torch::Tensor& x) { return x.t().contiguous(); }
+
+// z, d0, d1, gf, gfp, d2: (B, H); weights (H, K); b2 (H,). Outputs (B, H) are transposed views.
+std::vector<torch::Tensor> forward(torch::Tensor z, torch::Tensor w1, torch::Tensor b1, torch::Tensor w2,
+                                   torch::Tensor b2, torch::Tensor d0, torch::Tensor d1) {
+  auto zt = neuron_major(z), d0t = neuron_major(d0), d1t = neuron_major(d1);
+  w1 = w1.contiguous(); b1 = b1.contiguous(); w2 = w2.contiguous(); b2 = b2.contiguous();
+  auto f = torch::empty_like(zt), fp = torch::empty_like(zt);
+  int64_t B = z.size(0), H = z.size(1), K = w1.size(1);
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "dnn_search_forward", [&] {
+    forward_impl<scalar_t>(zt.data_ptr<scalar_t>(), w1.data_ptr<scalar_t>(), b1.data_ptr<scalar_t>(),
+                           w2.data_ptr<scalar_t>(), b2.data_ptr<scalar_t>(), d0t.data_ptr<scalar_t>(),
+                           d1t.data_ptr<scalar_t>(), f.data_ptr<scalar_t>(), fp.data_ptr<scalar_t>(), B, H, K);
+  });
+  return {f.t(), fp.t()};
+}
+
+std::vector<torch::Tensor> backward(torch::Tensor z, torch::Tensor w1, torch::Tensor b1, torch::Tensor w2,
+                                    torch::Tensor gf, torch::Tensor gfp, torch::Tensor d1, torch::Tensor d2) {
+  auto zt = neuron_major(z), gft = neuron_major(gf), gfpt = neuron_major(gfp), d1t = neuron_major(d1),
+       d2t = neuron_major(d2);
+  w1 = w1.contiguous(); b1 = b1.contiguous(); w2 = w2.contiguous();
+  auto gz = torch::empty_like(zt), gw1 = torch::empty_like(w1), gb1 = torch::empty_like(b1),
+       gw2 = torch::empty_like(w2), gb2 = torch::empty({z.size(1)}, z.options());
+  int64_t B = z.size(0), H = z.size(1), K = w1.size(1);
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "dnn_search_backward", [&] {
+    backward_impl<scalar_t>(zt.data_ptr<scalar_t>(), w1.data_ptr<scalar_t>(), b1.data_ptr<scalar_t>(),
+                            w2.data_ptr<scalar_t>(), gft.data_ptr<scalar_t>(), gfpt.data_ptr<scalar_t>(),
+                            d1t.data_ptr<scalar_t>(), d2t.data_ptr<scalar_t>(), gz.data_ptr<scalar_t>(),
+                            gw1.data_ptr<scalar_t>(), gb1.data_ptr<scalar_t>(), gw2.data_ptr<scalar_t>(),
+                            gb2.data_ptr<scalar_t>(), B, H, K);
+  });
+  return {gz.t(), gw1, gb1, gw2, gb2};
+}
+
+torch::Tensor tanh32(torch::Tensor x) {
+  TORCH_CHECK(x.scalar_type() == torch::kFloat32, "tanh32 takes float32");
+  x = x.contiguous();
+  auto out = torch::empty_like(x);
+  const float* src = x.data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  int64_t n = x.numel();
+  at::parallel_for(0, n, 4096, [&](int64_t i0, int64_t i1) {
+#pragma omp simd
+    for (int64_t i = i0; i < i1; ++i) dst[i] = tanh_f32(src[i]);
+  });
+  return out;
+}
+"""
+
+_FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-mprefer-vector-width=512"]
+_lock = threading.Lock()
+_state: dict[str, object] = {}
+
+
+def enabled() -> bool:
+    return os.environ.get("DNN_SEARCH_NATIVE", "1") != "0"
+
+
+def build_dir() -> str:
+    root = os.environ.get("DNN_SEARCH_CACHE") or os.path.join(tempfile.gettempdir(), f"dnn_search-{os.getuid()}")
+    path = os.path.join(root, "torch_extensions")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def _cpu_signature() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            lines = [ln for ln in fh if ln.startswith(("model name", "flags"))][:2]
+    except OSError:
+        lines = [platform.processor()]
+    return "".join(lines)
+
+
+def _module_name() -> str:
+    key = "\n".join([_SOURCE, " ".join(_FLAGS), _cpu_signature(), torch.__version__, platform.machine()])
+    return "dnn_search_native_" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def load():
+    """The compiled module, or None (disabled, or the build failed: warned once)."""
+    if not enabled():
+        return None
+    with _lock:
+        if "module" not in _state:
+            try:
+                from torch.utils.cpp_extension import load_inline
+                _state["module"] = load_inline(
+                    name=_module_name(), cpp_sources=_SOURCE, functions=["forward", "backward", "tanh32"],
+                    extra_cflags=_FLAGS, extra_ldflags=["-fopenmp"], build_directory=_ensure(os.path.join(build_dir(), _module_name())),
+                    verbose=False)
+            except Exception as exc:  # no compiler, no headers, no ninja: the torch kernels remain
+                warnings.warn(f"native kernels unavailable ({type(exc).__name__}: {str(exc)[:300]}); "
+                              "using the torch.compile/eager kernels", RuntimeWarning, stacklevel=2)
+                _state["module"] = None
+        return _state["module"]
+
+
+def _ensure(path: str) -> str:
+    os.makedirs(path, exist_ok=True)
+    return path
