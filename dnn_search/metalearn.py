@@ -26,6 +26,7 @@ from dnn_search.activations import (RESIDUAL_SCALE, ActivationSet, base_value, b
                                     check_base, default_init, neuron_blocks)
 from dnn_search.errors import UserError
 from dnn_search.fused import activation_and_derivative
+from dnn_search.inner_step import inner_step
 
 IMPLEMENTATIONS = ("fast", "reference")
 RMSPROP_EPS = 1e-8
@@ -183,13 +184,17 @@ def inner_run(phi, blocks, cfg: MetaConfig, x, y, num_classes, generator):
                 xi = _noise((n, ho), cfg.noise, generator, dtype, device)
                 act_noise = (phi["w2"] * xi).sum(-1).index_select(0, blocks)
                 hidden_noise = _noise((1, hidden), cfg.noise, generator, dtype, device)
-            loss, grads = batch_fn(theta, neuron_phi, cfg.activation, x[idx], y[idx], act_noise, hidden_noise)
+            mu, lr = cfg.inner_mu, cfg.inner_lr
+            if cfg.impl == "fast":  # the whole step, its backward written out (dnn_search.inner_step)
+                loss, theta, second_moment = inner_step(theta, second_moment, neuron_phi, act_noise, hidden_noise,
+                                                        x[idx], y[idx], cfg.activation, mu, lr, RMSPROP_EPS)
+            else:
+                loss, grads = batch_fn(theta, neuron_phi, cfg.activation, x[idx], y[idx], act_noise, hidden_noise)
+                second_moment = [mu * v + (1 - mu) * g * g for v, g in zip(second_moment, grads)]
+                theta = [t - lr * g / (torch.sqrt(v) + RMSPROP_EPS)
+                         for t, g, v in zip(theta, grads, second_moment)]
             losses.append(loss)
             epoch_losses.append(loss.detach())
-            mu, lr = cfg.inner_mu, cfg.inner_lr
-            second_moment = [mu * v + (1 - mu) * g * g for v, g in zip(second_moment, grads)]
-            theta = [t - lr * g / (torch.sqrt(v) + RMSPROP_EPS)
-                     for t, g, v in zip(theta, grads, second_moment)]
         epoch_loss = float(torch.stack(epoch_losses).mean())
     return torch.stack(losses).mean(), [t.detach() for t in theta], epoch_loss
 
