@@ -65,15 +65,18 @@ static inline float tanh_f32(float x) {
 static inline double tanh_t(double x) { return std::tanh(x); }
 static inline float tanh_t(float x) { return tanh_f32(x); }
 
-// All (H, B) arrays are transposed (neuron-major) so the innermost loop runs over the batch.
+// Arrays of shape (B, H) are row-major; each thread copies the columns of its neurons into
+// small contiguous buffers (L2-resident gathers, cheaper than transposing whole arrays) so the
+// innermost loop runs over the batch with unit stride, and writes its results back likewise.
 template <typename T>
 void forward_impl(const T* z, const T* w1, const T* b1, const T* w2, const T* b2, const T* d0,
                   const T* d1, T* f, T* fp, int64_t B, int64_t H, int64_t K) {
   const T s = T(0.2);
   at::parallel_for(0, H, 1, [&](int64_t h0, int64_t h1) {
+    std::vector<T> buf(3 * B);
+    T* Z = buf.data(); T* F = Z + B; T* FP = F + B;
     for (int64_t h = h0; h < h1; ++h) {
-      const T* Z = z + h * B; T* F = f + h * B; T* FP = fp + h * B;
-      for (int64_t b = 0; b < B; ++b) { F[b] = 0; FP[b] = 0; }
+      for (int64_t b = 0; b < B; ++b) { Z[b] = z[b * H + h]; F[b] = 0; FP[b] = 0; }
       for (int64_t k = 0; k < K; ++k) {
         const T W1 = w1[h * K + k], B1 = b1[h * K + k], W2 = w2[h * K + k], W12 = W1 * W2;
 #pragma omp simd
@@ -83,10 +86,9 @@ void forward_impl(const T* z, const T* w1, const T* b1, const T* w2, const T* b2
           FP[b] += W12 * (T(1) - t * t);
         }
       }
-      const T* D0 = d0 + h * B; const T* D1 = d1 + h * B;
       for (int64_t b = 0; b < B; ++b) {
-        F[b] = D0[b] + s * (F[b] + b2[h]);
-        FP[b] = D1[b] + s * FP[b];
+        f[b * H + h] = d0[b * H + h] + s * (F[b] + b2[h]);
+        fp[b * H + h] = d1[b * H + h] + s * FP[b];
       }
     }
   });
@@ -98,11 +100,16 @@ void backward_impl(const T* z, const T* w1, const T* b1, const T* w2, const T* g
                    int64_t B, int64_t H, int64_t K) {
   const T s = T(0.2);
   at::parallel_for(0, H, 1, [&](int64_t h0, int64_t h1) {
+    std::vector<T> buf(4 * B);
+    T* Z = buf.data(); T* C = Z + B; T* CP = C + B; T* GZ = CP + B;
     for (int64_t h = h0; h < h1; ++h) {
-      const T* Z = z + h * B; const T* C = gf + h * B; const T* CP = gfp + h * B;
-      T* GZ = gz + h * B;
       T cb2 = 0;
-      for (int64_t b = 0; b < B; ++b) { GZ[b] = C[b] * d1[h * B + b] + CP[b] * d2[h * B + b]; cb2 += C[b]; }
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t i = b * H + h;
+        Z[b] = z[i]; C[b] = gf[i]; CP[b] = gfp[i];
+        GZ[b] = gf[i] * d1[i] + gfp[i] * d2[i];
+        cb2 += gf[i];
+      }
       for (int64_t k = 0; k < K; ++k) {
         const T W1 = w1[h * K + k], B1 = b1[h * K + k], W2 = w2[h * K + k];
         const T sW2 = s * W2, sW1 = s * W1, W1x2 = T(2) * W1;
@@ -120,44 +127,42 @@ void backward_impl(const T* z, const T* w1, const T* b1, const T* w2, const T* g
         }
         gw1[h * K + k] = aw1; gb1[h * K + k] = ab1; gw2[h * K + k] = aw2;
       }
+      for (int64_t b = 0; b < B; ++b) gz[b * H + h] = GZ[b];
       gb2[h] = s * cb2;
     }
   });
 }
 
-static torch::Tensor neuron_major(const torch::Tensor& x) { return x.t().contiguous(); }
-
-// z, d0, d1, gf, gfp, d2: (B, H); weights (H, K); b2 (H,). Outputs (B, H) are transposed views.
+// z, d0, d1, gf, gfp, d2: (B, H); weights (H, K); b2 (H,).
 std::vector<torch::Tensor> forward(torch::Tensor z, torch::Tensor w1, torch::Tensor b1, torch::Tensor w2,
                                    torch::Tensor b2, torch::Tensor d0, torch::Tensor d1) {
-  auto zt = neuron_major(z), d0t = neuron_major(d0), d1t = neuron_major(d1);
+  z = z.contiguous(); d0 = d0.contiguous(); d1 = d1.contiguous();
   w1 = w1.contiguous(); b1 = b1.contiguous(); w2 = w2.contiguous(); b2 = b2.contiguous();
-  auto f = torch::empty_like(zt), fp = torch::empty_like(zt);
+  auto f = torch::empty_like(z), fp = torch::empty_like(z);
   int64_t B = z.size(0), H = z.size(1), K = w1.size(1);
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "dnn_search_forward", [&] {
-    forward_impl<scalar_t>(zt.data_ptr<scalar_t>(), w1.data_ptr<scalar_t>(), b1.data_ptr<scalar_t>(),
-                           w2.data_ptr<scalar_t>(), b2.data_ptr<scalar_t>(), d0t.data_ptr<scalar_t>(),
-                           d1t.data_ptr<scalar_t>(), f.data_ptr<scalar_t>(), fp.data_ptr<scalar_t>(), B, H, K);
+    forward_impl<scalar_t>(z.data_ptr<scalar_t>(), w1.data_ptr<scalar_t>(), b1.data_ptr<scalar_t>(),
+                           w2.data_ptr<scalar_t>(), b2.data_ptr<scalar_t>(), d0.data_ptr<scalar_t>(),
+                           d1.data_ptr<scalar_t>(), f.data_ptr<scalar_t>(), fp.data_ptr<scalar_t>(), B, H, K);
   });
-  return {f.t(), fp.t()};
+  return {f, fp};
 }
 
 std::vector<torch::Tensor> backward(torch::Tensor z, torch::Tensor w1, torch::Tensor b1, torch::Tensor w2,
                                     torch::Tensor gf, torch::Tensor gfp, torch::Tensor d1, torch::Tensor d2) {
-  auto zt = neuron_major(z), gft = neuron_major(gf), gfpt = neuron_major(gfp), d1t = neuron_major(d1),
-       d2t = neuron_major(d2);
+  z = z.contiguous(); gf = gf.contiguous(); gfp = gfp.contiguous(); d1 = d1.contiguous(); d2 = d2.contiguous();
   w1 = w1.contiguous(); b1 = b1.contiguous(); w2 = w2.contiguous();
-  auto gz = torch::empty_like(zt), gw1 = torch::empty_like(w1), gb1 = torch::empty_like(b1),
+  auto gz = torch::empty_like(z), gw1 = torch::empty_like(w1), gb1 = torch::empty_like(b1),
        gw2 = torch::empty_like(w2), gb2 = torch::empty({z.size(1)}, z.options());
   int64_t B = z.size(0), H = z.size(1), K = w1.size(1);
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "dnn_search_backward", [&] {
-    backward_impl<scalar_t>(zt.data_ptr<scalar_t>(), w1.data_ptr<scalar_t>(), b1.data_ptr<scalar_t>(),
-                            w2.data_ptr<scalar_t>(), gft.data_ptr<scalar_t>(), gfpt.data_ptr<scalar_t>(),
-                            d1t.data_ptr<scalar_t>(), d2t.data_ptr<scalar_t>(), gz.data_ptr<scalar_t>(),
+    backward_impl<scalar_t>(z.data_ptr<scalar_t>(), w1.data_ptr<scalar_t>(), b1.data_ptr<scalar_t>(),
+                            w2.data_ptr<scalar_t>(), gf.data_ptr<scalar_t>(), gfp.data_ptr<scalar_t>(),
+                            d1.data_ptr<scalar_t>(), d2.data_ptr<scalar_t>(), gz.data_ptr<scalar_t>(),
                             gw1.data_ptr<scalar_t>(), gb1.data_ptr<scalar_t>(), gw2.data_ptr<scalar_t>(),
                             gb2.data_ptr<scalar_t>(), B, H, K);
   });
-  return {gz.t(), gw1, gb1, gw2, gb2};
+  return {gz, gw1, gb1, gw2, gb2};
 }
 
 torch::Tensor tanh32(torch::Tensor x) {
