@@ -8,8 +8,9 @@ whole unrolled inner run (clipped to +-0.1, then heavy-ball SGD on phi).
 - `reference`: the textbook form. Inner gradients by autograd with create_graph=True, the
   activation written as plain tensor expressions (vectorised over activations, no Python loop).
 - `fast`: the inner gradient of the one-hidden-layer MLP is written out by hand, so the meta-
-  gradient needs only first-order autograd through the unrolled run, and the activation is the
-  fused, recompute-in-backward kernel of `dnn_search.fused`.
+  gradient needs only first-order autograd through the unrolled run; each inner step is one
+  autograd node with a hand-derived backward (`dnn_search.inner_step`), and the activation tile
+  is the recompute-in-backward kernel of `dnn_search.fused` (native C++ where it builds).
 Both draw every random number (classifier init, batch order, noise) from the same seeded
 generator in the same order, so they compute the same function.
 """
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from dnn_search.activations import (RESIDUAL_SCALE, ActivationSet, base_value, block_sizes,
                                     check_base, default_init, neuron_blocks)
 from dnn_search.errors import UserError
-from dnn_search.fused import activation_and_derivative
+from dnn_search.fused import tile_forward
 from dnn_search.inner_step import inner_step
 
 IMPLEMENTATIONS = ("fast", "reference")
@@ -141,25 +142,6 @@ def _reference_batch(theta, neuron_phi, base, x, y, act_noise, hidden_noise):
     return loss, grads
 
 
-def _fast_batch(theta, neuron_phi, base, x, y, act_noise, hidden_noise):
-    """Loss and the hand-written inner gradients of the one-hidden-layer MLP."""
-    w1, b1, w2, b2 = theta
-    z = x @ w1.T + b1
-    f, f_prime = activation_and_derivative(z, *neuron_phi, base)
-    if act_noise is not None:
-        f = f + RESIDUAL_SCALE * act_noise
-    a = f if hidden_noise is None else f + hidden_noise
-    logits = a @ w2.T + b2
-    log_p = torch.log_softmax(logits, dim=1)
-    loss = -log_p.gather(1, y[:, None]).mean()
-    d_logits = (log_p.exp() - F.one_hot(y, logits.shape[1]).to(logits.dtype)) / x.shape[0]
-    d_z = (d_logits @ w2) * f_prime
-    return loss, (d_z.T @ x, d_z.sum(0), d_logits.T @ a, d_logits.sum(0))
-
-
-_BATCH_FUNCTIONS = {"reference": _reference_batch, "fast": _fast_batch}
-
-
 def inner_run(phi, blocks, cfg: MetaConfig, x, y, num_classes, generator):
     """Train one fresh classifier; return (meta-loss J with its graph, final weights, last-epoch loss)."""
     dtype, device = x.dtype, x.device
@@ -170,15 +152,15 @@ def inner_run(phi, blocks, cfg: MetaConfig, x, y, num_classes, generator):
         theta = [t.requires_grad_(True) for t in theta]
     second_moment = [torch.ones_like(t) for t in theta]
     neuron_phi = expand_to_neurons(phi, blocks)
-    batch_fn = _BATCH_FUNCTIONS[cfg.impl]
     losses = []
     epoch_loss = 0.0
     count = x.shape[0]
     for _ in range(cfg.epochs):
         order = torch.randperm(count, generator=generator).to(device)
+        x_epoch, y_epoch = x.index_select(0, order), y.index_select(0, order)  # batches are views
         epoch_losses = []
         for start in range(0, count, cfg.inner_batch_size):
-            idx = order[start:start + cfg.inner_batch_size]
+            xb, yb = x_epoch[start:start + cfg.inner_batch_size], y_epoch[start:start + cfg.inner_batch_size]
             act_noise = hidden_noise = None
             if cfg.noise > 0:
                 xi = _noise((n, ho), cfg.noise, generator, dtype, device)
@@ -187,9 +169,9 @@ def inner_run(phi, blocks, cfg: MetaConfig, x, y, num_classes, generator):
             mu, lr = cfg.inner_mu, cfg.inner_lr
             if cfg.impl == "fast":  # the whole step, its backward written out (dnn_search.inner_step)
                 loss, theta, second_moment = inner_step(theta, second_moment, neuron_phi, act_noise, hidden_noise,
-                                                        x[idx], y[idx], cfg.activation, mu, lr, RMSPROP_EPS)
+                                                        xb, yb, cfg.activation, mu, lr, RMSPROP_EPS)
             else:
-                loss, grads = batch_fn(theta, neuron_phi, cfg.activation, x[idx], y[idx], act_noise, hidden_noise)
+                loss, grads = _reference_batch(theta, neuron_phi, cfg.activation, xb, yb, act_noise, hidden_noise)
                 second_moment = [mu * v + (1 - mu) * g * g for v, g in zip(second_moment, grads)]
                 theta = [t - lr * g / (torch.sqrt(v) + RMSPROP_EPS)
                          for t, g, v in zip(theta, grads, second_moment)]
@@ -200,8 +182,10 @@ def inner_run(phi, blocks, cfg: MetaConfig, x, y, num_classes, generator):
 
 
 @torch.no_grad()
-def evaluate_classifier(theta, phi, blocks, base, x, y, chunk=1024):
-    """Accuracy and mean loss of a trained classifier (no noise) on a whole split."""
+def evaluate_classifier(theta, phi, blocks, base, x, y, chunk=1024, fused=False):
+    """Accuracy and mean loss of a trained classifier (no noise) on a whole split.
+
+    fused=True (the fast path) evaluates the activation with the fused/native tile kernel."""
     if x.shape[0] == 0:
         return float("nan"), float("nan")
     w1, b1, w2, b2 = theta
@@ -211,7 +195,10 @@ def evaluate_classifier(theta, phi, blocks, base, x, y, chunk=1024):
         xb, yb = x[start:start + chunk], y[start:start + chunk]
         z = xb @ w1.T + b1
         ew1, eb1, ew2, eb2 = neuron_phi
-        a = base_value(base, z) + RESIDUAL_SCALE * ((torch.tanh(z[..., None] * ew1 + eb1) * ew2).sum(-1) + eb2)
+        if fused:
+            a = tile_forward(z, ew1, eb1, ew2, eb2, base)[0]
+        else:
+            a = base_value(base, z) + RESIDUAL_SCALE * ((torch.tanh(z[..., None] * ew1 + eb1) * ew2).sum(-1) + eb2)
         logits = a @ w2.T + b2
         total_loss += float(F.cross_entropy(logits, yb, reduction="sum"))
         correct += int((logits.argmax(1) == yb).sum())
@@ -272,7 +259,7 @@ class MetaLearner:
                 self.momentum[name].mul_(self.cfg.outer_mu).add_(grads[name].clamp(-GRAD_CLIP, GRAD_CLIP))
                 p.sub_(self.cfg.outer_lr * self.momentum[name])
         accuracy, val_loss = evaluate_classifier(theta, self.phi, self.blocks, self.cfg.activation,
-                                                 self.x_val, self.y_val)
+                                                 self.x_val, self.y_val, fused=self.cfg.impl == "fast")
         self.step_index += 1
         return StepMetrics(step=self.step_index, meta_loss=meta_loss, final_train_loss=epoch_loss,
                            heldout_accuracy=accuracy, heldout_loss=val_loss,
