@@ -93,3 +93,13 @@ def test_fast_native_matches_reference_float32_smoke_sizes(mod):
     sizes = dict(n_activations=2, inner_hidden_size=100, outer_hidden_size=20, epochs=1, noise=0.0)
     assert_close(meta_gradient("reference", split, torch.float32, **sizes),
                  meta_gradient("fast", split, torch.float32, **sizes))
+
+
+@pytest.mark.slow
+def test_fast_native_matches_reference_float32_defaults(mod):
+    """One outer step at the paper's sizes (H=200, Ho=50, 90 inner steps), float32, noise on."""
+    from dnn_search.data import load_dataset, split_validation
+    data = load_dataset("MNIST1D")
+    split = (*split_validation(data.x_train, data.y_train, 0.1, 0), data.num_classes)
+    assert_close(meta_gradient("reference", split, torch.float32, n_activations=2),
+                 meta_gradient("fast", split, torch.float32, n_activations=2))
