@@ -26,18 +26,18 @@ class InnerStep(torch.autograd.Function):
     def forward(ctx, x, y, hidden_noise, options, w1, b1, w2, b2, v1, v2, v3, v4, ew1, eb1, ew2, eb2, act_noise):
         base, mu, lr, eps = options
         batch = x.shape[0]
-        z = torch.addmm(b1, x, w1.T)
+        z = x @ w1.T + b1  # written as the reference writes it: same rounding, closer float32 agreement
         f, fp, saved = tile_forward(z, ew1, eb1, ew2, eb2, base)
         a = f + RESIDUAL_SCALE * act_noise + hidden_noise
-        logits = torch.addmm(b2, a, w2.T)
+        logits = a @ w2.T + b2
         log_p = torch.log_softmax(logits, dim=1)
         loss = -log_p.gather(1, y[:, None]).mean()
         p = log_p.exp()
-        dl = p.scatter_add(1, y[:, None], torch.full((batch, 1), -1.0, dtype=p.dtype)).div_(batch)
+        dl = p.scatter_add(1, y[:, None], torch.full((batch, 1), -1.0, dtype=p.dtype, device=p.device)).div_(batch)
         m = dl @ w2
         dz = m * fp
         grads = (dz.T @ x, dz.sum(0), dl.T @ a, dl.sum(0))
-        second = tuple(torch.addcmul(v * mu, g, g, value=1 - mu) for v, g in zip((v1, v2, v3, v4), grads))
+        second = tuple(mu * v + (1 - mu) * g * g for v, g in zip((v1, v2, v3, v4), grads))
         roots = tuple(torch.sqrt(v) for v in second)
         denominators = tuple(r + eps for r in roots)
         new = tuple(t - lr * g / d for t, g, d in zip((w1, b1, w2, b2), grads, denominators))

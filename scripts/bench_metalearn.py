@@ -50,8 +50,6 @@ def worker(args) -> None:
     data = load_dataset("MNIST1D")
     split = split_validation(data.x_train, data.y_train, 0.1, 0)
     values = dict(SIZES[args.sizes], n_activations=args.n, impl=args.impl)
-    if args.memory_budget is not None:
-        values["memory_budget"] = args.memory_budget
     learner = MetaLearner(MetaConfig.from_dict(values), *split, data.num_classes)
     rss_setup = rss_mb()
     started = time.perf_counter()
@@ -101,8 +99,6 @@ def machine() -> dict:
 def run_worker(tree: Path, impl: str, sizes: str, n: int, args, label: str) -> dict:
     cmd = [sys.executable, __file__, "--worker", "--n", str(n), "--impl", impl, "--sizes", sizes,
            "--steps", str(args.steps), "--threads", str(args.threads)]
-    if args.memory_budget is not None and label != "old fast":
-        cmd += ["--memory_budget", str(args.memory_budget)]
     env = dict(os.environ, PYTHONPATH=str(tree))
     print(f"running {label} {sizes} n={n} ...", file=sys.stderr, flush=True)
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(tree))
@@ -111,6 +107,23 @@ def run_worker(tree: Path, impl: str, sizes: str, n: int, args, label: str) -> d
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result["label"] = label
     return result
+
+
+def concurrency(args) -> None:
+    """One fast worker alone, then K at once: per-process step time and total throughput."""
+    n = args.n[0] if args.n else 2
+    cmd = [sys.executable, __file__, "--worker", "--n", str(n), "--impl", "fast", "--sizes", "default",
+           "--steps", str(args.steps), "--threads", str(args.threads)]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    rows = []
+    for k in (1, args.concurrent):
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(k)]
+        outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+        step = statistics.mean(o["median_s"] for o in outs)
+        rows.append(f"| {k} | {outs[0]['threads']} | {step:.3f} | {k / step:.2f} |")
+    print("| processes | threads each | mean median s/step | outer steps/s (all processes) |")
+    print("|---|---|---|---|")
+    print("\n".join(rows))
 
 
 def table(results: list[dict]) -> list[str]:
@@ -144,7 +157,9 @@ def main() -> None:
     parser.add_argument("--baseline", metavar="REF", help="also time the fast path of this git commit")
     parser.add_argument("--steps", type=int, default=3, help="timed outer steps after the warm-up (>= 3)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
-    parser.add_argument("--memory_budget", type=float, default=None, help="MetaConfig.memory_budget in GB")
+    parser.add_argument("--concurrent", type=int, default=0, metavar="K",
+                        help="instead of the table: time K fast workers started at once (one per core, as "
+                             "Ray packs trials) against one alone, at the default sizes, n = first --n")
     parser.add_argument("--doc", default=str(REPO / "docs" / "benchmarks.md"), help="markdown file written")
     parser.add_argument("--no-doc", action="store_true", help="print the table only")
     parser.add_argument("--sizes", default="default", choices=sorted(SIZES), help=argparse.SUPPRESS)
@@ -153,6 +168,8 @@ def main() -> None:
     if args.worker:
         args.n, args.impl = args.n[0], args.impl[0]
         return worker(args)
+    if args.concurrent:
+        return concurrency(args)
     runs = [("default", n) for n in args.n] + [("smoke", n) for n in args.smoke_n]
     base = baseline_tree(args.baseline) if args.baseline else None
     results = []
