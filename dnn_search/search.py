@@ -689,8 +689,9 @@ def resolve(opts: Options) -> tuple[SearchSpace, Path, dict]:
 
 def _settings(space: SearchSpace) -> dict:
     env = {"DNN_SEARCH_COMPILE": "1" if space.compile else "0"}
-    if os.environ.get("DNN_SEARCH_CACHE"):
-        env["DNN_SEARCH_CACHE"] = os.environ["DNN_SEARCH_CACHE"]
+    for name in ("DNN_SEARCH_CACHE", "DNN_SEARCH_NATIVE"):  # data/build cache; native kernels on/off
+        if os.environ.get(name):
+            env[name] = os.environ[name]
     return {"env": env, "cpus_per_trial": space.cpus_per_trial, "data_path": space.data_path,
             "checkpoint_every": space.checkpoint_every, "milestones": space.milestones(),
             "max_steps": space.max_steps()}
