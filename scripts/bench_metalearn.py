@@ -96,11 +96,11 @@ def machine() -> dict:
     return info
 
 
-def run_worker(tree: Path, impl: str, sizes: str, n: int, args, label: str) -> dict:
+def run_worker(tree: Path, impl: str, sizes: str, n: int, args, label: str, threads: int) -> dict:
     cmd = [sys.executable, __file__, "--worker", "--n", str(n), "--impl", impl, "--sizes", sizes,
-           "--steps", str(args.steps), "--threads", str(args.threads)]
+           "--steps", str(args.steps), "--threads", str(threads)]
     env = dict(os.environ, PYTHONPATH=str(tree))
-    print(f"running {label} {sizes} n={n} ...", file=sys.stderr, flush=True)
+    print(f"running {label} {sizes} n={n} threads={threads or 'default'} ...", file=sys.stderr, flush=True)
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(tree))
     if done.returncode != 0:
         sys.exit(f"{label} {sizes} n={n} failed:\n{done.stderr}")
@@ -127,25 +127,30 @@ def concurrency(args) -> None:
 
 
 def table(results: list[dict]) -> list[str]:
-    by_key = {(r["label"], r["sizes"], r["n"]): r for r in results}
-    lines = ["| sizes | n | impl | median s/step (wall) | median CPU s/step | peak RSS (MB) "
+    by_key = {(r["label"], r["sizes"], r["n"], r["threads"]): r for r in results}
+    lines = ["| sizes | n | threads | impl | median s/step (wall) | median CPU s/step | peak RSS (MB) "
              "| RSS after steps 1..3 (MB) | vs reference (wall, CPU) | vs old fast (wall, CPU) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|"]
 
     def ratio(other, r):
         if other is None or other is r:
             return ""
         return f"{other['median_s'] / r['median_s']:.2f}x, {other['median_cpu_s'] / r['median_cpu_s']:.2f}x"
     for r in results:
-        ref = by_key.get(("reference", r["sizes"], r["n"])) if r["label"] != "reference" else None
-        old = by_key.get(("old fast", r["sizes"], r["n"])) if r["label"] == "fast" else None
+        key = (r["sizes"], r["n"], r["threads"])
+        ref = by_key.get(("reference", *key)) if r["label"] != "reference" else None
+        old = by_key.get(("old fast", *key)) if r["label"] == "fast" else None
         after = ", ".join(f"{v:.0f}" for v in r["rss_after_steps_mb"][:3])
-        lines.append(f"| {r['sizes']} | {r['n']} | {r['label']} | {r['median_s']:.3f} | {r['median_cpu_s']:.3f} | "
+        lines.append(f"| {r['sizes']} | {r['n']} | {r['threads']} | {r['label']} | {r['median_s']:.3f} | {r['median_cpu_s']:.3f} | "
                      f"{r['peak_rss_mb']:.0f} | {after} | {ratio(ref, r)} | {ratio(old, r)} |")
-    for label in ("fast", "old fast", "reference"):
-        times = {r["n"]: r["median_s"] for r in results if r["label"] == label and r["sizes"] == "default"}
-        if 1 in times and 16 in times:
-            lines.append(f"\n{label}: n=16 / n=1 step time (defaults) = {times[16] / times[1]:.2f}")
+    lines.append("")
+    for threads in sorted({r["threads"] for r in results}):
+        for label in ("fast", "old fast", "reference"):
+            times = {r["n"]: r["median_s"] for r in results
+                     if r["label"] == label and r["sizes"] == "default" and r["threads"] == threads}
+            if 1 in times and 16 in times:
+                lines.append(f"- {label}, {threads} thread(s): n=16 / n=1 step time (defaults) = "
+                             f"{times[16] / times[1]:.2f}")
     return lines
 
 
@@ -156,7 +161,8 @@ def main() -> None:
     parser.add_argument("--impl", nargs="+", default=["fast", "reference"], choices=["fast", "reference"])
     parser.add_argument("--baseline", metavar="REF", help="also time the fast path of this git commit")
     parser.add_argument("--steps", type=int, default=3, help="timed outer steps after the warm-up (>= 3)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[0],
+                        help="torch threads per process, one table block each (0: torch's choice)")
     parser.add_argument("--concurrent", type=int, default=0, metavar="K",
                         help="instead of the table: time K fast workers started at once (one per core, as "
                              "Ray packs trials) against one alone, at the default sizes, n = first --n")
@@ -166,18 +172,20 @@ def main() -> None:
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        args.n, args.impl = args.n[0], args.impl[0]
+        args.n, args.impl, args.threads = args.n[0], args.impl[0], args.threads[0]
         return worker(args)
     if args.concurrent:
+        args.threads = args.threads[0]
         return concurrency(args)
     runs = [("default", n) for n in args.n] + [("smoke", n) for n in args.smoke_n]
     base = baseline_tree(args.baseline) if args.baseline else None
     results = []
-    for sizes, n in runs:
-        for impl in args.impl:
-            results.append(run_worker(REPO, impl, sizes, n, args, impl))
-            if impl == "fast" and base:
-                results.append(run_worker(base[0], "fast", sizes, n, args, "old fast"))
+    for threads in args.threads:
+        for sizes, n in runs:
+            for impl in args.impl:
+                results.append(run_worker(REPO, impl, sizes, n, args, impl, threads))
+                if impl == "fast" and base:
+                    results.append(run_worker(base[0], "fast", sizes, n, args, "old fast", threads))
     lines = table(results)
     print("\n".join(lines))
     if args.no_doc:
@@ -190,8 +198,8 @@ def main() -> None:
            + (f", old fast = {base[1][:10]}" if base else "") + ").", "",
            f"- CPU: {info['cpu']}, {info['cores']} logical cores visible",
            f"- CPU flags: {info['flags']}",
-           f"- torch {info['torch']}, Python {info['python']}, "
-           f"threads per process: {results[0]['threads'] if results else '?'}",
+           f"- torch {info['torch']}, Python {info['python']}; torch threads per process in the `threads` "
+           "column (search trials run with one thread per CPU they are given)",
            f"- {args.steps} timed outer steps per row after one warm-up step; median shown. Each row is its own "
            "process; ratios compare rows of this one run (the machine may be shared, absolute times are noisy).",
            "- sizes `default`: MNIST-1D, H=200, Ho=50, 5 epochs of batch 200 (90 inner steps); "
