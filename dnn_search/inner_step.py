@@ -37,29 +37,39 @@ class InnerStep(torch.autograd.Function):
         m = dl @ w2
         dz = m * fp
         grads = (dz.T @ x, dz.sum(0), dl.T @ a, dl.sum(0))
-        second = tuple(mu * v + (1 - mu) * g * g for v, g in zip((v1, v2, v3, v4), grads))
-        roots = tuple(torch.sqrt(v) for v in second)
-        denominators = tuple(r + eps for r in roots)
-        new = tuple(t - lr * g / d for t, g, d in zip((w1, b1, w2, b2), grads, denominators))
+        mod = saved[0]  # the native module when the tile kernels are native: RMSprop in one call too
+        if mod is not None:
+            out = mod.rmsprop_forward([w1, b1, w2, b2], list(grads), [v1, v2, v3, v4], mu, lr, eps)
+            new, second, roots = out[0:4], out[4:8], out[8:12]
+        else:
+            second = tuple(mu * v + (1 - mu) * g * g for v, g in zip((v1, v2, v3, v4), grads))
+            roots = tuple(torch.sqrt(v) for v in second)
+            new = tuple(t - lr * g / (r + eps) for t, g, r in zip((w1, b1, w2, b2), grads, roots))
         ctx.saved = saved
         ctx.options = options
-        ctx.save_for_backward(x, w2, a, fp, p, dl, m, *grads, *roots, *denominators)
+        ctx.save_for_backward(x, w2, a, fp, p, dl, m, *grads, *roots)
         return (loss, *new, *second)
 
     @staticmethod
     def backward(ctx, loss_bar, *bars):
         base, mu, lr, eps = ctx.options
         x, w2, a, fp, p, dl, m, *rest = ctx.saved_tensors
-        grads, roots, denominators = rest[0:4], rest[4:8], rest[8:12]
+        grads, roots = rest[0:4], rest[4:8]
         theta_bars, second_bars = bars[0:4], bars[4:8]
         batch = x.shape[0]
-        g_bars, v_bars = [], []
-        for g, r, d, tb, vb in zip(grads, roots, denominators, theta_bars, second_bars):
-            # t' = t - lr g / d,  d = sqrt(v') + eps,  v' = mu v + (1 - mu) g^2
-            scaled = tb * lr / d
-            v_total = vb + scaled * g / (d * 2 * r)
-            g_bars.append(torch.addcmul(-scaled, v_total, g, value=2 * (1 - mu)))
-            v_bars.append(v_total * mu)
+        mod = ctx.saved[0]
+        if mod is not None:
+            out = mod.rmsprop_backward(list(grads), list(roots), list(theta_bars), list(second_bars), mu, lr, eps)
+            g_bars, v_bars = out[0:4], out[4:8]
+        else:
+            g_bars, v_bars = [], []
+            for g, r, tb, vb in zip(grads, roots, theta_bars, second_bars):
+                # t' = t - lr g / d,  d = sqrt(v') + eps,  v' = mu v + (1 - mu) g^2
+                d = r + eps
+                scaled = tb * lr / d
+                v_total = vb + scaled * g / (d * 2 * r)
+                g_bars.append(torch.addcmul(-scaled, v_total, g, value=2 * (1 - mu)))
+                v_bars.append(v_total * mu)
         gw1_bar, gb1_bar, gw2_bar, gb2_bar = g_bars
         dz_bar = torch.addmm(gb1_bar, x, gw1_bar.T)
         dl_bar = torch.addmm(gb2_bar, a, gw2_bar.T)

@@ -165,6 +165,72 @@ std::vector<torch::Tensor> backward(torch::Tensor z, torch::Tensor w1, torch::Te
   return {gz, gw1, gb1, gw2, gb2};
 }
 
+// RMSprop of the inner step for all parameters in one call (forward), and its vector-Jacobian
+// product (backward); the same expressions as dnn_search.inner_step's torch fallback.
+template <typename T>
+void rmsprop_forward_impl(const T* t, const T* g, const T* v, T* tn, T* vn, T* rn, int64_t n,
+                          T mu, T lr, T eps) {
+  const T m1 = T(1) - mu;
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) {
+    T vv = mu * v[j] + m1 * g[j] * g[j];
+    T r = std::sqrt(vv);
+    vn[j] = vv; rn[j] = r;
+    tn[j] = t[j] - lr * g[j] / (r + eps);
+  }
+}
+
+template <typename T>
+void rmsprop_backward_impl(const T* g, const T* r, const T* tb, const T* vb, T* gb, T* vo, int64_t n,
+                           T mu, T lr, T eps) {
+  const T two_m1 = T(2) * (T(1) - mu);
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) {
+    // t' = t - lr g / d, d = sqrt(v') + eps, v' = mu v + (1 - mu) g^2
+    T d = r[j] + eps;
+    T scaled = tb[j] * lr / d;
+    T v_total = vb[j] + scaled * g[j] / (d * 2 * r[j]);
+    gb[j] = v_total * g[j] * two_m1 - scaled;
+    vo[j] = v_total * mu;
+  }
+}
+
+std::vector<torch::Tensor> rmsprop_forward(std::vector<torch::Tensor> theta, std::vector<torch::Tensor> grads,
+                                           std::vector<torch::Tensor> second, double mu, double lr, double eps) {
+  const size_t k = theta.size();
+  std::vector<torch::Tensor> out(3 * k);
+  for (size_t i = 0; i < k; ++i) {
+    auto t = theta[i].contiguous(), g = grads[i].contiguous(), v = second[i].contiguous();
+    auto tn = torch::empty_like(t), vn = torch::empty_like(t), rn = torch::empty_like(t);
+    AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "dnn_search_rmsprop_forward", [&] {
+      rmsprop_forward_impl<scalar_t>(t.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
+                                     tn.data_ptr<scalar_t>(), vn.data_ptr<scalar_t>(), rn.data_ptr<scalar_t>(),
+                                     t.numel(), scalar_t(mu), scalar_t(lr), scalar_t(eps));
+    });
+    out[i] = tn; out[k + i] = vn; out[2 * k + i] = rn;
+  }
+  return out;
+}
+
+std::vector<torch::Tensor> rmsprop_backward(std::vector<torch::Tensor> grads, std::vector<torch::Tensor> roots,
+                                            std::vector<torch::Tensor> theta_bars, std::vector<torch::Tensor> second_bars,
+                                            double mu, double lr, double eps) {
+  const size_t k = grads.size();
+  std::vector<torch::Tensor> out(2 * k);
+  for (size_t i = 0; i < k; ++i) {
+    auto g = grads[i].contiguous(), r = roots[i].contiguous(), tb = theta_bars[i].contiguous(),
+         vb = second_bars[i].contiguous();
+    auto gb = torch::empty_like(g), vo = torch::empty_like(g);
+    AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "dnn_search_rmsprop_backward", [&] {
+      rmsprop_backward_impl<scalar_t>(g.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(), tb.data_ptr<scalar_t>(),
+                                      vb.data_ptr<scalar_t>(), gb.data_ptr<scalar_t>(), vo.data_ptr<scalar_t>(),
+                                      g.numel(), scalar_t(mu), scalar_t(lr), scalar_t(eps));
+    });
+    out[i] = gb; out[k + i] = vo;
+  }
+  return out;
+}
+
 torch::Tensor tanh32(torch::Tensor x) {
   TORCH_CHECK(x.scalar_type() == torch::kFloat32, "tanh32 takes float32");
   x = x.contiguous();
@@ -219,7 +285,7 @@ def load():
             try:
                 from torch.utils.cpp_extension import load_inline
                 _state["module"] = load_inline(
-                    name=_module_name(), cpp_sources=_SOURCE, functions=["forward", "backward", "tanh32"],
+                    name=_module_name(), cpp_sources=_SOURCE, functions=["forward", "backward", "tanh32", "rmsprop_forward", "rmsprop_backward"],
                     extra_cflags=_FLAGS, extra_ldflags=["-fopenmp"], build_directory=_ensure(os.path.join(build_dir(), _module_name())),
                     verbose=False)
             except Exception as exc:  # no compiler, no headers, no ninja: the torch kernels remain
