@@ -1,11 +1,13 @@
-"""Native CPU kernels for the learned-activation tile, built at first use (C++, load_inline).
+"""Native CPU kernels for the fast inner step, built at first use (C++, load_inline).
 
 Why: per inner step the B x H x Ho tile tanh(z * w1 + b1) is needed once forward (for f and f')
 and once backward (for five reductions). Inductor re-evaluates tanh for each reduction and its
 tanh does not vectorise well; here each direction is one pass over the tile with tanh computed
 once per element by a vectorisable float32 approximation (float64 uses libm's tanh), parallel
 over hidden neurons (each thread owns whole rows, so the reductions over the batch need no
-atomics and their order does not depend on the thread count: results are reproducible).
+atomics and their order does not depend on the thread count: results are reproducible). The
+inner step's RMSprop update and its vector-Jacobian product are one call each for all four
+parameters (at the smoke sizes dispatch overhead, not arithmetic, dominates a step).
 
 The float32 tanh: tanh|x| = -m / (2 + m) with m = expm1(-2|x|), m from a round-to-nearest range
 reduction (2^k by bit arithmetic, ln 2 in two parts) and a degree-7 Taylor polynomial of
@@ -246,7 +248,10 @@ torch::Tensor tanh32(torch::Tensor x) {
 }
 """
 
-_FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-mprefer-vector-width=512"]
+_FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno"]
+if platform.machine() in ("x86_64", "AMD64"):
+    _FLAGS.append("-mprefer-vector-width=512")  # gcc defaults to 256-bit vectors even with AVX-512
+_FUNCTIONS = ["forward", "backward", "rmsprop_forward", "rmsprop_backward", "tanh32"]
 _lock = threading.Lock()
 _state: dict[str, object] = {}
 
@@ -284,9 +289,10 @@ def load():
         if "module" not in _state:
             try:
                 from torch.utils.cpp_extension import load_inline
+                name = _module_name()
                 _state["module"] = load_inline(
-                    name=_module_name(), cpp_sources=_SOURCE, functions=["forward", "backward", "tanh32", "rmsprop_forward", "rmsprop_backward"],
-                    extra_cflags=_FLAGS, extra_ldflags=["-fopenmp"], build_directory=_ensure(os.path.join(build_dir(), _module_name())),
+                    name=name, cpp_sources=_SOURCE, functions=_FUNCTIONS, extra_cflags=_FLAGS,
+                    extra_ldflags=["-fopenmp"], build_directory=_ensure(os.path.join(build_dir(), name)),
                     verbose=False)
             except Exception as exc:  # no compiler, no headers, no ninja: the torch kernels remain
                 warnings.warn(f"native kernels unavailable ({type(exc).__name__}: {str(exc)[:300]}); "

@@ -141,7 +141,8 @@ def table(results: list[dict]) -> list[str]:
         ref = by_key.get(("reference", *key)) if r["label"] != "reference" else None
         old = by_key.get(("old fast", *key)) if r["label"] == "fast" else None
         after = ", ".join(f"{v:.0f}" for v in r["rss_after_steps_mb"][:3])
-        lines.append(f"| {r['sizes']} | {r['n']} | {r['threads']} | {r['label']} | {r['median_s']:.3f} | {r['median_cpu_s']:.3f} | "
+        lines.append(f"| {r['sizes']} | {r['n']} | {r['threads']} | {r['label']} | {r['median_s']:.3f} | "
+                     f"{r['median_cpu_s']:.3f} | "
                      f"{r['peak_rss_mb']:.0f} | {after} | {ratio(ref, r)} | {ratio(old, r)} |")
     lines.append("")
     for threads in sorted({r["threads"] for r in results}):

@@ -5,7 +5,8 @@ Why: the activation tile needs ~2e6 tanh per kernel call, and libm's tanh does n
 Outcome (recorded in dnn_search/native.py): over the whole range [0, 9.02] the best fits here
 are 5-6 ulp after float32 evaluation, over the 4-ulp bound; a (2, 2) rational on [0, 0.625]
 (`--limit 0.625 --num 2 --den 2`: 3 ulp) joined to an exp form above was correct but slower than
-the expm1 form the kernels now use. Method: on x in [0, limit] we write tanh(x) = x * P(s) / Q(s) with s = x*x (odd by construction, exact
+the expm1 form the kernels now use. Method: on x in [0, limit] we write
+tanh(x) = x * P(s) / Q(s) with s = x*x (odd by construction, exact
 at 0 and for subnormals), and beyond X_SAT tanh(x) rounds to 1.0f in float32 anyway, so the
 kernel saturates there. P/Q approximates r(s) = tanh(sqrt(s)) / sqrt(s) in the *relative* sense
 (the relative error of x*P/Q is the relative error of P/Q), found by a linearised weighted least
