@@ -4,8 +4,12 @@ Each hidden neuron h of the classifier applies f(z) = base(z) + 0.2 * g(z), wher
 are those of the neuron's block. The inner loop needs f(z) and f'(z) (the hand-written inner
 gradient uses f'), and the meta-gradient needs their derivatives with respect to z and the
 activation weights. The B x H x Ho tensor tanh(z * w1 + b1) dominates the cost; it is recomputed
-in the backward instead of being stored, so one inner step keeps only z (B x H) alive, and both
-kernels are fused with torch.compile where a compiler is available (eager otherwise).
+in the backward instead of being stored, so one inner step keeps only z (B x H) alive.
+
+Kernel choice, fastest first: the native C++ kernels of `dnn_search.native` (one pass over the
+tile per direction; CPU tensors only; off with DNN_SEARCH_NATIVE=0 or when no compiler works),
+else the torch.compile'd kernels below (off with DNN_SEARCH_COMPILE=0), else the same kernels
+eagerly. All three compute the same maths and are tested against each other.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import threading
 
 import torch
 
+from dnn_search import native
 from dnn_search.activations import RESIDUAL_SCALE, base_derivatives
 
 
@@ -89,20 +94,54 @@ def _run(name: str, *args):
         return _kernels[name](*args)
 
 
+def native_module(z: torch.Tensor):
+    """The native kernels' module if they apply to z (CPU, float32/64, built), else None."""
+    if z.device.type != "cpu" or z.dtype not in (torch.float32, torch.float64):
+        return None
+    return native.load()
+
+
+def tile_forward(z, w1, b1, w2, b2, base: str):
+    """(f, f', saved) with the best available kernel; `saved` is what `tile_backward` needs."""
+    mod = native_module(z)
+    if mod is not None:
+        d0, d1, d2 = base_derivatives(base, z)
+        f, fp = mod.forward(z, w1, b1, w2, b2, d0, d1)
+        return f, fp, (mod, base, z, w1, b1, w2, d1, d2)
+    f, fp = _run("forward", z, w1, b1, w2, b2, base)
+    return f, fp, (None, base, z, w1, b1, w2)
+
+
+def tile_backward(saved, grad_f, grad_fp):
+    """(grad_z, grad_w1, grad_b1, grad_w2, grad_b2) of <grad_f, f> + <grad_fp, f'>."""
+    mod, base, z, w1, b1, w2, *derivs = saved
+    if mod is not None:
+        return tuple(mod.backward(z, w1, b1, w2, grad_f, grad_fp, *derivs))
+    return _run("backward", z, w1, b1, w2, grad_f.contiguous(), grad_fp.contiguous(), base)
+
+
 class _LearnedActivation(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, w1, b1, w2, b2, base):
         ctx.base = base
+        mod = native_module(z)
+        ctx.native = mod
+        if mod is not None:
+            d0, d1, d2 = base_derivatives(base, z)
+            ctx.save_for_backward(z, w1, b1, w2, d1, d2)
+            return tuple(mod.forward(z, w1, b1, w2, b2, d0, d1))
         ctx.save_for_backward(z, w1, b1, w2)
         return _run("forward", z, w1, b1, w2, b2, base)
 
     @staticmethod
     def backward(ctx, grad_f, grad_fp):
-        z, w1, b1, w2 = ctx.saved_tensors
+        z, w1, b1, w2, *derivs = ctx.saved_tensors
         if grad_f is None:
             grad_f = torch.zeros_like(z)
         if grad_fp is None:
             grad_fp = torch.zeros_like(z)
+        if ctx.native is not None:
+            return (*ctx.native.backward(z, w1, b1, w2, grad_f, grad_fp, *derivs), None)
         grads = _run("backward", z, w1, b1, w2, grad_f.contiguous(), grad_fp.contiguous(), ctx.base)
         return (*grads, None)
 

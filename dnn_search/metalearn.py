@@ -10,7 +10,10 @@ loss and the held-out metrics come from the task (`dnn_search.tasks`); the loop 
   activation written as plain tensor expressions (vectorised over activations, no Python loop).
 - `fast`: the inner gradient is the task's hand-written one, so the meta-gradient needs only
   first-order autograd through the unrolled run, and the activation is the fused,
-  recompute-in-backward kernel of `dnn_search.fused`.
+  recompute-in-backward kernel of `dnn_search.fused` (native C++ where it builds). A task may also
+  give its whole inner step as one autograd node with a hand-derived backward
+  (`Task.fused_inner_step`; classification: `dnn_search.inner_step`), which cuts the autograd
+  bookkeeping of ~70 small ops per unrolled step.
 Both draw every random number (classifier init, batch order, noise) from the same seeded
 generator in the same order, so they compute the same function.
 """
@@ -196,28 +199,33 @@ def inner_run(phi, blocks, cfg: MetaConfig, x, y, output_size, generator, task):
         theta = [t.requires_grad_(True) for t in theta]
     second_moment = [torch.ones_like(t) for t in theta]
     neuron_phi = expand_to_neurons(phi, blocks)
-    batch_fn = _BATCH_FUNCTIONS[cfg.impl]
     losses = []
     epoch_loss = 0.0
     count = x.shape[0]
     for _ in range(cfg.epochs):
         order = torch.randperm(count, generator=generator).to(device)
+        x_epoch, y_epoch = x.index_select(0, order), y.index_select(0, order)  # batches are views
         epoch_losses = []
         for start in range(0, count, cfg.inner_batch_size):
-            idx = order[start:start + cfg.inner_batch_size]
+            xb, yb = x_epoch[start:start + cfg.inner_batch_size], y_epoch[start:start + cfg.inner_batch_size]
             act_noise = hidden_noise = None
             if cfg.noise > 0:
                 xi = _noise((n, ho), cfg.noise, generator, dtype, device)
                 act_noise = (phi["w2"] * xi).sum(-1).index_select(0, blocks)
                 hidden_noise = _noise((1, hidden), cfg.noise, generator, dtype, device)
-            loss, grads = batch_fn(theta, neuron_phi, cfg.activation, x[idx], y[idx], act_noise, hidden_noise,
-                                   task)
+            mu, lr = cfg.inner_mu, cfg.inner_lr
+            whole_step = task.fused_inner_step if cfg.impl == "fast" else None
+            if whole_step is not None:  # the task's whole inner step, its backward written out
+                loss, theta, second_moment = whole_step(theta, second_moment, neuron_phi, act_noise, hidden_noise,
+                                                        xb, yb, cfg.activation, mu, lr, RMSPROP_EPS)
+            else:
+                loss, grads = _BATCH_FUNCTIONS[cfg.impl](theta, neuron_phi, cfg.activation, xb, yb, act_noise,
+                                                         hidden_noise, task)
+                second_moment = [mu * v + (1 - mu) * g * g for v, g in zip(second_moment, grads)]
+                theta = [t - lr * g / (torch.sqrt(v) + RMSPROP_EPS)
+                         for t, g, v in zip(theta, grads, second_moment)]
             losses.append(loss)
             epoch_losses.append(loss.detach())
-            mu, lr = cfg.inner_mu, cfg.inner_lr
-            second_moment = [mu * v + (1 - mu) * g * g for v, g in zip(second_moment, grads)]
-            theta = [t - lr * g / (torch.sqrt(v) + RMSPROP_EPS)
-                     for t, g, v in zip(theta, grads, second_moment)]
         epoch_loss = float(torch.stack(epoch_losses).mean())
     return torch.stack(losses).mean(), [t.detach() for t in theta], epoch_loss
 

@@ -1,26 +1,39 @@
 #!/usr/bin/env python
-"""Benchmark one outer meta-learning step: `--impl fast` against `--impl reference`.
+"""Benchmark one outer meta-learning step: `--impl fast` against `--impl reference`, and against
+the fast path of an older commit (`--baseline REF`), all in one run so that ratios are fair on a
+shared machine. Writes docs/benchmarks.md (machine, versions, date, table, ratios).
 
-Each (implementation, n) runs in its own process so that peak memory is that configuration's
-alone. A process does one warm-up step (compilation, allocator warm-up), then times --steps more
-and reports their median (wall clock, and CPU time of the process, which is steadier on a
-shared machine), the peak resident memory of the whole process, and the resident
-memory after each step (flat = no graph kept alive across steps). Defaults are the paper's sizes
-on MNIST-1D (H=200, Ho=50, 5 epochs of batch 200 over the 90 % training split).
+Each (implementation, sizes, n) runs in its own process so that peak memory is that
+configuration's alone. A process does one warm-up step (compilation, native build or load,
+allocator warm-up), then times --steps more and reports their median (wall clock, and CPU time
+of the process, which is steadier on a shared machine), the peak resident memory of the whole
+process, and the resident memory after each step (flat = no graph kept alive across steps).
+`--baseline REF` checks REF out into a git worktree under the temp dir (kept for reuse) and runs
+the same worker with PYTHONPATH pointing there, so "old fast" is that commit's `dnn_search`.
+Sizes: the paper's defaults on MNIST-1D (H=200, Ho=50, 5 epochs of batch 200 = 90 inner steps)
+for n in --n, and the smoke sizes (search_spaces/smoke.yaml: H=100, Ho=20, 2 epochs) for n in
+--smoke-n.
 
-    python scripts/bench_metalearn.py                  # n in 1, 2, 16; markdown table on stdout
-    python scripts/bench_metalearn.py --n 2 --steps 5
+    python scripts/bench_metalearn.py --baseline 5da0317          # everything, writes the doc
+    python scripts/bench_metalearn.py --n 2 --smoke-n --impl fast reference --no-doc
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
+import platform
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SIZES = {"default": {}, "smoke": {"inner_hidden_size": 100, "outer_hidden_size": 20, "epochs": 2}}
 
 
 def rss_mb() -> float:
@@ -36,7 +49,8 @@ def worker(args) -> None:
         torch.set_num_threads(args.threads)
     data = load_dataset("MNIST1D")
     split = split_validation(data.x_train, data.y_train, 0.1, 0)
-    learner = MetaLearner(MetaConfig(n_activations=args.n, impl=args.impl), *split, data.num_classes)
+    values = dict(SIZES[args.sizes], n_activations=args.n, impl=args.impl)
+    learner = MetaLearner(MetaConfig.from_dict(values), *split, data.num_classes)
     rss_setup = rss_mb()
     started = time.perf_counter()
     learner.step()
@@ -48,47 +62,151 @@ def worker(args) -> None:
         cpu.append(time.process_time() - cpu_start)
         rss.append(rss_mb())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"impl": args.impl, "n": args.n, "warmup_s": warmup, "times": times,
-                      "median_s": statistics.median(times), "median_cpu_s": statistics.median(cpu), "rss_setup_mb": rss_setup, "rss_after_steps_mb": rss,
-                      "peak_rss_mb": peak, "threads": torch.get_num_threads()}))
+    print(json.dumps({"impl": args.impl, "n": args.n, "sizes": args.sizes, "warmup_s": warmup, "times": times,
+                      "median_s": statistics.median(times), "median_cpu_s": statistics.median(cpu),
+                      "rss_setup_mb": rss_setup, "rss_after_steps_mb": rss, "peak_rss_mb": peak,
+                      "threads": torch.get_num_threads()}))
+
+
+def baseline_tree(ref: str) -> tuple[Path, str]:
+    sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--verify", f"{ref}^{{commit}}"], check=True,
+                         capture_output=True, text=True).stdout.strip()
+    path = Path(tempfile.gettempdir()) / f"dnn_search-baseline-{sha[:12]}"
+    if not (path / "dnn_search").is_dir():
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(path), sha], check=True,
+                       capture_output=True, text=True)
+    return path, sha
+
+
+def machine() -> dict:
+    info = {"cpu": platform.processor() or platform.machine(), "flags": ""}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and info["cpu"] in ("", platform.machine(), platform.processor()):
+                    info["cpu"] = value.strip()
+                if key.strip() == "flags" and not info["flags"]:
+                    info["flags"] = value.strip()
+    except OSError:
+        pass
+    import torch
+    info.update(cores=os.cpu_count(), torch=torch.__version__, python=platform.python_version(),
+                date=datetime.datetime.now().astimezone().isoformat(timespec="minutes"))
+    return info
+
+
+def run_worker(tree: Path, impl: str, sizes: str, n: int, args, label: str, threads: int) -> dict:
+    cmd = [sys.executable, __file__, "--worker", "--n", str(n), "--impl", impl, "--sizes", sizes,
+           "--steps", str(args.steps), "--threads", str(threads)]
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    print(f"running {label} {sizes} n={n} threads={threads or 'default'} ...", file=sys.stderr, flush=True)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(tree))
+    if done.returncode != 0:
+        sys.exit(f"{label} {sizes} n={n} failed:\n{done.stderr}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["label"] = label
+    return result
+
+
+def concurrency(args) -> None:
+    """One fast worker alone, then K at once: per-process step time and total throughput."""
+    n = args.n[0] if args.n else 2
+    cmd = [sys.executable, __file__, "--worker", "--n", str(n), "--impl", "fast", "--sizes", "default",
+           "--steps", str(args.steps), "--threads", str(args.threads)]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    rows = []
+    for k in (1, args.concurrent):
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(k)]
+        outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+        step = statistics.mean(o["median_s"] for o in outs)
+        rows.append(f"| {k} | {outs[0]['threads']} | {step:.3f} | {k / step:.2f} |")
+    print("| processes | threads each | mean median s/step | outer steps/s (all processes) |")
+    print("|---|---|---|---|")
+    print("\n".join(rows))
+
+
+def table(results: list[dict]) -> list[str]:
+    by_key = {(r["label"], r["sizes"], r["n"], r["threads"]): r for r in results}
+    lines = ["| sizes | n | threads | impl | median s/step (wall) | median CPU s/step | peak RSS (MB) "
+             "| RSS after steps 1..3 (MB) | vs reference (wall, CPU) | vs old fast (wall, CPU) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def ratio(other, r):
+        if other is None or other is r:
+            return ""
+        return f"{other['median_s'] / r['median_s']:.2f}x, {other['median_cpu_s'] / r['median_cpu_s']:.2f}x"
+    for r in results:
+        key = (r["sizes"], r["n"], r["threads"])
+        ref = by_key.get(("reference", *key)) if r["label"] != "reference" else None
+        old = by_key.get(("old fast", *key)) if r["label"] == "fast" else None
+        after = ", ".join(f"{v:.0f}" for v in r["rss_after_steps_mb"][:3])
+        lines.append(f"| {r['sizes']} | {r['n']} | {r['threads']} | {r['label']} | {r['median_s']:.3f} | "
+                     f"{r['median_cpu_s']:.3f} | "
+                     f"{r['peak_rss_mb']:.0f} | {after} | {ratio(ref, r)} | {ratio(old, r)} |")
+    lines.append("")
+    for threads in sorted({r["threads"] for r in results}):
+        for label in ("fast", "old fast", "reference"):
+            times = {r["n"]: r["median_s"] for r in results
+                     if r["label"] == label and r["sizes"] == "default" and r["threads"] == threads}
+            if 1 in times and 16 in times:
+                lines.append(f"- {label}, {threads} thread(s): n=16 / n=1 step time (defaults) = "
+                             f"{times[16] / times[1]:.2f}")
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, nargs="+", default=[1, 2, 16], help="numbers of activations")
+    parser.add_argument("--n", type=int, nargs="*", default=[1, 2, 16], help="numbers of activations (defaults)")
+    parser.add_argument("--smoke-n", type=int, nargs="*", default=[1, 2], help="numbers of activations (smoke sizes)")
     parser.add_argument("--impl", nargs="+", default=["fast", "reference"], choices=["fast", "reference"])
+    parser.add_argument("--baseline", metavar="REF", help="also time the fast path of this git commit")
     parser.add_argument("--steps", type=int, default=3, help="timed outer steps after the warm-up (>= 3)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[0],
+                        help="torch threads per process, one table block each (0: torch's choice)")
+    parser.add_argument("--concurrent", type=int, default=0, metavar="K",
+                        help="instead of the table: time K fast workers started at once (one per core, as "
+                             "Ray packs trials) against one alone, at the default sizes, n = first --n")
+    parser.add_argument("--doc", default=str(REPO / "docs" / "benchmarks.md"), help="markdown file written")
+    parser.add_argument("--no-doc", action="store_true", help="print the table only")
+    parser.add_argument("--sizes", default="default", choices=sorted(SIZES), help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        args.n, args.impl = args.n[0], args.impl[0]
+        args.n, args.impl, args.threads = args.n[0], args.impl[0], args.threads[0]
         return worker(args)
+    if args.concurrent:
+        args.threads = args.threads[0]
+        return concurrency(args)
+    runs = [("default", n) for n in args.n] + [("smoke", n) for n in args.smoke_n]
+    base = baseline_tree(args.baseline) if args.baseline else None
     results = []
-    for n in args.n:
-        for impl in args.impl:
-            cmd = [sys.executable, __file__, "--worker", "--n", str(n), "--impl", impl, "--steps", str(args.steps),
-                   "--threads", str(args.threads)]
-            print(f"running {impl} n={n} ...", file=sys.stderr, flush=True)
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            if done.returncode != 0:
-                sys.exit(f"{impl} n={n} failed:\n{done.stderr}")
-            results.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    by_key = {(r["impl"], r["n"]): r for r in results}
-    print("| n | impl | median s/step (wall) | median CPU s/step | steps timed | peak RSS (MB) "
-          "| RSS after each step (MB) | speed-up vs reference (wall, CPU) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in results:
-        ref = by_key.get(("reference", r["n"]))
-        ratio = (f"{ref['median_s'] / r['median_s']:.2f}x, {ref['median_cpu_s'] / r['median_cpu_s']:.2f}x"
-                 if ref and r["impl"] == "fast" else "")
-        after = ", ".join(f"{v:.0f}" for v in r["rss_after_steps_mb"])
-        print(f"| {r['n']} | {r['impl']} | {r['median_s']:.3f} | {r['median_cpu_s']:.3f} | {len(r['times'])} | "
-              f"{r['peak_rss_mb']:.0f} | "
-              f"{after} | {ratio} |")
-    fast = {r["n"]: r["median_s"] for r in results if r["impl"] == "fast"}
-    if 1 in fast and 16 in fast:
-        print(f"\nfast: n=16 / n=1 step time = {fast[16] / fast[1]:.2f}")
+    for threads in args.threads:
+        for sizes, n in runs:
+            for impl in args.impl:
+                results.append(run_worker(REPO, impl, sizes, n, args, impl, threads))
+                if impl == "fast" and base:
+                    results.append(run_worker(base[0], "fast", sizes, n, args, "old fast", threads))
+    lines = table(results)
+    print("\n".join(lines))
+    if args.no_doc:
+        return
+    info = machine()
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    doc = ["# Meta-learning step benchmark", "",
+           f"Written by `scripts/bench_metalearn.py` on {info['date']} (HEAD {head}"
+           + (f", old fast = {base[1][:10]}" if base else "") + ").", "",
+           f"- CPU: {info['cpu']}, {info['cores']} logical cores visible",
+           f"- CPU flags: {info['flags']}",
+           f"- torch {info['torch']}, Python {info['python']}; torch threads per process in the `threads` "
+           "column (search trials run with one thread per CPU they are given)",
+           f"- {args.steps} timed outer steps per row after one warm-up step; median shown. Each row is its own "
+           "process; ratios compare rows of this one run (the machine may be shared, absolute times are noisy).",
+           "- sizes `default`: MNIST-1D, H=200, Ho=50, 5 epochs of batch 200 (90 inner steps); "
+           "`smoke`: H=100, Ho=20, 2 epochs.", "", *lines, ""]
+    Path(args.doc).write_text("\n".join(doc))
+    print(f"wrote {args.doc}", file=sys.stderr)
 
 
 if __name__ == "__main__":

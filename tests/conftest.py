@@ -42,11 +42,12 @@ def tiny_space(folder: Path, name: str = "tiny.yaml", *, num_samples=4, max_conc
 @pytest.fixture(scope="session")
 def search_env(tmp_path_factory):
     """Environment for subprocess runs of dnn-search that start Ray: a private HOME (to prove that
-    nothing is written to ~/ray_results or ~/.ray), a data cache, no torch.compile warm-up."""
+    nothing is written to ~/ray_results or ~/.ray), a data cache, no torch.compile warm-up and no
+    native-kernel build in the fresh cache (the kernels are tested in test_native.py)."""
     home = tmp_path_factory.mktemp("home")
     cache = tmp_path_factory.mktemp("cache")
     env = {**os.environ, "HOME": str(home), "DNN_SEARCH_CACHE": str(cache), "DNN_SEARCH_COMPILE": "0",
-           "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+           "DNN_SEARCH_NATIVE": "0", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
     return env
 

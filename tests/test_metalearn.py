@@ -166,9 +166,10 @@ def test_bad_config_is_a_user_error(field, value):
 @pytest.fixture(autouse=True)
 def eager_kernels(monkeypatch, request):
     """The parity tests run the eager kernels (same maths, no compile warm-up); the compiled ones
-    are held to them in `test_compiled_kernels_match_eager`."""
+    are held to them in `test_compiled_kernels_match_eager`, the native ones in tests/test_native.py."""
     if "compiled" not in request.node.name:
         monkeypatch.setenv("DNN_SEARCH_COMPILE", "0")
+    monkeypatch.setenv("DNN_SEARCH_NATIVE", "0")
 
 
 def test_compiled_kernels_match_eager(monkeypatch):

@@ -41,6 +41,11 @@ class Task:
     requires_smooth_base: bool = False
     # True when predict() differentiates with respect to x (evaluation then keeps autograd on).
     predict_needs_grad: bool = False
+    # Optional: the whole fast inner step (loss, hand-written gradient, RMSprop update) as one autograd
+    # node with a hand-derived backward, called as fused_inner_step(theta, second_moment, neuron_phi,
+    # act_noise, hidden_noise, x, y, base, mu, lr, eps) -> (loss, theta, second_moment). None: the
+    # fast path composes inner_loss_and_grads with the update instead (same maths, more autograd nodes).
+    fused_inner_step = None
 
     # --------------------------------------------------------------------------- names
     @property

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from dnn_search import data
+from dnn_search.inner_step import inner_step
 from dnn_search.tasks.base import Task
 from dnn_search.tasks.registry import register_dataset, register_task
 
@@ -18,6 +19,8 @@ class Classification(Task):
     primary_metric = "accuracy"
     metric_directions = {"accuracy": "max", "loss": "min"}
     inner_gradient_order = 1
+    # the cross-entropy inner step as one autograd node (dnn_search.inner_step): ~2x the fast path
+    fused_inner_step = staticmethod(inner_step)
 
     def output_size(self, dataset) -> int:
         return dataset.num_classes
