@@ -107,28 +107,29 @@ def restart_points(rows: list[dict]) -> list[tuple[int, int]]:
     return out
 
 
-def reference_activations(config: dict, steps: int):
-    """The same trial run uninterrupted in this process (one thread, as in a 1-CPU Ray trial)."""
-    from dnn_search.data import load_dataset, split_validation
+def reference_activations(config: dict, steps: int, env: dict):
+    """The same trial run uninterrupted in this process (one thread, as in a 1-CPU Ray trial; the
+    kernels the trial used: search_env's DNN_SEARCH_COMPILE / DNN_SEARCH_NATIVE, and compile: false)."""
+    from dnn_search.data import load_dataset
     from dnn_search.metalearn import MetaConfig, MetaLearner
     threads = torch.get_num_threads()
-    compile_flag = os.environ.get("DNN_SEARCH_COMPILE")
-    os.environ["DNN_SEARCH_COMPILE"] = "0"  # as the trial ran (compile: false in the space)
+    kernels = {"DNN_SEARCH_COMPILE": "0", "DNN_SEARCH_NATIVE": env.get("DNN_SEARCH_NATIVE", "1")}
+    saved = {k: os.environ.get(k) for k in kernels}
+    os.environ.update(kernels)
     torch.set_num_threads(1)
     try:
         cfg = MetaConfig.from_dict({k: v for k, v in config.items() if k in MetaConfig().to_dict()})
-        data = load_dataset(cfg.dataset, None)
-        learner = MetaLearner(cfg, *split_validation(data.x_train, data.y_train, cfg.val_fraction, cfg.seed),
-                              data.num_classes)
+        learner = MetaLearner.from_dataset(cfg, load_dataset(cfg.dataset, None))
         for _ in range(steps):
             learner.step()
         return learner.state_dict()
     finally:
         torch.set_num_threads(threads)
-        if compile_flag is None:
-            os.environ.pop("DNN_SEARCH_COMPILE", None)
-        else:
-            os.environ["DNN_SEARCH_COMPILE"] = compile_flag
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def assert_same_state(a: dict, b: dict):
@@ -328,7 +329,7 @@ def test_trial_worker_killed_is_retried_from_checkpoint(tmp_path, search_env):
     state = load_checkpoint_state(final)
     assert int(state["step"]) == 10
     config = json.loads((trial_dirs(exp)[victim] / "params.json").read_text())
-    assert_same_state(state, reference_activations(config, 10))
+    assert_same_state(state, reference_activations(config, 10, search_env))
     assert not (exp / ".ray_session.json").exists()
 
 
