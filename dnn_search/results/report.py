@@ -22,6 +22,7 @@ from dnn_search.atomic import atomic_write_text
 from dnn_search.errors import UserError
 from dnn_search.results.layout import find_search
 from dnn_search.results.summary import metric_view
+from dnn_search.stats import format_mean_std
 from dnn_search.results.report_data import (FIGURE_DIR, REPORT_NAME, load_results, param_columns,
                                             param_importance, ranked_trials, varying)
 
@@ -248,10 +249,9 @@ def write_report(folder: str | os.PathLike, top: int = 4) -> Path:
                     "validation comparison"))
         columns = [c for c in (view.column, view.secondary) if c and c in val.columns]
         stats = val.groupby(["dataset", "mode"]).agg(runs=(view.column, "size")).reset_index()
-        for col in columns:
-            agg = val.groupby(["dataset", "mode"])[col].agg(["mean", "std"]).reset_index()
-            stats[col.replace("_", " ")] = [f"{m:.4f} ± {0 if math.isnan(s) else s:.4f}"
-                                            for m, s in zip(agg["mean"], agg["std"])]
+        for col in columns:  # the one mean ± std of the tool (dnn_search.stats), per (dataset, mode)
+            stats[col.replace("_", " ")] = list(val.groupby(["dataset", "mode"])[col].agg(
+                lambda v: format_mean_std(v, digits=4)))
         order = {m: i for i, m in enumerate(plots._mode_order(stats["mode"].astype(str)))}
         stats = stats.assign(_o=stats["mode"].map(order)).sort_values(["dataset", "_o"])
         add(_table(stats[["dataset", "mode", "runs", *[c.replace("_", " ") for c in columns]]],
