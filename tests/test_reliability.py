@@ -284,24 +284,30 @@ def _trial_workers(exp: Path) -> list[int]:
 def test_trial_worker_killed_is_retried_from_checkpoint(tmp_path, search_env):
     name, storage = "wk", tmp_path / "r"
     exp = storage / name
-    space = write_space(tmp_path, num_samples=2, max_concurrent=1, steps=10)
+    steps = 20
+    space = write_space(tmp_path, num_samples=2, max_concurrent=1, steps=steps)
+    trace = tmp_path / "trace.jsonl"
+    env = {**search_env, "DNN_SEARCH_TRACE": str(trace)}
     driver = subprocess.Popen([sys.executable, "-m", "dnn_search", "search", "--space", str(space), "--name", name,
-                               "--storage", str(storage), "--max-failures", "2"], env=search_env, cwd=REPO,
+                               "--storage", str(storage), "--max-failures", "2"], env=env, cwd=REPO,
                               stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
     victim = None
     deadline = time.time() + 180
     try:
+        # kill the first trial's worker mid-run, after a checkpoint: the trace (written by the trial as it
+        # computes, unlike Tune's result.json, which storage sees only at snapshots) says where it is
         while time.time() < deadline and driver.poll() is None:
-            time.sleep(0.2)
-            dirs = trial_dirs(exp)
-            if len(dirs) != 1:
+            time.sleep(0.05)
+            events = [e for e in read_trace(trace) if e["event"] == "step"] if trace.exists() else []
+            if not events:
                 continue
-            (tid, d), = dirs.items()
-            workers = _trial_workers(exp)
-            if latest_checkpoint_step(d) >= 4 and len(workers) == 1 and results_of(d)[-1]["step"] < 9:
-                victim = tid
-                os.kill(workers[0], signal.SIGKILL)
+            first = events[0]["trial_id"]
+            latest = [e for e in events if e["trial_id"] == first][-1]
+            d = trial_dirs_any(exp).get(first)
+            if d is not None and 4 <= latest["step"] <= steps - 4 and latest_checkpoint_step(d) >= 4:
+                victim = first
+                os.kill(latest["pid"], signal.SIGKILL)
                 break
         out, _ = driver.communicate(timeout=300)
     finally:
@@ -310,7 +316,7 @@ def test_trial_worker_killed_is_retried_from_checkpoint(tmp_path, search_env):
     assert victim is not None, "no trial worker found to kill"
     assert driver.returncode == 0, out[-3000:]
     trials = pd.read_parquet(exp / "trials.parquet").set_index("trial_id")
-    assert (trials.status == "COMPLETED").all() and (trials.steps_done == 10).all()
+    assert (trials.status == "COMPLETED").all() and (trials.steps_done == steps).all()
     assert trials.loc[victim, "retries"] >= 1
     assert f"{victim} was retried" in out
     rows = results_of(trial_dirs(exp)[victim])
@@ -321,15 +327,15 @@ def test_trial_worker_killed_is_retried_from_checkpoint(tmp_path, search_env):
     for r in rows:
         by_step.setdefault(r["step"], set()).add((r["meta_loss"], r["heldout_accuracy"]))
     assert all(len(v) == 1 for v in by_step.values()), by_step
-    steps = pd.read_parquet(exp / "steps.parquet")
-    assert sorted(steps.loc[steps.trial_id == victim, "step"]) == list(range(1, 11))
+    table = pd.read_parquet(exp / "steps.parquet")
+    assert sorted(table.loc[table.trial_id == victim, "step"]) == list(range(1, steps + 1))
     # bit-identical continuation: the interrupted trial ends where an uninterrupted run ends
     from dnn_search.results.checkpoint import load_checkpoint_state
     final = max(trial_dirs(exp)[victim].glob("checkpoint_*"))
     state = load_checkpoint_state(final)
-    assert int(state["step"]) == 10
+    assert int(state["step"]) == steps
     config = json.loads((trial_dirs(exp)[victim] / "params.json").read_text())
-    assert_same_state(state, reference_activations(config, 10, search_env))
+    assert_same_state(state, reference_activations(config, steps, search_env))
     assert not (exp / ".ray_session.json").exists()
 
 
