@@ -2,6 +2,7 @@
 cluster tests only, so other tests keep the default compile and cache settings)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -193,3 +194,19 @@ def fresh_home(folder: Path, base_env: dict) -> dict:
 def ray_temp_folders() -> set[str]:
     """Ray's temporary folders in /tmp (the default /tmp/ray and ours, /tmp/dnnray*)."""
     return {str(p) for p in Path("/tmp").glob("*ray*") if p.name.startswith(("ray", "dnnray"))}
+
+
+@contextlib.contextmanager
+def temporary_environment(**variables: str):
+    """Set environment variables of this process for the duration of a block, then restore them (for
+    fixtures of wider scope than pytest's monkeypatch, e.g. raylets that must inherit a variable)."""
+    saved = {k: os.environ.get(k) for k in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

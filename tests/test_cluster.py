@@ -2,12 +2,11 @@
 GPUs let two trials share each worker's (logical) GPU, and trials land on both workers."""
 from __future__ import annotations
 
-import os
 
 import pandas as pd
 import pytest
 
-from conftest import run_cli, tiny_space
+from conftest import run_cli, temporary_environment, tiny_space
 from dnn_search.search.faults import TRACE_VARIABLE, read_trace
 
 pytestmark = pytest.mark.slow
@@ -19,18 +18,11 @@ def cluster(search_env, tmp_path_factory):
     inherit the environment of the raylets started here, not the search driver's."""
     from ray.cluster_utils import Cluster
     trace = tmp_path_factory.mktemp("cluster") / "trace.jsonl"
-    saved = os.environ.get(TRACE_VARIABLE)
-    os.environ[TRACE_VARIABLE] = str(trace)
-    try:
+    with temporary_environment(**{TRACE_VARIABLE: str(trace)}):
         c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "num_gpus": 0,
                                                           "include_dashboard": False})
         workers = [c.add_node(num_cpus=1, num_gpus=1) for _ in range(2)]
         c.wait_for_nodes()
-    finally:
-        if saved is None:
-            os.environ.pop(TRACE_VARIABLE, None)
-        else:
-            os.environ[TRACE_VARIABLE] = saved
     try:
         yield c, [w.node_id for w in workers], trace
     finally:

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, temporary_environment
 from dnn_search import cli
 from dnn_search.search.faults import read_trace
 from dnn_search.search.ray_session import processes_under
@@ -113,23 +113,16 @@ def reference_activations(config: dict, steps: int, env: dict):
     from dnn_search.data import load_dataset
     from dnn_search.metalearn import MetaConfig, MetaLearner
     threads = torch.get_num_threads()
-    kernels = {"DNN_SEARCH_COMPILE": "0", "DNN_SEARCH_NATIVE": env.get("DNN_SEARCH_NATIVE", "1")}
-    saved = {k: os.environ.get(k) for k in kernels}
-    os.environ.update(kernels)
     torch.set_num_threads(1)
     try:
-        cfg = MetaConfig.from_dict({k: v for k, v in config.items() if k in MetaConfig().to_dict()})
-        learner = MetaLearner.from_dataset(cfg, load_dataset(cfg.dataset, None))
-        for _ in range(steps):
-            learner.step()
-        return learner.state_dict()
+        with temporary_environment(DNN_SEARCH_COMPILE="0", DNN_SEARCH_NATIVE=env.get("DNN_SEARCH_NATIVE", "1")):
+            cfg = MetaConfig.from_dict({k: v for k, v in config.items() if k in MetaConfig().to_dict()})
+            learner = MetaLearner.from_dataset(cfg, load_dataset(cfg.dataset, None))
+            for _ in range(steps):
+                learner.step()
+            return learner.state_dict()
     finally:
         torch.set_num_threads(threads)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def assert_same_state(a: dict, b: dict):
@@ -395,18 +388,12 @@ def test_node_lost_mid_search(tmp_path, search_env, when):
     from ray.cluster_utils import Cluster
     from dnn_search.search.faults import TRACE_VARIABLE
     trace = tmp_path / "trace.jsonl"
-    saved = os.environ.get(TRACE_VARIABLE)
-    os.environ[TRACE_VARIABLE] = str(trace)  # inherited by the nodes' raylets, so by their trial workers
-    try:
+    # inherited by the nodes' raylets, so by their trial workers
+    with temporary_environment(**{TRACE_VARIABLE: str(trace)}):
         c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
         keep = c.add_node(num_cpus=1)
         lose = c.add_node(num_cpus=1)
         c.wait_for_nodes()
-    finally:
-        if saved is None:
-            os.environ.pop(TRACE_VARIABLE, None)
-        else:
-            os.environ[TRACE_VARIABLE] = saved
     name, storage = "lost", tmp_path / "r"
     exp = storage / name
     space = write_space(tmp_path, num_samples=4, max_concurrent=2, steps=NODE_LOSS_STEPS)
