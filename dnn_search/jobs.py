@@ -20,7 +20,8 @@ from dnn_search.errors import UserError
 from dnn_search.hessian import analyze, plot_density
 from dnn_search.metalearn import MetaConfig, MetaLearner, StepMetrics
 from dnn_search.models import load_net
-from dnn_search.validation import build_for_mode, config_for, format_summary, parse_modes, run_mode, summarise
+from dnn_search.validation import (build_for_mode, config_for, format_summary, metric_columns, parse_modes, run_mode,
+                                   summarise)
 from dnn_search.progress import Progress
 from dnn_search.versions import versions
 
@@ -140,7 +141,7 @@ def validate(act_path, *, validation_mode="all", dataset=None, data_path=None, r
         for run in range(runs):
             run_seed = seed + run
             result, net = run_mode(acts, data, mode, run_seed, cfg, device)
-            metrics = {k: v for k, v in result.items() if k.startswith(("test_", "val_"))}
+            metrics = {k: result[k] for k in metric_columns(result)}
             row = {"dataset": dataset_name, "mode": mode, "run": run, "seed": run_seed, **metrics,
                    "epochs": cfg.epochs, "kind": "exact" if acts.is_exact() and mode != "pure" else
                    ("pure" if mode == "pure" else "interpolated"),

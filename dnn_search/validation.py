@@ -156,13 +156,19 @@ def run_mode(acts, dataset, mode: str, seed: int, cfg: ValidationConfig, device=
                    dataset.y_test.to(device), cfg, seed, on_epoch)
     if x_val is not None:
         result.update({f"val_{k}": v for k, v in evaluate(net, task, x_val.to(device), y_val.to(device)).items()})
+    result.update(task.validation_metrics(net, dataset, device))
     result.update(mode=mode, seed=seed, seconds=time.perf_counter() - started)
     return result, net
 
 
+# Prefixes of a validation row's metric columns: the task's metrics on the test and validation
+# splits, and forecast metrics of tasks with trajectories (rollout_mse, rollout_diverged, energy_drift).
+METRIC_PREFIXES = ("test_", "val_", "rollout_", "energy_")
+
+
 def metric_columns(row: dict) -> list[str]:
-    """The metric columns of a result row (`test_*`, `val_*`), in row order."""
-    return [k for k in row if k.startswith(("test_", "val_")) and isinstance(row[k], (int, float))]
+    """The metric columns of a result row (see METRIC_PREFIXES), in row order."""
+    return [k for k in row if k.startswith(METRIC_PREFIXES) and isinstance(row[k], (int, float))]
 
 
 def summarise(rows: list[dict]) -> list[dict]:

@@ -93,6 +93,7 @@ def _validation_plan(exported: list[dict], p: PipelineSpec, exp_dir: Path) -> tu
 
 def _pipeline_stages(ray, space: SearchSpace, exp_dir: Path, exported: list[dict], opts: Options) -> dict:
     from dnn_search.search.trainables import hessian_trial, validation_trial
+    from dnn_search.validation import METRIC_PREFIXES
     if not exported:
         raise UserError("the search produced no finished trial to validate")
     p = space.pipeline
@@ -124,7 +125,7 @@ def _pipeline_stages(ray, space: SearchSpace, exp_dir: Path, exported: list[dict
         # the task's metric columns (test_*, val_*) and curves (curve_*) as the trial reported them
         v_rows.append({"trial_id": job["trial_id"], "dataset": job["dataset"], "mode": job["mode"],
                        "run": job["run"], "seed": job["seed"],
-                       **{k: v for k, v in r.items() if k.startswith(("test_", "val_", "curve_"))},
+                       **{k: v for k, v in r.items() if k.startswith((*METRIC_PREFIXES, "curve_"))},
                        **{k: r[k] for k in ("epochs", "seconds", "node_id", "model_path")}})
     write_table(exp_dir / VALIDATION_FILE, v_rows, ("trial_id", "dataset", "mode", "run", "seed"))
     h_rows, h_seconds = [], 0.0

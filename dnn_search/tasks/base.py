@@ -119,6 +119,14 @@ class Task:
                     sums[m] = sums.get(m, 0) + value
         return {m: v / x.shape[0] for m, v in sums.items()}
 
+    # Metrics that only validation trials report, beyond test_/val_ of metric_directions (e.g. a
+    # forecast's rollout_mse), with their directions.
+    validation_directions: dict[str, str] = {}
+
+    def validation_metrics(self, net, data, device="cpu") -> dict[str, float]:
+        """Extra metrics of a trained validation network on DATA (keys: validation_directions); none by default."""
+        return {}
+
     def figures(self, net, data, folder: Path) -> dict[str, Path]:
         """Task-specific figures of a trained network (e.g. forecasts); none by default."""
         return {}
