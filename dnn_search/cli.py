@@ -124,27 +124,36 @@ def _run_metalearn(args) -> None:
 def _add_validate(sub) -> None:
     p = sub.add_parser(
         "validate", help="retrain ordinary networks with learned activations (docs/design.md)",
-        description="Train D -> 200 -> C networks with SGD + momentum using the base function (pure), one learned "
+        description="Train D -> 200 -> C networks using the base function (pure), a standard activation of the "
+                    "field (std:relu, std:gelu, std:silu, std:tanh, std:elu), one learned "
                     "activation on every neuron (single k) or all of them in blocks (diverse), over --runs seeds, "
-                    "and report mean ± std of the task's test metrics (accuracy and loss for classification). "
+                    "and report mean ± std of the task's metrics on the test split and on a validation split "
+                    "carved from the training data and never trained on (accuracy and loss for classification). "
+                    "The same seed gives every mode the same initialisation and batch order. "
                     "Writes validation.parquet. Flags left unset "
                     "are taken from the activation file's metadata (or its original file name).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--act_path", required=True, help="activation file: our .npz (exact) or an original .txt (interpolated)")
     p.add_argument("--validation_mode", default="all",
-                   help="pure, diverse (or 0/false), k (1-based single activation) or all")
+                   help="comma-separated: pure, std:<relu|gelu|silu|tanh|elu>, std (all five), diverse (or 0/false), "
+                        "k (1-based single activation), or all (pure, std, every k, and diverse when n >= 2)")
     p.add_argument("--dataset", default=None, help="a registered dataset (default: the file's)")
     p.add_argument("--data_path", default=None, help="folder with the MNIST/CIFAR files")
     p.add_argument("--activation", default=None, help="base function, if the file does not say")
     p.add_argument("--runs", type=_positive_int, default=5, help="seeds per mode")
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (default: file's or 5)")
-    p.add_argument("--inner_lr", type=float, default=None, help="SGD learning rate (default: file's or 0.01)")
-    p.add_argument("--inner_mu", type=float, default=None, help="SGD momentum (default: file's or 0.8)")
+    p.add_argument("--optimizer", choices=("sgd", "rmsprop"), default="sgd",
+                   help="sgd: heavy-ball momentum (the original's validation); rmsprop: exactly the meta-learning "
+                        "inner update (v starts at 1, eps outside the root, decay --inner_mu)")
+    p.add_argument("--inner_lr", type=float, default=None, help="learning rate (default: file's or 0.01)")
+    p.add_argument("--inner_mu", type=float, default=None,
+                   help="SGD momentum, or rmsprop's decay (default: file's or 0.8)")
     p.add_argument("--inner_batch_size", type=_positive_int, default=None, help="batch size (default: 200)")
     p.add_argument("--inner_hidden_size", type=_positive_int, default=None, help="hidden neurons (default: 200)")
-    p.add_argument("--val_fraction", type=checked("float", checks.unit_interval), default=0.0,
-                   help="share of the training data held out (not trained on) for the val_* metrics")
+    p.add_argument("--val_fraction", type=checked("float", checks.unit_interval), default=0.1,
+                   help="share of the training data held out (never trained on) for the val_* metrics that "
+                        "comparisons pick on (0: train on all of it, no val_* metrics)")
     p.add_argument("--output_folder", default=None, help="default: the activation file's folder")
     _add_device(p)
     _flag(p, "--save_curve", "store the per-epoch test metrics in validation.parquet")
@@ -159,7 +168,7 @@ def _run_validate(args) -> None:
                   momentum=args.inner_mu, batch_size=args.inner_batch_size, hidden_size=args.inner_hidden_size,
                   activation=args.activation, output_folder=args.output_folder, use_gpu=args.use_gpu,
                   gpu_no=args.gpu_no, save_curve=args.save_curve, save_model=args.save_model,
-                  val_fraction=args.val_fraction)
+                  val_fraction=args.val_fraction, optimizer=args.optimizer)
 
 
 def _add_hessian(sub) -> None:
@@ -263,6 +272,9 @@ def _add_search_options(p, pipeline: bool = False) -> None:
         p.add_argument("--datasets", default=None, help="validation datasets, e.g. MNIST1D,MNIST,CIFAR")
         p.add_argument("--hessian", type=str2bool, nargs="?", const=True, default=None, metavar="BOOL",
                        help="run Hessian trials (default: the space's)")
+        p.add_argument("--optimizers", default=None, metavar="LIST",
+                       help="validation optimisers, e.g. sgd,rmsprop (sgd: heavy-ball momentum; rmsprop: the "
+                            "meta-learning inner update); their settings come from the space's pipeline.optimizers")
 
 
 def _search_options(args, pipeline: bool = False):
@@ -276,6 +288,8 @@ def _search_options(args, pipeline: bool = False):
                    gpus_per_trial=args.gpus_per_trial, address=args.address, resume=args.resume, top=args.top,
                    optuna_storage=args.optuna_storage, data_path=args.data_path, quiet=args.quiet,
                    runs=getattr(args, "runs", None), datasets=datasets, hessian=getattr(args, "hessian", None),
+                   optimizers=(None if getattr(args, "optimizers", None) is None
+                               else [o.strip().lower() for o in args.optimizers.split(",") if o.strip()]),
                    max_failures=args.max_failures, dashboard=args.dashboard, dashboard_port=args.dashboard_port)
 
 

@@ -110,11 +110,11 @@ def _mode_slug(mode: str) -> str:
 def validate(act_path, *, validation_mode="all", dataset=None, data_path=None, runs=5, seed=0,
              epochs=None, lr=None, momentum=None, batch_size=None, hidden_size=None, activation=None,
              output_folder=None, use_gpu=False, gpu_no=0, save_curve=False, save_model=False,
-             val_fraction=None, quiet=False) -> list[dict]:
+             val_fraction=None, optimizer=None, quiet=False) -> list[dict]:
     """Train validation networks for each mode and seed; write validation.parquet; return rows.
 
-    A row holds dataset, mode, run, seed, the task's metrics as `test_<m>` (and `val_<m>` with
-    val_fraction > 0), epochs, kind, activation_file, seconds; with save_curve the per-epoch
+    A row holds dataset, optimizer, mode, run, seed, the task's metrics as `test_<m>` (and `val_<m>`
+    with val_fraction > 0), epochs, kind, activation_file, seconds; with save_curve the per-epoch
     `curve_<m>` lists, with save_model `model_path`, and `figure_<name>` for each figure the
     task draws (classification draws none).
     """
@@ -123,7 +123,7 @@ def validate(act_path, *, validation_mode="all", dataset=None, data_path=None, r
     nested = meta.get("config") if isinstance(meta.get("config"), dict) else {}
     dataset_name = canonical_name(dataset or meta.get("dataset") or nested.get("dataset") or "MNIST1D")
     cfg = config_for(meta, epochs=epochs, lr=lr, momentum=momentum, batch_size=batch_size, hidden_size=hidden_size,
-                     val_fraction=val_fraction)
+                     val_fraction=val_fraction, optimizer=optimizer)
     modes = parse_modes(validation_mode, acts.n)
     if runs < 1:
         raise UserError(f"--runs must be a positive integer, got {runs}")
@@ -142,9 +142,8 @@ def validate(act_path, *, validation_mode="all", dataset=None, data_path=None, r
             run_seed = seed + run
             result, net = run_mode(acts, data, mode, run_seed, cfg, device)
             metrics = {k: result[k] for k in metric_columns(result)}
-            row = {"dataset": dataset_name, "mode": mode, "run": run, "seed": run_seed, **metrics,
-                   "epochs": cfg.epochs, "kind": "exact" if acts.is_exact() and mode != "pure" else
-                   ("pure" if mode == "pure" else "interpolated"),
+            row = {"dataset": dataset_name, "optimizer": cfg.optimizer, "mode": mode, "run": run, "seed": run_seed,
+                   **metrics, "epochs": cfg.epochs, "kind": net.spec.kind,
                    "activation_file": str(act_path), "seconds": result["seconds"]}
             if save_curve:
                 for key in (k for k in metrics if k.startswith("test_")):

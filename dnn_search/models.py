@@ -2,8 +2,10 @@
 
 A `ValidationNet` is D -> H -> out (out: classes for classification; `NetSpec.num_classes` keeps
 that name for saved specs, whatever the task) with a `NeuronActivations` layer whose neuron h applies one of
-three kinds of function:
+four kinds of function:
 - `pure`: the base function itself (a registered base: sin, tanh, elu, ...);
+- `standard`: a standard activation of the field (relu, gelu, silu, tanh, elu: the torch functions
+  themselves), the baselines a reader knows;
 - `exact`: a learned activation from its saved sub-network weights;
 - `interpolated`: a learned activation sampled on a grid, evaluated piecewise-linearly.
 Everything the layer needs lives in buffers, so a saved state dict plus the small JSON spec from
@@ -20,7 +22,10 @@ from torch import nn
 from dnn_search.activations import ActivationSet, base_value, check_base, learned_activation
 from dnn_search.errors import UserError
 
-KINDS = ("pure", "exact", "interpolated")
+KINDS = ("pure", "standard", "exact", "interpolated")
+# The field's standard activations, as torch implements them: validation mode `std:<name>`.
+STANDARD_ACTIVATIONS = {"relu": torch.relu, "gelu": torch.nn.functional.gelu, "silu": torch.nn.functional.silu,
+                        "tanh": torch.tanh, "elu": torch.nn.functional.elu}
 
 
 @dataclass
@@ -35,6 +40,7 @@ class NetSpec:
     n_activations: int = 1
     outer_hidden_size: int = 0
     grid_points: int = 0
+    standard: str = ""  # kind `standard`: the name in STANDARD_ACTIVATIONS
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -42,11 +48,13 @@ class NetSpec:
     @classmethod
     def from_dict(cls, values: dict) -> "NetSpec":
         try:
-            spec = cls(**{k: values[k] for k in cls.__dataclass_fields__})
+            spec = cls(**{k: values[k] for k in cls.__dataclass_fields__ if k in values or k != "standard"})
         except (KeyError, TypeError) as exc:
             raise UserError(f"model description is incomplete or malformed: {exc}") from None
         if spec.kind not in KINDS:
             raise UserError(f"model description has unknown activation kind {spec.kind!r}")
+        if spec.kind == "standard" and spec.standard not in STANDARD_ACTIVATIONS:
+            raise UserError(f"model description has unknown standard activation {spec.standard!r}")
         check_base(spec.base)
         return spec
 
@@ -69,7 +77,7 @@ def interpolate_rows(grid_x: torch.Tensor, rows: torch.Tensor, row_index: torch.
 class NeuronActivations(nn.Module):
     def __init__(self, spec: NetSpec, neuron_index: torch.Tensor | None = None):
         super().__init__()
-        self.base, self.kind = spec.base, spec.kind
+        self.base, self.kind, self.standard = spec.base, spec.kind, spec.standard
         h = spec.hidden_size
         index = torch.zeros(h, dtype=torch.long) if neuron_index is None else neuron_index.long()
         self.register_buffer("neuron_index", index)
@@ -84,6 +92,8 @@ class NeuronActivations(nn.Module):
     def forward(self, z):
         if self.kind == "pure":
             return base_value(self.base, z)
+        if self.kind == "standard":
+            return STANDARD_ACTIVATIONS[self.standard](z)
         if self.kind == "exact":
             idx = self.neuron_index
             return learned_activation(self.base, z, self.w1[idx], self.b1[idx], self.w2[idx], self.b2[idx])
@@ -104,8 +114,10 @@ class ValidationNet(nn.Module):
 
 def build_net(input_size: int, hidden_size: int, num_classes: int, base: str, *,
               exact: ActivationSet | None = None, grid_x: np.ndarray | None = None,
-              grid_y: np.ndarray | None = None, neuron_index: torch.Tensor | None = None) -> ValidationNet:
-    """A freshly initialised net. Give `exact` weights, or a sampled grid, or neither for `pure`.
+              grid_y: np.ndarray | None = None, neuron_index: torch.Tensor | None = None,
+              standard: str | None = None) -> ValidationNet:
+    """A freshly initialised net. Give `exact` weights, or a sampled grid, or a `standard` activation's
+    name, or none of them for `pure`.
 
     `neuron_index` maps each hidden neuron to an activation row (default: all use row 0).
     """
@@ -114,6 +126,10 @@ def build_net(input_size: int, hidden_size: int, num_classes: int, base: str, *,
     elif grid_y is not None:
         spec = NetSpec(input_size, hidden_size, num_classes, base, "interpolated", grid_y.shape[0],
                        grid_points=grid_y.shape[1])
+    elif standard is not None:
+        if standard not in STANDARD_ACTIVATIONS:
+            raise UserError(f"unknown standard activation {standard!r}: choose from {', '.join(STANDARD_ACTIVATIONS)}")
+        spec = NetSpec(input_size, hidden_size, num_classes, base, "standard", standard=standard)
     else:
         spec = NetSpec(input_size, hidden_size, num_classes, base, "pure")
     net = ValidationNet(spec, neuron_index)

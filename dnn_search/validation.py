@@ -1,9 +1,19 @@
 """Validation trials (docs/design.md, "Validation"): retrain ordinary networks with learned activations.
 
-Modes: `pure` (the base function), `single:k` (learned activation k, 1-based, on every neuron)
-and `diverse` (all learned activations in contiguous blocks). Each mode is trained with SGD with
-momentum on the task's loss and scored with the task's metrics on the dataset's test split (and,
-with `val_fraction` > 0, on a split carved from the training data), repeated over seeds.
+Modes: `pure` (the base function), `std:<name>` (a standard activation of the field: relu, gelu,
+silu, tanh, elu), `single:k` (learned activation k, 1-based, on every neuron) and `diverse` (all
+learned activations in contiguous blocks). Each mode is trained on the task's loss with one of two
+optimisers and scored with the task's metrics on the dataset's test split and on a seeded split
+carved from the training data (`val_*`, `val_fraction`, which is never trained on): every "best"
+of a comparison is picked on that split, so that the test split only measures the picks.
+
+Optimisers (`optimizer`):
+- `sgd`: SGD with heavy-ball momentum `momentum`, the original's validation;
+- `rmsprop`: exactly the meta-learning inner update (docs/design.md §1.3): v <- mu v + (1 - mu) g^2,
+  theta <- theta - lr g / (sqrt(v) + 1e-8), v starting at 1, mu = `momentum` (the trial's inner_mu).
+  Not torch.optim.RMSprop, whose v starts at 0 (its first steps are ~1/sqrt(1 - mu) times larger)
+  and whose eps sits inside the square root: activations learned under one update are validated
+  under the same one.
 """
 from __future__ import annotations
 
@@ -17,7 +27,44 @@ import torch
 from dnn_search.activations import neuron_blocks
 from dnn_search.errors import UserError
 from dnn_search.stats import mean_std
-from dnn_search.models import ValidationNet, build_net
+from dnn_search.models import STANDARD_ACTIVATIONS, ValidationNet, build_net
+
+OPTIMIZERS = ("sgd", "rmsprop")
+RMSPROP_EPS = 1e-8  # the meta-learning inner update's (dnn_search.metalearn.RMSPROP_EPS)
+STANDARD_MODES = tuple(f"std:{name}" for name in STANDARD_ACTIVATIONS)
+DEFAULT_VAL_FRACTION = 0.1
+
+
+class MetaRMSprop(torch.optim.Optimizer):
+    """The meta-learning inner update as a torch optimiser: second moment v starts at 1 and decays with
+    `mu`; the step is lr * g / (sqrt(v) + eps), eps outside the root (docs/design.md §1.3)."""
+
+    def __init__(self, params, lr: float, mu: float, eps: float = RMSPROP_EPS):
+        super().__init__(params, {"lr": lr, "mu": mu, "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            lr, mu, eps = group["lr"], group["mu"], group["eps"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                state = self.state[p]
+                if "v" not in state:
+                    state["v"] = torch.ones_like(p)
+                v = state["v"]
+                v.mul_(mu).add_((1 - mu) * g * g)
+                p.sub_(lr * g / (torch.sqrt(v) + eps))
+
+
+def make_optimizer(name: str, params, lr: float, momentum: float) -> torch.optim.Optimizer:
+    """`sgd` (heavy-ball momentum) or `rmsprop` (the meta-learning inner update, mu = momentum)."""
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum)
+    if name == "rmsprop":
+        return MetaRMSprop(params, lr=lr, mu=momentum)
+    raise UserError(f"unknown validation optimizer {name!r}: choose from {', '.join(OPTIMIZERS)}")
 
 
 @dataclass
@@ -27,10 +74,13 @@ class ValidationConfig:
     momentum: float = 0.8
     batch_size: int = 200
     hidden_size: int = 200
-    # Share of the training data held out for `val_*` metrics (0: none, train on all of it).
-    val_fraction: float = 0.0
+    # Share of the training data held out for `val_*` metrics, never trained on (0: none).
+    val_fraction: float = DEFAULT_VAL_FRACTION
+    optimizer: str = "sgd"  # sgd | rmsprop; `momentum` is rmsprop's decay mu
 
     def validate(self) -> "ValidationConfig":
+        if self.optimizer not in OPTIMIZERS:
+            raise UserError(f"unknown validation optimizer {self.optimizer!r}: choose from {', '.join(OPTIMIZERS)}")
         if self.epochs < 1 or self.batch_size < 1 or self.hidden_size < 1:
             raise UserError("epochs, batch size and hidden size must be positive integers")
         if not 0 <= self.val_fraction < 1:
@@ -43,7 +93,7 @@ class ValidationConfig:
 
 
 def config_for(metadata: dict | None, *, epochs=None, lr=None, momentum=None, batch_size=None,
-               hidden_size=None, val_fraction=None) -> ValidationConfig:
+               hidden_size=None, val_fraction=None, optimizer=None) -> ValidationConfig:
     """Explicit settings win over the activation file's hyperparameters, which win over the defaults.
 
     Epochs, learning rate (inner_lr), momentum (inner_mu) and batch size default to the file's, as
@@ -64,18 +114,37 @@ def config_for(metadata: dict | None, *, epochs=None, lr=None, momentum=None, ba
                             momentum=float(pick(momentum, "inner_mu", 0.8)),
                             batch_size=int(pick(batch_size, "inner_batch_size", 200)),
                             hidden_size=int(hidden_size or 200),
-                            val_fraction=float(val_fraction or 0.0)).validate()
+                            val_fraction=float(DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction),
+                            optimizer=str(optimizer or "sgd")).validate()
 
 
 def parse_modes(spec: str, n_activations: int) -> list[str]:
-    """The original spellings (`0`/`false` for diverse, 1-based indices) plus `pure` and `all`."""
-    text = str(spec).strip().lower()
+    """Modes from a comma-separated SPEC: the original spellings (`0`/`false` for diverse, 1-based
+    indices), `pure`, `std:<name>`, `std` (all standard activations) and `all` (pure, the standard
+    activations, every single:k, and diverse when there are at least two activations: with one, the
+    diverse network is single:1, a homogeneous network, and is never reported as diverse)."""
+    modes: list[str] = []
+    for part in str(spec).split(","):
+        for mode in _parse_mode(part.strip().lower(), n_activations, spec):
+            if mode not in modes:
+                modes.append(mode)
+    return modes
+
+
+def _parse_mode(text: str, n_activations: int, spec) -> list[str]:
     if text in ("diverse", "0", "false"):
         return ["diverse"]
     if text == "pure":
         return ["pure"]
+    if text in ("std", "standard"):
+        return list(STANDARD_MODES)
+    if text.startswith("std:"):
+        if text not in STANDARD_MODES:
+            raise UserError(f"validation mode {text!r}: standard activations are {', '.join(STANDARD_MODES)}")
+        return [text]
     if text == "all":
-        return ["pure", *[f"single:{k}" for k in range(1, n_activations + 1)], "diverse"]
+        singles = [f"single:{k}" for k in range(1, n_activations + 1)]
+        return ["pure", *STANDARD_MODES, *singles, *(["diverse"] if n_activations > 1 else [])]
     index = text.split(":", 1)[1] if text.startswith("single:") else text
     if index.isdigit():
         k = int(index)
@@ -83,13 +152,16 @@ def parse_modes(spec: str, n_activations: int) -> list[str]:
             raise UserError(f"validation mode {spec!r}: the file has {n_activations} activation(s); "
                             f"choose an index from 1 to {n_activations}")
         return [f"single:{k}"]
-    raise UserError(f"unknown validation mode {spec!r}: use pure, diverse, all or an activation index 1..{n_activations}")
+    raise UserError(f"unknown validation mode {spec!r}: use pure, std:<{'|'.join(STANDARD_ACTIVATIONS)}>, std, "
+                    f"diverse, all or an activation index 1..{n_activations} (comma-separated for several)")
 
 
 def build_for_mode(mode: str, acts, input_size: int, num_classes: int, hidden: int) -> ValidationNet:
     """The network of one mode, with fresh (global-RNG) classifier weights. `acts`: LoadedActivations."""
     if mode == "pure":
         return build_net(input_size, hidden, num_classes, acts.base)
+    if mode.startswith("std:"):
+        return build_net(input_size, hidden, num_classes, acts.base, standard=mode[len("std:"):])
     if mode == "diverse":
         index = neuron_blocks(hidden, acts.n) if acts.n <= hidden else None
         if index is None:
@@ -118,9 +190,9 @@ def _finite(metrics: dict[str, float]) -> bool:
 
 def train(net, task, x_train, y_train, x_test, y_test, cfg: ValidationConfig, seed: int,
           on_epoch: Callable[[int, dict], None] | None = None) -> dict:
-    """SGD with momentum on the task's loss; returns `test_<metric>` values and per-epoch curves."""
+    """`cfg.optimizer` on the task's loss; returns `test_<metric>` values and per-epoch curves."""
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    optimizer = make_optimizer(cfg.optimizer, net.parameters(), cfg.lr, cfg.momentum)
     curve = []
     for epoch in range(cfg.epochs):
         net.train()
@@ -157,7 +229,7 @@ def run_mode(acts, dataset, mode: str, seed: int, cfg: ValidationConfig, device=
     if x_val is not None:
         result.update({f"val_{k}": v for k, v in evaluate(net, task, x_val.to(device), y_val.to(device)).items()})
     result.update(task.validation_metrics(net, dataset, device))
-    result.update(mode=mode, seed=seed, seconds=time.perf_counter() - started)
+    result.update(mode=mode, seed=seed, optimizer=cfg.optimizer, seconds=time.perf_counter() - started)
     return result, net
 
 
@@ -175,10 +247,10 @@ def summarise(rows: list[dict]) -> list[dict]:
     """Mean and sample std of every metric column per (dataset, mode), in first-seen order."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        groups.setdefault((row.get("dataset"), row["mode"]), []).append(row)
+        groups.setdefault((row.get("dataset"), row.get("optimizer", "sgd"), row["mode"]), []).append(row)
     out = []
-    for (dataset, mode), items in groups.items():
-        summary = {"dataset": dataset, "mode": mode, "runs": len(items)}
+    for (dataset, optimizer, mode), items in groups.items():
+        summary = {"dataset": dataset, "optimizer": optimizer, "mode": mode, "runs": len(items)}
         for column in metric_columns(items[0]):
             summary[f"{column}_mean"], summary[f"{column}_std"], _ = mean_std([r[column] for r in items])
         out.append(summary)
@@ -187,8 +259,8 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 def format_summary(summary: list[dict]) -> str:
     columns = [k[:-5] for k in summary[0] if k.endswith("_mean")] if summary else []
-    lines = [f"{'dataset':<8} {'mode':<10} {'runs':>4}" + "".join(f"  {c:>19}" for c in columns)]
+    lines = [f"{'dataset':<8} {'optimizer':<9} {'mode':<10} {'runs':>4}" + "".join(f"  {c:>19}" for c in columns)]
     for s in summary:
         cells = "".join(f"  {s[c + '_mean']:9.4g} ± {s[c + '_std']:7.3g}" for c in columns)
-        lines.append(f"{str(s['dataset']):<8} {s['mode']:<10} {s['runs']:>4}{cells}")
+        lines.append(f"{str(s['dataset']):<8} {s['optimizer']:<9} {s['mode']:<10} {s['runs']:>4}{cells}")
     return "\n".join(lines)

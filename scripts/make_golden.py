@@ -75,14 +75,14 @@ def hessian(source_root: Path, out: Path) -> Path:
 
 def main(argv: list[str]) -> None:
     which = argv[0] if argv else "all"
-    if which not in ("all", "fast"):
-        raise SystemExit("usage: make_golden.py [all|fast]")
-    impls = ["fast"] if which == "fast" else ["reference", "fast"]
+    if which not in ("all", "fast", "validate"):
+        raise SystemExit("usage: make_golden.py [all|fast|validate]  (validate: only the validate and hessian goldens)")
+    impls = {"fast": ["fast"], "validate": []}.get(which, ["reference", "fast"])
     for impl in impls:
         shutil.rmtree(GOLDEN / f"metalearn_{impl}", ignore_errors=True)
         for name in CONFIGS:
             metalearn(impl, name, GOLDEN)
-    if which == "all":
+    if which in ("all", "validate"):
         for sub in ("validate", "hessian"):
             shutil.rmtree(GOLDEN / sub, ignore_errors=True)
         validate(GOLDEN, GOLDEN)

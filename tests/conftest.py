@@ -25,7 +25,8 @@ params:
   outer_lr: {{type: loguniform, low: 0.04, high: 4.0}}
 {inner_lr}  n_activations: {{type: int, low: 1, high: 3}}
 top: 2
-pipeline: {{runs: 2, epochs: 1, lr: 0.05, momentum: 0.9, hessian_samples: 200, hessian_iters: 5, hessian_top_k: 1}}
+pipeline: {{runs: 2, epochs: 1, lr: 0.05, momentum: 0.9, hessian_samples: 200, hessian_iters: 5, hessian_top_k: 1,
+           optimizers: [sgd, {{name: rmsprop, lr: 0.01, momentum: 0.8, epochs: 2}}]}}
 """
 
 

@@ -54,8 +54,10 @@ def test_metalearn_validate_hessian_end_to_end(tmp_path):
                        "--output_folder", folder, "--save_model")
         assert done.returncode == 0, done.stderr
         table = pd.read_parquet(folder / "validation.parquet")
-        assert sorted(set(table["mode"])) == ["diverse", "pure", "single:1", "single:2"]
-        assert len(table) == 8 and table["test_accuracy"].between(0, 1).all()
+        standard = ["std:elu", "std:gelu", "std:relu", "std:silu", "std:tanh"]
+        assert sorted(set(table["mode"])) == ["diverse", "pure", "single:1", "single:2", *standard]
+        assert len(table) == 18 and table["test_accuracy"].between(0, 1).all()
+        assert table["val_accuracy"].between(0, 1).all() and set(table["optimizer"]) == {"sgd"}
         assert "diverse" in done.stdout and "±" in done.stdout
     # Pure is the same network whichever file it came with.
     pure = [pd.read_parquet(f / "validation.parquet").query("mode == 'pure'")["test_accuracy"].tolist()

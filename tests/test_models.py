@@ -113,7 +113,11 @@ def test_pure_is_the_true_base_function(tmp_path, exact):
 def test_parse_modes_accepts_original_spellings():
     assert parse_modes("0", 3) == ["diverse"] and parse_modes("false", 3) == ["diverse"]
     assert parse_modes("2", 3) == ["single:2"] and parse_modes("pure", 3) == ["pure"]
-    assert parse_modes("all", 2) == ["pure", "single:1", "single:2", "diverse"]
+    standard = ["std:relu", "std:gelu", "std:silu", "std:tanh", "std:elu"]
+    assert parse_modes("all", 2) == ["pure", *standard, "single:1", "single:2", "diverse"]
+    assert parse_modes("all", 1) == ["pure", *standard, "single:1"]  # n=1: diverse would be single:1
+    assert parse_modes("pure,std:gelu,2", 2) == ["pure", "std:gelu", "single:2"]
+    assert parse_modes("std", 1) == standard
     for bad in ("4", "-1", "x", "single:0"):
         with pytest.raises(UserError):
             parse_modes(bad, 3)

@@ -147,35 +147,43 @@ def test_exported_activations(pipeline_run, tmp_path):
 def test_validation_and_hessian_tables(pipeline_run):
     exp, _, _, _ = pipeline_run
     val = pd.read_parquet(exp / "validation.parquet")
-    for col in ("trial_id", "dataset", "mode", "run", "seed", "test_accuracy", "test_loss"):
+    for col in ("trial_id", "dataset", "optimizer", "mode", "run", "seed", "test_accuracy", "test_loss",
+                "val_accuracy", "val_loss"):
         assert col in val.columns
+    assert set(val.optimizer) == {"sgd", "rmsprop"}  # both optimisers of the space ran
+    assert np.isfinite(val.val_accuracy).all()  # every network was scored on the held-out split
     exported = {p.name: read_activation_file(next(p.glob("*.npz"))).n for p in (exp / "activations").iterdir()}
     assert set(val.trial_id) == set(exported)
+    standard = {"std:relu", "std:gelu", "std:silu", "std:tanh", "std:elu"}
     for tid, n in exported.items():
-        modes = set(val.loc[val.trial_id == tid, "mode"])
-        assert modes == {"pure", "diverse", *[f"single:{k}" for k in range(1, n + 1)]}
-    assert (val.groupby(["trial_id", "mode"]).size() == 2).all()  # runs=2 seeds
+        for optimizer in ("sgd", "rmsprop"):
+            modes = set(val.loc[(val.trial_id == tid) & (val.optimizer == optimizer), "mode"])
+            # an n=1 trial has no diverse network: it would be single:1, homogeneous
+            assert modes == {"pure", *standard, *[f"single:{k}" for k in range(1, n + 1)],
+                             *(["diverse"] if n > 1 else [])}
+    assert (val.groupby(["trial_id", "optimizer", "mode"]).size() == 2).all()  # runs=2 seeds
     assert set(val.seed) == {0, 1}
+    assert set(val.loc[val.optimizer == "rmsprop", "epochs"]) == {2}  # the optimiser's own settings
+    assert set(val.loc[val.optimizer == "sgd", "epochs"]) == {1}
     hes = pd.read_parquet(exp / "hessian.parquet")
-    for col in ("trial_id", "dataset", "mode", "top_eigenvalue", "trace", "top_eigenvalues", "density_eigen",
-                "density_weight"):
+    for col in ("trial_id", "dataset", "optimizer", "mode", "top_eigenvalue", "trace", "top_eigenvalues",
+                "density_eigen", "density_weight"):
         assert col in hes.columns
-    assert len(hes) == val.groupby(["trial_id", "dataset", "mode"]).ngroups
-    # one training per distinct network: the trials share the pure network of each seed (their
-    # validation settings are equal), and an n=1 trial's diverse network is its single:1
-    pure = val[val["mode"] == "pure"].pivot(index="run", columns="trial_id", values="test_accuracy")
-    assert (pure.nunique(axis=1) == 1).all()
-    ones = [tid for tid, n in exported.items() if n == 1]
-    for tid in ones:
-        rows = val[val.trial_id == tid].set_index(["run", "mode"]).test_accuracy
-        assert list(rows.xs("diverse", level="mode")) == list(rows.xs("single:1", level="mode"))
+    assert len(hes) == val.groupby(["trial_id", "dataset", "optimizer", "mode"]).ngroups
+    # one training per distinct network: the trials share the pure and std:* networks of each
+    # (optimiser, seed), as their validation settings are equal
+    shared = val[val["mode"].isin(["pure", *standard])]
+    per_network = shared.groupby(["optimizer", "mode", "run"]).test_accuracy.nunique()
+    assert (per_network == 1).all()
+    # the two optimisers train different networks
+    pure = val[val["mode"] == "pure"].groupby("optimizer").test_accuracy.apply(tuple)
+    assert pure["sgd"] != pure["rmsprop"]
     trainings = len(list((exp / "ray" / "validation").glob("*/result.json")))
-    assert trainings == len(val) - 2 * (len(exported) - 1) - 2 * len(ones)
+    assert trainings == len(val) - (len(exported) - 1) * 6 * 2 * 2  # 6 shared modes x 2 optimisers x 2 runs
     assert len(list((exp / "ray" / "hessian").glob("*/result.json"))) == hes.model_path.nunique()
     assert np.isfinite(hes.top_eigenvalue).all() and np.isfinite(hes.trace).all()
     summary = (exp / "summary.md").read_text()
-    assert "| dataset | trial | n | pure | best homogeneous | diverse |" in summary
-    assert summary.count("| MNIST1D |") >= 2 and "±" in summary
+    assert "±" in summary and "rmsprop" in summary and "sgd" in summary
 
 
 def test_same_seed_same_configs(tmp_path, search_env):

@@ -36,6 +36,7 @@ class Options:
     runs: int | None = None
     datasets: list | None = None
     hessian: bool | None = None
+    optimizers: list | None = None  # validation optimiser names (their settings from the space file)
 
 
 def resolve(opts: Options) -> tuple[SearchSpace, Path, SearchRecord]:
@@ -60,7 +61,7 @@ def resolve(opts: Options) -> tuple[SearchSpace, Path, SearchRecord]:
         recorded = read_record(exp_dir)
         space = from_dict(recorded.space, source=str(exp_dir / "search.json"))
         space = space.with_overrides(top=opts.top, runs=opts.runs, datasets=opts.datasets, hessian=opts.hessian,
-                                     max_failures=opts.max_failures)
+                                     optimizers=opts.optimizers, max_failures=opts.max_failures)
         address = opts.address if opts.address is not None else recorded.address
         return space, exp_dir, recorded.replace(space=space.to_dict(), address=address)
     if not opts.space_path:
@@ -70,7 +71,7 @@ def resolve(opts: Options) -> tuple[SearchSpace, Path, SearchRecord]:
     space = space.with_overrides(num_samples=opts.num_samples, max_concurrent=opts.max_concurrent,
                                  cpus_per_trial=opts.cpus_per_trial, gpus_per_trial=opts.gpus_per_trial,
                                  top=opts.top, data_path=opts.data_path, runs=opts.runs, datasets=datasets,
-                                 hessian=opts.hessian, max_failures=opts.max_failures)
+                                 hessian=opts.hessian, optimizers=opts.optimizers, max_failures=opts.max_failures)
     if (exp_dir / RAY_DIR / SEARCH_EXPERIMENT).exists():
         raise UserError(f"a search named {opts.name!r} already exists in {exp_dir}: "
                         "pass --resume to continue it, or choose another --name")

@@ -2,10 +2,11 @@
 then summary.md.
 
 The best trials' activations (exported by the search) are retrained in ordinary networks: every
-exported trial x dataset x mode (`pure`, each `single:k`, `diverse`) x seed, each a Tune trial;
-the first seed's models then get Hessian trials. A network that two results share (the `pure`
-network of trials with equal validation settings, an n=1 trial's `diverse` = `single:1`) is
-trained once.
+exported trial x dataset x optimiser x mode (`pure`, the standard `std:*`, each `single:k`, and
+`diverse` for trials with n >= 2) x seed, each a Tune trial, every one holding out the same seeded
+validation split on which the summary picks; the first seed's models then get Hessian trials. A
+network that two results share (the `pure` and `std:*` networks of trials with equal validation
+settings) is trained once.
 """
 from __future__ import annotations
 
@@ -57,37 +58,40 @@ def _grid_run(name: str, trainable, jobs: list[dict], exp_dir: Path, space: Sear
     return rows, time.time() - started
 
 
-def _job_key(trial_id, dataset, mode, run) -> tuple:
-    return (str(trial_id), str(dataset), str(mode), int(run))
+def _job_key(trial_id, dataset, optimizer, mode, run) -> tuple:
+    return (str(trial_id), str(dataset), str(optimizer), str(mode), int(run))
 
 
 def _validation_plan(exported: list[dict], p: PipelineSpec, exp_dir: Path) -> tuple[list[dict], list[tuple]]:
-    """Every (trial, dataset, mode, run) the pipeline reports, and for each the key of the training
-    that produces it. Equal keys train the same network, so it is trained once: `pure` depends only
-    on the base function and the validation settings (not on the learned activations), and with
-    n=1 `diverse` builds exactly the `single:1` network (bit-identical, tested)."""
+    """Every (trial, dataset, optimizer, mode, run) the pipeline reports, and for each the key of the
+    training that produces it. Equal keys train the same network, so it is trained once: `pure` and
+    `std:*` depend only on the base function and the validation settings, not on the learned
+    activations. An n=1 trial has no `diverse` network (it would be single:1, a homogeneous one)."""
+    from dataclasses import asdict
+
     from dnn_search.actfile import read_activation_file
-    from dnn_search.validation import config_for
+    from dnn_search.validation import STANDARD_MODES, config_for
 
     wanted, keys = [], []
     for e in exported:
         acts = read_activation_file(e["npz"])
-        cfg = config_for(acts.metadata, epochs=p.epochs, lr=p.lr, momentum=p.momentum,
-                         hidden_size=p.hidden_size)
-        modes = ["pure", *[f"single:{k}" for k in range(1, e["n"] + 1)], "diverse"]
-        for dataset in p.datasets:
-            for mode in modes:
-                for run in range(p.runs):
-                    seed = p.seed + run
-                    model_dir = (str(exp_dir / "validation" / e["trial_id"] / "models")
-                                 if p.hessian and run == 0 else "")
-                    wanted.append({"trial_id": e["trial_id"], "act_path": str(e["npz"]), "dataset": dataset,
-                                   "mode": mode, "run": run, "seed": seed, "model_dir": model_dir})
-                    if mode == "pure":
-                        keys.append(("pure", acts.base, dataset, seed, run, astuple(cfg)))
-                    else:
-                        same = "single:1" if mode == "diverse" and e["n"] == 1 else mode
-                        keys.append((e["trial_id"], same, dataset, seed, run))
+        learned = [f"single:{k}" for k in range(1, e["n"] + 1)] + (["diverse"] if e["n"] > 1 else [])
+        modes = ["pure", *(STANDARD_MODES if p.standard else ()), *learned]
+        for optimizer in p.optimizers:
+            cfg = config_for(acts.metadata, **p.settings(optimizer))
+            for dataset in p.datasets:
+                for mode in modes:
+                    for run in range(p.runs):
+                        seed = p.seed + run
+                        model_dir = (str(exp_dir / "validation" / e["trial_id"] / cfg.optimizer)
+                                     if p.hessian and run == 0 else "")
+                        wanted.append({"trial_id": e["trial_id"], "act_path": str(e["npz"]), "dataset": dataset,
+                                       "optimizer": cfg.optimizer, "mode": mode, "run": run, "seed": seed,
+                                       "model_dir": model_dir, "validation": asdict(cfg)})
+                        if mode in ("pure", *STANDARD_MODES):
+                            keys.append((mode, acts.base, dataset, seed, run, astuple(cfg)))
+                        else:
+                            keys.append((e["trial_id"], mode, dataset, seed, run, astuple(cfg)))
     return wanted, keys
 
 
@@ -98,8 +102,7 @@ def _pipeline_stages(ray, space: SearchSpace, exp_dir: Path, exported: list[dict
         raise UserError("the search produced no finished trial to validate")
     p = space.pipeline
     settings = {"env": trial_settings(space)["env"], "cpus_per_trial": space.cpus_per_trial,
-                "data_path": space.data_path, "epochs": p.epochs, "lr": p.lr,
-                "momentum": p.momentum, "hidden_size": p.hidden_size, "seed": p.seed,
+                "data_path": space.data_path, "seed": p.seed,
                 "hessian_samples": p.hessian_samples, "hessian_iters": p.hessian_iters,
                 "hessian_top_k": p.hessian_top_k}
     if any(d != "MNIST1D" for d in p.datasets) and not space.data_path:
@@ -111,42 +114,43 @@ def _pipeline_stages(ray, space: SearchSpace, exp_dir: Path, exported: list[dict
         trained_by.setdefault(key, job)
     jobs = list(trained_by.values())
     if not opts.quiet and len(jobs) < len(wanted):
-        print(f"validation: {len(wanted)} (trial, dataset, mode, run) results from {len(jobs)} trainings "
-              "(trials with equal settings share their pure network; an n=1 diverse network is single:1)")
+        print(f"validation: {len(wanted)} (trial, dataset, optimizer, mode, run) results from {len(jobs)} "
+              "trainings (trials with equal settings share their pure and std:* networks)")
     rows, v_seconds = _grid_run("validation", validation_trial, jobs, exp_dir, space, settings, opts.quiet,
                                 "validation")
-    results = {_job_key(r["trial_id_meta"], r["dataset"], r["mode"], r["run"]): r for r in rows}
+    results = {_job_key(r["trial_id_meta"], r["dataset"], r["optimizer"], r["mode"], r["run"]): r for r in rows}
     v_rows = []
     for job, key in zip(wanted, key_of):
         src = trained_by[key]
-        r = results.get(_job_key(src["trial_id"], src["dataset"], src["mode"], src["run"]))
+        r = results.get(_job_key(src["trial_id"], src["dataset"], src["optimizer"], src["mode"], src["run"]))
         if r is None:  # that training failed
             continue
-        # the task's metric columns (test_*, val_*) and curves (curve_*) as the trial reported them
-        v_rows.append({"trial_id": job["trial_id"], "dataset": job["dataset"], "mode": job["mode"],
-                       "run": job["run"], "seed": job["seed"],
+        # the task's metric columns (test_*, val_*, ...) and curves (curve_*) as the trial reported them
+        v_rows.append({"trial_id": job["trial_id"], "dataset": job["dataset"], "optimizer": job["optimizer"],
+                       "mode": job["mode"], "run": job["run"], "seed": job["seed"],
                        **{k: v for k, v in r.items() if k.startswith((*METRIC_PREFIXES, "curve_"))},
                        **{k: r[k] for k in ("epochs", "seconds", "node_id", "model_path")}})
-    write_table(exp_dir / VALIDATION_FILE, v_rows, ("trial_id", "dataset", "mode", "run", "seed"))
+    write_table(exp_dir / VALIDATION_FILE, v_rows, ("trial_id", "dataset", "optimizer", "mode", "run", "seed"))
     h_rows, h_seconds = [], 0.0
     if p.hessian:
         with_model = [r for r in v_rows if r["model_path"]]
         h_jobs_by_model: dict[str, dict] = {}  # a shared model gets one Hessian
         for r in with_model:
             h_jobs_by_model.setdefault(r["model_path"], {
-                "trial_id": r["trial_id"], "dataset": r["dataset"], "mode": r["mode"], "model_path": r["model_path"],
+                "trial_id": r["trial_id"], "dataset": r["dataset"], "optimizer": r["optimizer"], "mode": r["mode"],
+                "model_path": r["model_path"],
                 "output_folder": str(exp_dir / "hessian" / r["trial_id"])})
         h_jobs = list(h_jobs_by_model.values())
         rows, h_seconds = _grid_run("hessian", hessian_trial, h_jobs, exp_dir, space, settings, opts.quiet,
                                     "hessian")
         by_model = {r["model_path"]: r for r in rows}
-        h_rows = [{"trial_id": v["trial_id"], "dataset": v["dataset"], "mode": v["mode"],
+        h_rows = [{"trial_id": v["trial_id"], "dataset": v["dataset"], "optimizer": v["optimizer"], "mode": v["mode"],
                    **{k: by_model[v["model_path"]][k] for k in ("top_eigenvalue", "trace", "top_eigenvalues",
                                                                 "density_eigen", "density_weight", "num_params",
                                                                 "model_path", "node_id")}}
                   for v in with_model if v["model_path"] in by_model]
     write_table(exp_dir / HESSIAN_FILE, h_rows,
-                      ("trial_id", "dataset", "mode", "top_eigenvalue", "trace", "top_eigenvalues",
+                      ("trial_id", "dataset", "optimizer", "mode", "top_eigenvalue", "trace", "top_eigenvalues",
                        "density_eigen", "density_weight"))
     summary = write_summary(exp_dir, opts.name)
     if not opts.quiet:

@@ -131,6 +131,9 @@ class SearchSpace:
                 continue
             if key in ("cpus_per_trial", "gpus_per_trial"):
                 data["resources"][key] = value
+            elif key == "optimizers":  # names; an optimiser the file configures keeps its settings
+                configured = {o["name"]: o for o in data["pipeline"]["optimizers"]}
+                data["pipeline"][key] = [configured.get(name, name) for name in value]
             elif key in ("runs", "datasets", "hessian"):
                 data["pipeline"][key] = value
             else:

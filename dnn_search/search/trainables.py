@@ -102,13 +102,12 @@ def validation_trial(config: dict, settings: dict) -> None:
     from dnn_search.actfile import read_activation_file
     from dnn_search.data import load_dataset
     from dnn_search.jobs import save_validation_model
-    from dnn_search.validation import config_for, metric_columns, run_mode
+    from dnn_search.validation import ValidationConfig, metric_columns, run_mode
 
     device, node_id = _prepare(settings)
     job = config["job"]
     acts = read_activation_file(job["act_path"])
-    cfg = config_for(acts.metadata, epochs=settings.get("epochs"), lr=settings.get("lr"),
-                     momentum=settings.get("momentum"), hidden_size=settings.get("hidden_size"))
+    cfg = ValidationConfig(**job["validation"]).validate()  # the plan resolved it from the file and the space
     data = load_dataset(job["dataset"], settings.get("data_path"))
     result, net = run_mode(acts, data, job["mode"], int(job["seed"]), cfg, device)
     model_path = ""
@@ -118,8 +117,8 @@ def validation_trial(config: dict, settings: dict) -> None:
     # the task's metric columns (classification: test_accuracy, test_loss), and their curves per epoch
     metrics = {k: result[k] for k in metric_columns(result)}
     curves = {f"curve_{k[len('test_'):]}": [c[k] for c in result["curve"]] for k in metrics if k.startswith("test_")}
-    tune.report({"trial_id_meta": job["trial_id"], "dataset": job["dataset"], "mode": job["mode"],
-                 "run": int(job["run"]), "seed": int(job["seed"]), **metrics, "epochs": cfg.epochs,
+    tune.report({"trial_id_meta": job["trial_id"], "dataset": job["dataset"], "optimizer": cfg.optimizer,
+                 "mode": job["mode"], "run": int(job["run"]), "seed": int(job["seed"]), **metrics, "epochs": cfg.epochs,
                  "seconds": result["seconds"], "model_path": model_path, "node_id": node_id, **curves})
 
 
@@ -137,8 +136,8 @@ def hessian_trial(config: dict, settings: dict) -> None:
                      top_k=int(settings.get("hessian_top_k", 3)), iters=int(settings.get("hessian_iters", 50)),
                      seed=int(settings.get("seed", 0)), use_gpu=device != "cpu",
                      output_folder=job["output_folder"], quiet=True)
-    tune.report({"trial_id_meta": job["trial_id"], "dataset": job["dataset"], "mode": job["mode"],
-                 "top_eigenvalue": float(record["top_eigenvalues"][0]), "trace": float(record["trace"]),
+    tune.report({"trial_id_meta": job["trial_id"], "dataset": job["dataset"], "optimizer": job["optimizer"],
+                 "mode": job["mode"], "top_eigenvalue": float(record["top_eigenvalues"][0]), "trace": float(record["trace"]),
                  "top_eigenvalues": [float(v) for v in record["top_eigenvalues"]],
                  "density_eigen": record["density_eigen"], "density_weight": record["density_weight"],
                  "num_params": int(record["num_params"]), "model_path": job["model_path"], "node_id": node_id})
