@@ -6,7 +6,7 @@
     trials.parquet        one row per trial        steps.parquet   one row per (trial, outer step)
     activations/<trial>/  the best trials' activation files (+ metadata.json, activations.png)
     artifacts/            Optuna artifact store (activation plots attached to the trials)
-    validation.parquet, hessian.parquet, summary.md   (pipeline)
+    validation.parquet, hessian.parquet, summary.md, stages.json (each stage's wall time)   (pipeline)
     report.html, report_figures/                      (report)
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ JOURNAL_FILE = "optuna_journal.log"
 VALIDATION_FILE = "validation.parquet"
 HESSIAN_FILE = "hessian.parquet"
 SUMMARY_FILE = "summary.md"
+STAGES_FILE = "stages.json"
 RAY_DIR = "ray"
 SEARCH_EXPERIMENT = "search"
 ARTIFACT_DIR = "artifacts"

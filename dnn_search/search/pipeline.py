@@ -17,7 +17,7 @@ from dataclasses import astuple
 from pathlib import Path
 
 from dnn_search.errors import UserError
-from dnn_search.results.layout import HESSIAN_FILE, RAY_DIR, VALIDATION_FILE
+from dnn_search.results.layout import HESSIAN_FILE, RAY_DIR, STAGES_FILE, VALIDATION_FILE
 from dnn_search.results.summary import write_summary
 from dnn_search.results.tables import write_table
 from dnn_search.search.driver import run_search, trial_settings
@@ -152,12 +152,21 @@ def _pipeline_stages(ray, space: SearchSpace, exp_dir: Path, exported: list[dict
     write_table(exp_dir / HESSIAN_FILE, h_rows,
                       ("trial_id", "dataset", "optimizer", "mode", "top_eigenvalue", "trace", "top_eigenvalues",
                        "density_eigen", "density_weight"))
+    started = time.time()
     summary = write_summary(exp_dir, opts.name)
     if not opts.quiet:
         print("\n" + summary)
-    return {"validation_seconds": v_seconds, "hessian_seconds": h_seconds}
+    return {"validation_seconds": v_seconds, "hessian_seconds": h_seconds, "summary_seconds": time.time() - started}
 
 
 def run_pipeline(opts: Options) -> dict:
-    """`dnn-search pipeline`: search -> export -> validation trials -> Hessian trials -> summary."""
-    return run_search(opts, then=_pipeline_stages)
+    """`dnn-search pipeline`: search -> export -> validation trials -> Hessian trials -> summary.
+    Each stage's wall time goes to STAGES_FILE in the results folder."""
+    import json
+
+    from dnn_search.atomic import atomic_write_text
+    result = run_search(opts, then=_pipeline_stages)
+    stages = {"search_seconds": result["seconds"],
+              **{k: result[k] for k in ("validation_seconds", "hessian_seconds", "summary_seconds") if k in result}}
+    atomic_write_text(Path(result["exp_dir"]) / STAGES_FILE, json.dumps(stages, indent=2) + "\n")
+    return result
