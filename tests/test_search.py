@@ -394,3 +394,28 @@ def test_min_mode_export_picks_the_lowest_loss(pruned_min_run, tmp_path):
     meta = json.loads((out / expected[0] / "metadata.json").read_text())
     assert meta["mode"] == "min" and meta["metric"] == "meta_loss" and meta["rank"] == 1
     assert sorted(p.name for p in (exp / "activations").iterdir()) == sorted(expected)
+
+
+def test_search_ablations_from_the_real_tables(pipeline_run):
+    """The steps and n ablations of a real search: the counts per rung and per n agree with the
+    trials' own records (steps_done, status), which the ablation code does not read."""
+    from dnn_search.results.ablation import n_ablation, steps_ablation
+    exp, _, _, _ = pipeline_run
+    trials = pd.read_parquet(exp / "trials.parquet")
+    steps = pd.read_parquet(exp / "steps.parquet")
+    rungs = [1, 2, 4]
+    lines = steps_ablation(steps, "heldout_accuracy", rungs, 100.0)
+    assert len(lines) == 2 + len(rungs)
+    for line, r in zip(lines[2:], rungs):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert int(cells[0]) == r and int(cells[1]) == int((trials.steps_done >= r).sum())
+    last = steps[steps.step == 4].heldout_accuracy
+    assert lines[-1].split("|")[5].strip() == f"{last.max() * 100:.2f}"
+    by_n = n_ablation(trials, "score", "max", 100.0)
+    done = trials[trials.status.isin(["COMPLETED", "PRUNED"])]
+    assert len(by_n) == 2 + done.n_activations.nunique()
+    for line in by_n[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        group = done[done.n_activations == int(cells[0])]
+        assert int(cells[1]) == len(group) and int(cells[2]) == int((group.status == "COMPLETED").sum())
+        assert cells[3] == f"{group.score.max() * 100:.2f}"

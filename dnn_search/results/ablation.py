@@ -1,0 +1,55 @@
+"""Search-level ablations from a search's own tables: how the search metric depends on the number of
+outer steps (at the scheduler's rungs) and on the number of learned activations n.
+
+They use only `trials.parquet` and `steps.parquet`, i.e. the meta-learning split of the training
+data (the search metric), never a test split; they describe the search, not the retrained networks.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def _fmt(value: float, scale: float, digits: int) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{value * scale:.{digits}f}"
+
+
+def steps_ablation(steps, metric: str, rungs: list[int], scale: float = 1.0, digits: int = 2) -> list[str]:
+    """Markdown: the mean, median and best of METRIC over the trials that reached each rung, and, for
+    the trials that reached the last rung, the same at every rung (a fixed set of trials, so that the
+    columns differ only by the number of outer steps)."""
+    if steps is None or metric not in getattr(steps, "columns", []) or not rungs:
+        return []
+    values = steps[["trial_id", "step", metric]].dropna()
+    at = {r: values[values["step"] == r].set_index("trial_id")[metric].astype(float) for r in rungs}
+    finishers = set(at[rungs[-1]].index)
+    lines = [f"| outer steps | trials there | mean {metric} | median | best | mean over the {len(finishers)} "
+             f"trial(s) that reached {rungs[-1]} |", "|---|---|---|---|---|---|"]
+    for r in rungs:
+        v = at[r]
+        fixed = v[v.index.isin(finishers)]
+        lines.append(f"| {r} | {len(v)} | {_fmt(v.mean() if len(v) else math.nan, scale, digits)} | "
+                     f"{_fmt(v.median() if len(v) else math.nan, scale, digits)} | "
+                     f"{_fmt(v.max() if len(v) else math.nan, scale, digits)} | "
+                     f"{_fmt(fixed.mean() if len(fixed) else math.nan, scale, digits)} |")
+    return lines
+
+
+def n_ablation(trials, score: str = "score", direction: str = "max", scale: float = 1.0,
+               digits: int = 2) -> list[str]:
+    """Markdown: per number of learned activations n, how many trials ran, how many ASHA kept to the
+    end, and the best and median final search metric (each trial's last reported value)."""
+    if trials is None or "n_activations" not in getattr(trials, "columns", []) or score not in trials.columns:
+        return []
+    done = trials[trials["status"].isin(["COMPLETED", "PRUNED"])]
+    pick = np.nanmax if direction == "max" else np.nanmin
+    lines = ["| n | trials | completed (not stopped early) | best final value | median final value |",
+             "|---|---|---|---|---|"]
+    for n, group in done.groupby("n_activations", sort=True):
+        values = group[score].astype(float).to_numpy()
+        finite = values[np.isfinite(values)]
+        lines.append(f"| {int(n)} | {len(group)} | {int((group['status'] == 'COMPLETED').sum())} | "
+                     f"{_fmt(float(pick(finite)) if finite.size else math.nan, scale, digits)} | "
+                     f"{_fmt(float(np.median(finite)) if finite.size else math.nan, scale, digits)} |")
+    return lines
