@@ -21,7 +21,7 @@ import numpy as np
 from dnn_search.atomic import atomic_write_text
 from dnn_search.errors import UserError
 from dnn_search.results.layout import find_search
-from dnn_search.results.summary import (comparison_note, comparison_table, compare, metric_view, picks_table,
+from dnn_search.results.summary import (PICK_ROLES, comparison_note, comparison_table, compare, metric_view, picks_table,
                                         split_sentence, trial_info)
 from dnn_search.stats import format_mean_std, mean_ci
 from dnn_search.results.report_data import (FIGURE_DIR, REPORT_NAME, load_results, param_columns,
@@ -162,11 +162,13 @@ def comparison_panels(comps) -> tuple[list, list[str]]:
             else:
                 ci = mean_ci(values)
                 mean, lo, hi = ci.mean * view.scale, ci.lo * view.scale, ci.hi * view.scale
-            mark = (f"{pick_of[id(arm)].replace('best ', 'best ')}\npicked on {comp.split}" if id(arm) in pick_of
-                    else None)
+            mark = f"{pick_of[id(arm)]}\npicked on {comp.split}" if id(arm) in pick_of else None
             bars.append({"label": arm.mode if arm.trial_id is None else f"{arm.mode}\n{arm.trial_id}",
-                         "mean": mean, "lo": lo, "hi": hi, "mark": mark, "kind": arm.kind})
-        marked = [f"{role} {arm.label}" for role, arm in comp.picks.items() if arm is not None and role != "pure"]
+                         "mean": mean, "lo": lo, "hi": hi, "mark": mark, "kind": arm.kind,
+                         "role": pick_of.get(id(arm)), "name": arm.label})
+        # what the figure marks, read back from its bars
+        marked = [f"{b['role']} {b['name']}" for b in sorted((b for b in bars if b["mark"]),
+                                                             key=lambda b: PICK_ROLES.index(b["role"]))]
         panels.append((f"{comp.dataset}, optimizer {comp.optimizer}: test {view.metric} "
                        f"(picks on {'validation' if comp.split == 'val' else 'TEST: no validation split'})", bars))
         picked.append(f"picked on {comp.split} for {comp.dataset} {comp.optimizer}: " + ", ".join(marked))
