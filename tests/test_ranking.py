@@ -4,7 +4,6 @@ reader; only public functions are called (`rank_trials`, `summary_markdown`)."""
 from __future__ import annotations
 
 import math
-import re
 
 import pandas as pd
 import pytest

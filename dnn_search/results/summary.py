@@ -437,8 +437,9 @@ def summary_markdown(name: str, validation, hessian, trials) -> str:
              "*Best homogeneous*: the best learned activation `single:k` (on every neuron) of any exported trial. "
              "*Best diverse*: the best `diverse` network (all of a trial's activations) of a trial with at least "
              "two activations; a one-activation trial's diverse network is homogeneous and never counts as "
-             "diverse. Each is picked by its mean over seeds on the validation split; test numbers are shown for "
-             "the picks and for `pure` (the reference) only.", ""]
+             "diverse. Each is picked by its mean over seeds on the validation split (a file without one is picked "
+             "on test, and says so below); test numbers are shown for the picks and for `pure` (the reference) "
+             "only.", ""]
     if not comps:
         lines += ["No validation results.", ""]
     lines += _trials_section(validation, comps, info)
