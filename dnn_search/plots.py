@@ -346,3 +346,51 @@ def _runs(value) -> list[list[float]]:
     if np.ndim(seq[0]) == 0:
         return [[float(v) for v in seq]]
     return [[float(v) for v in run] for run in seq]
+
+
+def plot_mode_comparison(panels, path, ylabel: str, log: bool = False, mark_hatch: str = "//") -> Path:
+    """Bars with 95% confidence intervals, one panel per (title, bars) in PANELS.
+
+    Each bar is a dict: `label` (x tick), `mean`, `lo`, `hi` (the interval; NaN: no error bar) and
+    `mark` (None, or a short text such as "picked on val": the bar is hatched and the text written
+    above it). LOG: a logarithmic value axis (for errors compared as ratios)."""
+    plt = pyplot()
+    panels = list(panels)
+    widths = [max(6.0, 0.6 * len(bars) + 1.5) for _, bars in panels] or [6.0]
+    fig, axes = plt.subplots(len(panels) or 1, 1, figsize=(min(14.0, max(widths)), 4.2 * max(1, len(panels))),
+                             squeeze=False)
+    colors = plt.cm.tab10(np.linspace(0, 1, 10))
+    for ax, (title, bars) in zip(axes.flat, panels):
+        xs = np.arange(len(bars))
+        means = np.array([float(b["mean"]) for b in bars], dtype=float)
+        lo = np.array([float(b["lo"]) for b in bars], dtype=float)
+        hi = np.array([float(b["hi"]) for b in bars], dtype=float)
+        err = np.vstack([np.where(np.isfinite(lo), means - lo, 0.0), np.where(np.isfinite(hi), hi - means, 0.0)])
+        for i, b in enumerate(bars):
+            kind = str(b.get("kind", ""))
+            color = colors[{"pure": 7, "standard": 0, "homogeneous": 2, "diverse": 3}.get(kind, i % 10)]
+            ax.bar(xs[i], means[i], 0.7, color=color, alpha=0.85, edgecolor="black" if b.get("mark") else color,
+                   linewidth=1.5 if b.get("mark") else 0.5, hatch=mark_hatch if b.get("mark") else None)
+        ax.errorbar(xs, means, yerr=err, fmt="none", ecolor="black", capsize=4, lw=1)
+        top = np.nanmax(np.where(np.isfinite(hi), hi, means)) if len(bars) and np.isfinite(means).any() else 1.0
+        for i, b in enumerate(bars):
+            if b.get("mark") and np.isfinite(means[i]):
+                y = hi[i] if np.isfinite(hi[i]) else means[i]
+                ax.annotate(str(b["mark"]), (xs[i], y), xytext=(0, 4), textcoords="offset points", ha="center",
+                            va="bottom", fontsize=7, rotation=90 if len(bars) > 6 else 0)
+        ax.set_xticks(xs)
+        ax.set_xticklabels([str(b["label"]) for b in bars], rotation=35 if len(bars) > 4 else 0, ha="right"
+                           if len(bars) > 4 else "center", fontsize=8)
+        ax.set_ylabel(ylabel)
+        if log:
+            ax.set_yscale("log")
+        elif np.isfinite(means).any():
+            low = np.nanmin(np.where(np.isfinite(lo), lo, means))
+            span = max(top - low, 1e-9)
+            ax.set_ylim(max(0.0, low - 0.4 * span) if low >= 0 else low - 0.4 * span, top + 0.35 * span)
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -21,8 +21,9 @@ import numpy as np
 from dnn_search.atomic import atomic_write_text
 from dnn_search.errors import UserError
 from dnn_search.results.layout import find_search
-from dnn_search.results.summary import metric_view
-from dnn_search.stats import format_mean_std
+from dnn_search.results.summary import (PICK_ROLES, comparison_note, comparison_table, compare, metric_view, picks_table,
+                                        split_sentence, trial_info)
+from dnn_search.stats import format_mean_std, mean_ci
 from dnn_search.results.report_data import (FIGURE_DIR, REPORT_NAME, load_results, param_columns,
                                             param_importance, ranked_trials, varying)
 
@@ -130,6 +131,80 @@ def markdown_to_html(text: str) -> str:
         i += 1
     flush()
     return "\n".join(out)
+
+
+# ------------------------------------------------------------------------------------- validation
+
+def _rows_table(header, rows, left=()) -> str:
+    import pandas as pd
+    return _table(pd.DataFrame(rows, columns=header), left=left)
+
+
+def comparison_panels(comps) -> tuple[list, list[str]]:
+    """Bars for `plots.plot_mode_comparison`, one panel per (dataset, optimizer): every arm's test mean
+    (geometric mean for a log metric) with its 95% t-interval, the picks marked "picked on <split>";
+    and, per panel, a line naming the marked bars (for the figure's alt text)."""
+    panels, picked = [], []
+    for comp in comps:
+        view = comp.view
+        pick_of = {}
+        for role, arm in comp.picks.items():
+            if arm is not None and role != "pure":
+                pick_of.setdefault(id(arm), role)
+        order = {"pure": 0, "standard": 1, "homogeneous": 2, "diverse": 3}
+        arms = sorted(comp.arms, key=lambda a: (a.trial_id is not None, a.trial_id or "", order[a.kind], a.mode))
+        bars = []
+        for arm in arms:
+            values = [v for v in arm.test.values()]
+            if view.log:
+                ci = mean_ci([math.log(v) for v in values if math.isfinite(v) and v > 0])
+                mean, lo, hi = (math.exp(x) if math.isfinite(x) else math.nan for x in (ci.mean, ci.lo, ci.hi))
+            else:
+                ci = mean_ci(values)
+                mean, lo, hi = ci.mean * view.scale, ci.lo * view.scale, ci.hi * view.scale
+            mark = f"{pick_of[id(arm)]}\npicked on {comp.split}" if id(arm) in pick_of else None
+            bars.append({"label": arm.mode if arm.trial_id is None else f"{arm.mode}\n{arm.trial_id}",
+                         "mean": mean, "lo": lo, "hi": hi, "mark": mark, "kind": arm.kind,
+                         "role": pick_of.get(id(arm)), "name": arm.label})
+        # what the figure marks, read back from its bars
+        marked = [f"{b['role']} {b['name']}" for b in sorted((b for b in bars if b["mark"]),
+                                                             key=lambda b: PICK_ROLES.index(b["role"]))]
+        panels.append((f"{comp.dataset}, optimizer {comp.optimizer}: test {view.metric} "
+                       f"(picks on {'validation' if comp.split == 'val' else 'TEST: no validation split'})", bars))
+        picked.append(f"picked on {comp.split} for {comp.dataset} {comp.optimizer}: " + ", ".join(marked))
+    return panels, picked
+
+
+def _every_mode_table(val, view, homogeneous_diverse=frozenset()) -> str:
+    """Every mode's val and test mean ± std per (dataset, optimizer, trial): detail, not used for picks.
+    pure and std:* do not depend on the trial: shown once, deduplicated by seed. HOMOGENEOUS_DIVERSE:
+    (dataset, optimizer, trial) of one-activation trials, whose diverse row is labelled as homogeneous."""
+    import pandas as pd
+
+    from dnn_search.plots import _mode_order
+    frame = val.copy()
+    if "optimizer" not in frame.columns:
+        frame["optimizer"] = "sgd"
+    frame["optimizer"] = frame["optimizer"].fillna("sgd").astype(str)
+    frame["mode"] = frame["mode"].astype(str)
+    shared = (frame["mode"] == "pure") | frame["mode"].str.startswith("std:")
+    frame["trial"] = np.where(shared, "–", frame["trial_id"].astype(str) if "trial_id" in frame else "–")
+    if "seed" in frame.columns:
+        frame = pd.concat([frame[shared].drop_duplicates(["dataset", "optimizer", "mode", "seed"]), frame[~shared]])
+    keys = ["dataset", "optimizer", "trial", "mode"]
+    columns = [c for c in (view.val_column, view.column, view.secondary) if c and c in frame.columns]
+    groups = frame.groupby(keys, sort=False)
+    stats = groups.agg(runs=(view.column, "size")).reset_index()
+    for col in columns:  # the one mean ± std of the tool (dnn_search.stats)
+        stats[col.replace("_", " ")] = list(groups[col].agg(lambda v: format_mean_std(v, digits=4)))
+    order = {m: i for i, m in enumerate(_mode_order(stats["mode"].astype(str)))}
+    stats = stats.assign(_o=stats["mode"].map(order), _shared=stats["trial"] != "–")
+    stats = stats.sort_values(["dataset", "optimizer", "_shared", "trial", "_o"], kind="stable")
+    one = [(d, o, t) in homogeneous_diverse and m == "diverse"
+           for d, o, t, m in zip(stats["dataset"].astype(str), stats["optimizer"], stats["trial"], stats["mode"])]
+    stats.loc[one, "mode"] = "diverse (n = 1: homogeneous, not diverse)"
+    return _table(stats[[*keys, "runs", *[c.replace("_", " ") for c in columns]]],
+                  left=("dataset", "optimizer", "trial", "mode"))
 
 
 # ------------------------------------------------------------------------------------- the report
@@ -241,21 +316,35 @@ def write_report(folder: str | os.PathLike, top: int = 4) -> Path:
     add("<h2>Validation</h2>")
     val = res.validation
     if val is not None and len(val):
-        view = metric_view(str(val["dataset"].iloc[0]))  # the task's metric: test accuracy, test mse, ...
-        name = view.column[len("test_"):]
-        fig = plots.plot_validation(val, figdir / f"validation_{name}.png", value=view.column)
-        add(_figure(fig, "Networks retrained with the base function (pure), one learned activation everywhere "
-                         "(single:k) or all of them in blocks (diverse); error bars: std over runs.",
-                    "validation comparison"))
-        columns = [c for c in (view.column, view.secondary) if c and c in val.columns]
-        stats = val.groupby(["dataset", "mode"]).agg(runs=(view.column, "size")).reset_index()
-        for col in columns:  # the one mean ± std of the tool (dnn_search.stats), per (dataset, mode)
-            stats[col.replace("_", " ")] = list(val.groupby(["dataset", "mode"])[col].agg(
-                lambda v: format_mean_std(v, digits=4)))
-        order = {m: i for i, m in enumerate(plots._mode_order(stats["mode"].astype(str)))}
-        stats = stats.assign(_o=stats["mode"].map(order)).sort_values(["dataset", "_o"])
-        add(_table(stats[["dataset", "mode", "runs", *[c.replace("_", " ") for c in columns]]],
-                   left=("dataset", "mode")))
+        comps = compare(val, trials)
+        view = comps[0].view if comps else metric_view(str(val["dataset"].iloc[0]))
+        name = view.metric  # the task's metric: accuracy, mse, ...
+        panels, picked = comparison_panels(comps)
+        unit = " (%)" if view.scale == 100.0 else (" (geometric mean, log scale)" if view.log else "")
+        fig = plots.plot_mode_comparison(panels, figdir / f"validation_{name}.png", ylabel=f"test {name}{unit}",
+                                         log=view.log)
+        splits = sorted({c.split for c in comps})
+        add(_figure(fig, f"Test {name} of the networks retrained with the base function (pure), standard activations "
+                         "(std:*), one learned activation everywhere (single:k, per trial) or all of a trial's "
+                         "activations in blocks (diverse, trials with at least two activations); error bars: 95% "
+                         f"t-intervals over seeds{' of log values' if view.log else ''}. Hatched and labelled "
+                         f"\"picked on {'/'.join(splits)}\": the best standard, homogeneous and diverse networks, chosen "
+                         f"on the {'validation split' if splits == ['val'] else 'split named'}, not on test.",
+                    "validation comparison; " + "; ".join(picked)))
+        info = trial_info(trials)
+        for comp in comps:
+            add(f"<h3>{_esc(comp.dataset)}, optimizer {_esc(comp.optimizer)}</h3>")
+            add(markdown_to_html(split_sentence(comp)))
+            if comp.homogeneous_diverse:
+                add(f'<p class="note">Not counted as diverse (one activation, so homogeneous): the diverse rows of '
+                    f"{_esc(', '.join(comp.homogeneous_diverse))}.</p>")
+            header, rows = picks_table(comp, info)
+            add(_rows_table(header, rows, left=("row", "picked", "trial", "picked on")))
+            add(markdown_to_html(comparison_note(comp)))
+            header, rows = comparison_table(comp)
+            add(_rows_table(header, rows, left=("comparison (A − B)", "A", "B")))
+        add("<h3>Every mode (detail, not used for picks)</h3>")
+        add(_every_mode_table(val, view, {(c.dataset, c.optimizer, t) for c in comps for t in c.homogeneous_diverse}))
     else:
         add('<p class="note">No validation results yet (run `dnn-search pipeline` or `validate`).</p>')
 
