@@ -53,3 +53,38 @@ def n_ablation(trials, score: str = "score", direction: str = "max", scale: floa
                      f"{_fmt(float(pick(finite)) if finite.size else math.nan, scale, digits)} | "
                      f"{_fmt(float(np.median(finite)) if finite.size else math.nan, scale, digits)} |")
     return lines
+
+
+def rungs_of(space: dict) -> list[int]:
+    """The outer steps at which the recorded space's scheduler compares trials (ASHA / Hyperband:
+    grace * rf^k below the maximum), and the maximum itself; just the maximum otherwise."""
+    scheduler = space.get("scheduler") or {}
+    top = scheduler.get("max_steps") or (space.get("fixed") or {}).get("steps")
+    if not top:
+        return []
+    top = int(top)
+    rungs, grace, factor = [], scheduler.get("grace_period"), scheduler.get("reduction_factor")
+    if scheduler.get("type") in ("asha", "hyperband") and grace and factor and factor > 1:
+        r = int(grace)
+        while r < top:
+            rungs.append(r)
+            r *= int(factor)
+    return [*rungs, top]
+
+
+def ablation_markdown(trials, steps, space: dict, metric: str, direction: str, scale: float,
+                      digits: int) -> list[str]:
+    """The two search ablations as a summary section ([] when the tables are missing)."""
+    by_steps = steps_ablation(steps, metric, rungs_of(space), scale, digits)
+    by_n = n_ablation(trials, "score", direction, scale, digits)
+    if not by_steps and not by_n:
+        return []
+    shown = f"{metric} ×{scale:g}" if scale != 1 else metric
+    lines = ["## Search ablations (meta-learning split, not test)", "",
+             f"The search metric `{shown}` of the meta-learning trials: by outer steps (the scheduler's rungs) "
+             "and by the number of learned activations n. It describes the search, not the retrained networks.", ""]
+    if by_steps:
+        lines += ["### Outer steps", "", *by_steps, ""]
+    if by_n:
+        lines += ["### Number of activations n", "", *by_n, ""]
+    return lines

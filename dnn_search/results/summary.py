@@ -20,6 +20,7 @@ dataset's task (classification: accuracy in %, higher is better; a regression ta
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -28,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from dnn_search.atomic import atomic_write_text
-from dnn_search.results.layout import HESSIAN_FILE, SUMMARY_FILE, TRIALS_FILE, VALIDATION_FILE
+from dnn_search.results.layout import (HESSIAN_FILE, SEARCH_FILE, STEPS_FILE, SUMMARY_FILE, TRIALS_FILE,
+                                      VALIDATION_FILE)
 from dnn_search.stats import Difference, MeanCI, format_mean_std as _pm, holm, mean_ci, paired_t, welch
 
 PICK_ROLES = ("pure", "best standard", "best homogeneous", "best diverse")
@@ -541,5 +543,14 @@ def write_summary(exp_dir: str | os.PathLike, name: str) -> str:
     hessian = pd.read_parquet(exp_dir / HESSIAN_FILE) if (exp_dir / HESSIAN_FILE).is_file() else None
     trials = pd.read_parquet(exp_dir / TRIALS_FILE) if (exp_dir / TRIALS_FILE).is_file() else None
     text = summary_markdown(name, validation, hessian, trials)
+    steps = pd.read_parquet(exp_dir / STEPS_FILE) if (exp_dir / STEPS_FILE).is_file() else None
+    if (exp_dir / SEARCH_FILE).is_file() and len(validation):
+        from dnn_search.results.ablation import ablation_markdown
+        space = json.loads((exp_dir / SEARCH_FILE).read_text()).get("space") or {}
+        metric, direction = space.get("metric", ""), space.get("mode", "max")
+        scale = 100.0 if metric.endswith("accuracy") else 1.0
+        section = ablation_markdown(trials, steps, space, metric, direction, scale, 2 if scale != 1 else 4)
+        if section:
+            text = text.rstrip("\n") + "\n\n" + "\n".join(section)
     atomic_write_text(exp_dir / SUMMARY_FILE, text)
     return text
