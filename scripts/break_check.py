@@ -26,6 +26,8 @@ RANKING = ["tests/test_ranking.py"]
 EXPORT = ["tests/test_search.py::test_exported_activations", "tests/test_search.py::test_min_mode_export_picks_the_lowest_loss",
           "tests/test_search.py::test_pruned_trials_are_pruned_everywhere"]
 SCAN = ["tests/test_reliability.py::test_no_unsafe_loads_in_the_package"]
+STATS = ["tests/test_comparisons.py", "tests/test_ranking.py"]
+COMPARE = ["tests/test_comparisons.py", "tests/test_ranking.py", "tests/test_task_seam.py"]
 
 # (name, snippet, replacement, tests, slow)
 BREAKAGES = [
@@ -46,13 +48,18 @@ BREAKAGES = [
      "return ok.groupby(per, sort=False).tail(top)", RANKING, False),
     ("top_per: ignore the parameter (plain top-k)", "return ok.groupby(per, sort=False).head(top)",
      "return ok.head(top)", RANKING, False),
-    ("Welch p: constant 0.5", "return float(ttest_ind(a, b, equal_var=False).pvalue)", "return 0.5", RANKING, False),
-    ("Welch p: Student's pooled t-test instead", "ttest_ind(a, b, equal_var=False)", "ttest_ind(a, b, equal_var=True)",
-     RANKING, False),
-    ("summary: worst homogeneous picked per trial", "best_single = max(singles, key=lambda m: acc[m].mean())",
-     "best_single = min(singles, key=lambda m: acc[m].mean())", RANKING, False),
-    ("summary: worst of each kind in the Welch section", "return max(keys, key=lambda k: runs[k].mean()) if keys else None",
-     "return min(keys, key=lambda k: runs[k].mean()) if keys else None", RANKING, False),
+    ("Welch: Student's pooled df (n_a + n_b - 2) instead of Welch-Satterthwaite",
+     "df = se2 * se2 / denominator if denominator > 0 else math.nan", "df = na + nb - 2", STATS, False),
+    ("Welch p: constant 0.5", "return _from_t(estimate, math.sqrt(se2), df, na, nb, level)",
+     "return __import__('dataclasses').replace(_from_t(estimate, math.sqrt(se2), df, na, nb, level), p=0.5)", STATS, False),
+    ("paired t: pair by position instead of by seed", "seeds = [s for s in fa if s in fb]",
+     "seeds = list(fa)[:len(fb)]\n    fb = dict(zip(seeds, fb.values()))", STATS, False),
+    ("Holm: no step-down maximum (not monotone)", "running = max(running, min(1.0, (m - rank) * p))",
+     "running = min(1.0, (m - rank) * p)", STATS, False),
+    ("summary: picks on the test split", 'split = "val" if any(math.isfinite(_mean(a.val)) for a in arms) else "test"',
+     'split = "test"', COMPARE, False),
+    ("summary: the worst of each kind picked", "return view.best(candidates, lambda a: _mean(getattr(a, split)))",
+     "return view.best(candidates, lambda a: -_mean(getattr(a, split)))", COMPARE, False),
     ("no-pickle rule: an aliased pickle.loads in the package", "    path = Path(folder) / STATE_FILE\n",
      "    path = Path(folder) / STATE_FILE\n    import pickle as _p\n    _restore = _p.loads\n", SCAN, False),
     ("no-pickle rule: torch.load without weights_only", 'torch.load(path, map_location="cpu", weights_only=True)',
@@ -61,7 +68,12 @@ BREAKAGES = [
 
 
 def copy_repo(dest: Path) -> None:
-    ignore = shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.pyc", ".pytest_cache", "results", "docs")
+    everywhere = shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.pyc", ".pytest_cache")
+
+    def ignore(folder, names):
+        # the committed results and docs are not needed, but only at the top: dnn_search/results/ is code
+        top = {"results", "docs"} & set(names) if Path(folder) == REPO else set()
+        return set(everywhere(folder, names)) | top
     shutil.copytree(REPO, dest, ignore=ignore, dirs_exist_ok=True)
 
 
