@@ -145,6 +145,11 @@ def _add_validate(sub) -> None:
     p.add_argument("--inner_hidden_size", type=_positive_int, default=None, help="hidden neurons (default: 200)")
     p.add_argument("--val_fraction", type=checked("float", checks.unit_interval), default=0.0,
                    help="share of the training data held out (not trained on) for the val_* metrics")
+    p.add_argument("--rollout_steps", type=_positive_int, default=None,
+                   help="forecast horizon in time steps, for tasks with trajectories (default: a test "
+                        "trajectory's whole length)")
+    p.add_argument("--rollout_trajectories", type=_positive_int, default=None,
+                   help="test trajectories forecast, for tasks with trajectories (default: all)")
     p.add_argument("--output_folder", default=None, help="default: the activation file's folder")
     _add_device(p)
     _flag(p, "--save_curve", "store the per-epoch test metrics in validation.parquet")
@@ -159,7 +164,8 @@ def _run_validate(args) -> None:
                   momentum=args.inner_mu, batch_size=args.inner_batch_size, hidden_size=args.inner_hidden_size,
                   activation=args.activation, output_folder=args.output_folder, use_gpu=args.use_gpu,
                   gpu_no=args.gpu_no, save_curve=args.save_curve, save_model=args.save_model,
-                  val_fraction=args.val_fraction)
+                  val_fraction=args.val_fraction, rollout_steps=args.rollout_steps,
+                  rollout_trajectories=args.rollout_trajectories)
 
 
 def _add_hessian(sub) -> None:

@@ -93,6 +93,7 @@ def _validation_plan(exported: list[dict], p: PipelineSpec, exp_dir: Path) -> tu
 
 def _pipeline_stages(ray, space: SearchSpace, exp_dir: Path, exported: list[dict], opts: Options) -> dict:
     from dnn_search.search.trainables import hessian_trial, validation_trial
+    from dnn_search.tasks import dataset_entry
     from dnn_search.validation import METRIC_PREFIXES
     if not exported:
         raise UserError("the search produced no finished trial to validate")
@@ -102,7 +103,7 @@ def _pipeline_stages(ray, space: SearchSpace, exp_dir: Path, exported: list[dict
                 "momentum": p.momentum, "hidden_size": p.hidden_size, "seed": p.seed,
                 "hessian_samples": p.hessian_samples, "hessian_iters": p.hessian_iters,
                 "hessian_top_k": p.hessian_top_k}
-    if any(d != "MNIST1D" for d in p.datasets) and not space.data_path:
+    if any(dataset_entry(d).needs_data_path for d in p.datasets) and not space.data_path:
         raise UserError(f"datasets {', '.join(p.datasets)}: MNIST and CIFAR are read from local files; "
                         "set data_path in the space file or pass --data-path")
     wanted, key_of = _validation_plan(exported, p, exp_dir)
