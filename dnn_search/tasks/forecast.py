@@ -54,12 +54,13 @@ class ForecastTask(Task):
         """RK4 forecast of the learned field from z0 ((d,) or (batch, d)) for `steps` steps of `dt`:
         float64 array (steps + 1, d) or (batch, steps + 1, d), the first row being z0.
 
-        Runs in the network's dtype and device; a diverged forecast simply carries inf/NaN on.
+        Runs in the dtype and on the device of the network's parameters; a diverged forecast simply
+        carries inf/NaN on (`stayed_inside` tells).
         """
         if steps < 0:
             raise ValueError(f"steps must be non-negative, got {steps}")
         param = next(iter(net.parameters()), None) if hasattr(net, "parameters") else None
-        dtype = param.dtype if param is not None else torch.float32
+        dtype = param.dtype if param is not None else torch.float64  # a plain function: full precision
         device = param.device if param is not None else torch.device("cpu")
         z = torch.as_tensor(np.asarray(z0, dtype=np.float64)).to(dtype=dtype, device=device)
         single = z.ndim == 1
