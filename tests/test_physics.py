@@ -356,6 +356,16 @@ def test_bad_rollout_flags_exit_2(tmp_path, capsys, flag, value):
     assert not (tmp_path / "validation.parquet").exists()
 
 
+def test_rollout_limits_are_checked_in_the_library_too():
+    from dnn_search.errors import UserError
+    data = load_dataset("VanDerPol")
+    for steps, trajectories in ((0, None), (None, 0), (1001, None), (None, 51)):
+        with pytest.raises(UserError, match="--rollout_"):
+            data.with_rollouts(steps, trajectories)
+    assert data.with_rollouts(10, 3).trajectories_test.shape == (3, 11, 2)
+    assert data.with_rollouts().trajectories_test.shape == (50, 1001, 2)
+
+
 def test_search_space_refuses_elu_for_the_hnn(tmp_path):
     from dnn_search.errors import UserError
     from dnn_search.search.space import from_dict
