@@ -23,7 +23,6 @@ from dnn_search.metalearn import MetaConfig, MetaLearner
 from dnn_search.models import build_net
 from dnn_search.plots import plot_forecast
 from dnn_search.tasks import get_task, task_for_dataset
-from dnn_search.tasks.henonheiles import symplectic_gradient
 
 SYSTEMS = [dynamics.VANDERPOL, dynamics.HENON_HEILES]
 
