@@ -241,9 +241,9 @@ def analyze(
                 # A weight the loss does not depend on at all (an HNN's output bias: its prediction is
                 # an input gradient of the network) spans zero rows and columns of the Hessian: leave
                 # it out, as pyhessian cannot differentiate through it.
-                grads = torch.autograd.grad(criterion(wrapped(x), y), params, allow_unused=True)
-                unused = [p for p, g in zip(params, grads) if g is None]
-                del grads
+                first = torch.autograd.grad(criterion(wrapped(x), y), params, allow_unused=True)
+                unused = [p for p, g in zip(params, first) if g is None]
+                del first
                 if len(unused) == len(params):
                     raise ValueError("no trainable parameter affects the loss")
                 for p in unused:

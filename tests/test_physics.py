@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from dnn_search import cli, dynamics, jobs
+from dnn_search import cli, dynamics
 from dnn_search.activations import ActivationSet, default_init
 from dnn_search.actfile import write_activation_files
 from dnn_search.data import load_dataset
