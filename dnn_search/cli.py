@@ -154,6 +154,11 @@ def _add_validate(sub) -> None:
     p.add_argument("--val_fraction", type=checked("float", checks.unit_interval), default=0.1,
                    help="share of the training data held out (never trained on) for the val_* metrics that "
                         "comparisons pick on (0: train on all of it, no val_* metrics)")
+    p.add_argument("--rollout_steps", type=_positive_int, default=None,
+                   help="forecast horizon in time steps, for tasks with trajectories (default: a test "
+                        "trajectory's whole length)")
+    p.add_argument("--rollout_trajectories", type=_positive_int, default=None,
+                   help="test trajectories forecast, for tasks with trajectories (default: all)")
     p.add_argument("--output_folder", default=None, help="default: the activation file's folder")
     _add_device(p)
     _flag(p, "--save_curve", "store the per-epoch test metrics in validation.parquet")
@@ -168,7 +173,8 @@ def _run_validate(args) -> None:
                   momentum=args.inner_mu, batch_size=args.inner_batch_size, hidden_size=args.inner_hidden_size,
                   activation=args.activation, output_folder=args.output_folder, use_gpu=args.use_gpu,
                   gpu_no=args.gpu_no, save_curve=args.save_curve, save_model=args.save_model,
-                  val_fraction=args.val_fraction, optimizer=args.optimizer)
+                  val_fraction=args.val_fraction, optimizer=args.optimizer, rollout_steps=args.rollout_steps,
+                  rollout_trajectories=args.rollout_trajectories)
 
 
 def _add_hessian(sub) -> None:

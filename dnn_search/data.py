@@ -9,6 +9,7 @@ published frozen file) and cached as a pickle-free .npz.
 """
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
 import random
@@ -55,7 +56,9 @@ class Dataset:
 
     `task` names the registered task the data serves. `traj_train` / `traj_test` give each sample's
     trajectory id where samples are states of trajectories (None otherwise), so that held-out splits
-    can take whole trajectories.
+    can take whole trajectories. `trajectories_test` (n_traj, points, d), float64, holds the dense test
+    trajectories that forecasts start from and are scored against, sampled every `dt` (None when the
+    data has no trajectories).
     """
 
     name: str
@@ -66,6 +69,8 @@ class Dataset:
     task: str = "classification"
     traj_train: torch.Tensor | None = None
     traj_test: torch.Tensor | None = None
+    trajectories_test: torch.Tensor | None = None
+    dt: float | None = None
 
     def __post_init__(self):
         self.x_train, self.x_test = (torch.as_tensor(x, dtype=torch.float32) for x in (self.x_train, self.x_test))
@@ -76,6 +81,11 @@ class Dataset:
         for ids, x in ((self.traj_train, self.x_train), (self.traj_test, self.x_test)):
             if ids is not None and tuple(torch.as_tensor(ids).shape) != (len(x),):
                 raise ValueError(f"trajectory ids of shape {tuple(torch.as_tensor(ids).shape)} for {len(x)} samples")
+        if self.trajectories_test is not None:
+            self.trajectories_test = torch.as_tensor(self.trajectories_test, dtype=torch.float64)
+            if self.trajectories_test.ndim != 3 or self.trajectories_test.shape[2] != self.x_train.shape[1]:
+                raise ValueError(f"test trajectories of shape {tuple(self.trajectories_test.shape)} for "
+                                 f"{self.x_train.shape[1]} state variables")
 
     def task_object(self):
         """The Task that this data serves (from the task registry)."""
@@ -85,6 +95,25 @@ class Dataset:
         """(x_train, y_train, x_val, y_val): a seeded held-out split of the training data, whole
         trajectories at a time when the samples come from trajectories."""
         return split_validation(self.x_train, self.y_train, fraction, seed, groups=self.traj_train)
+
+    def with_rollouts(self, steps: int | None = None, trajectories: int | None = None) -> "Dataset":
+        """The same data with its forecasts limited to the first `trajectories` test trajectories and
+        `steps` time steps (None: all). Forecast metrics read the horizon and the count from the dense
+        test trajectories, so limiting these limits the forecasts."""
+        if self.trajectories_test is None:
+            return self
+        for name, value in (("--rollout_steps", steps), ("--rollout_trajectories", trajectories)):
+            if value is not None and value < 1:
+                raise UserError(f"{name} must be a positive integer, got {value}")
+        n_traj, points = self.trajectories_test.shape[:2]
+        if steps is not None and steps > points - 1:
+            raise UserError(f"--rollout_steps {steps} is beyond the {points - 1} steps of the {self.name} "
+                            "test trajectories")
+        if trajectories is not None and trajectories > n_traj:
+            raise UserError(f"--rollout_trajectories {trajectories} is beyond the {n_traj} {self.name} "
+                            "test trajectories")
+        dense = self.trajectories_test[:trajectories, :None if steps is None else steps + 1]
+        return dataclasses.replace(self, trajectories_test=dense)
 
     @property
     def input_size(self) -> int:

@@ -205,7 +205,8 @@ def analyze(
     """Hessian statistics of the loss of ``model`` on ``(x, y)``: ``task``'s loss of its
     prediction, or cross-entropy of the model's output when no task is given.
 
-    Derivatives are taken w.r.t. the parameters with ``requires_grad=True``.  The model
+    Derivatives are taken w.r.t. the parameters with ``requires_grad=True`` that the loss depends
+    on (``num_params`` counts those).  The model
     is expected to live on ``device`` already; it is put in eval mode for the analysis
     and its training flags and ``.grad`` fields are restored afterwards.  The global
     torch RNG state is left untouched; results are reproducible for a given ``seed``.
@@ -222,12 +223,12 @@ def analyze(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no trainable parameters")
-    num_params = int(sum(p.numel() for p in params))
 
     modes = [(m, m.training) for m in model.modules()]
     saved_grads = [(p, p.grad) for p in model.parameters()]
     x = x.to(device)
     y = y.to(device)
+    unused: list[torch.nn.Parameter] = []
     try:
         for p, _ in saved_grads:
             p.grad = None  # pyhessian adds any existing .grad into its gradient
@@ -237,6 +238,17 @@ def analyze(
             torch.manual_seed(seed)
             with torch.enable_grad():
                 criterion, wrapped = _criterion_and_model(model, task)
+                # A weight the loss does not depend on at all (an HNN's output bias: its prediction is
+                # an input gradient of the network) spans zero rows and columns of the Hessian: leave
+                # it out, as pyhessian cannot differentiate through it.
+                first = torch.autograd.grad(criterion(wrapped(x), y), params, allow_unused=True)
+                unused = [p for p, g in zip(params, first) if g is None]
+                del first
+                if len(unused) == len(params):
+                    raise ValueError("no trainable parameter affects the loss")
+                for p in unused:
+                    p.requires_grad_(False)
+                num_params = int(sum(p.numel() for p in params if p.requires_grad))
                 hess = _PyHessian(wrapped, criterion, data=(x, y), cuda=(device != "cpu"))
                 if any(not torch.is_tensor(g) for g in hess.gradsH):
                     raise ValueError("a trainable parameter does not affect the loss")
@@ -262,6 +274,8 @@ def analyze(
                     weights_all.append(weights)
             del hess, grads, hparams
     finally:
+        for p in unused:
+            p.requires_grad_(True)
         for p, g in saved_grads:
             p.grad = g  # also breaks the param <-> create_graph grad reference cycle
         for mod, training in modes:

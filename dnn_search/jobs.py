@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -21,8 +22,9 @@ from dnn_search.hessian import analyze, plot_density
 from dnn_search.metalearn import MetaConfig, MetaLearner, StepMetrics
 from dnn_search.models import load_net
 from dnn_search.validation import (build_for_mode, config_for, format_summary, metric_columns, parse_modes, run_mode,
-                                   summarise)
+                                   standard_modes, summarise)
 from dnn_search.progress import Progress
+from dnn_search.tasks.registry import DATASETS, dataset_entry, get_task
 from dnn_search.versions import versions
 
 
@@ -110,7 +112,8 @@ def _mode_slug(mode: str) -> str:
 def validate(act_path, *, validation_mode="all", dataset=None, data_path=None, runs=5, seed=0,
              epochs=None, lr=None, momentum=None, batch_size=None, hidden_size=None, activation=None,
              output_folder=None, use_gpu=False, gpu_no=0, save_curve=False, save_model=False,
-             val_fraction=None, optimizer=None, quiet=False) -> list[dict]:
+             val_fraction=None, optimizer=None, quiet=False, rollout_steps=None,
+             rollout_trajectories=None) -> list[dict]:
     """Train validation networks for each mode and seed; write validation.parquet; return rows.
 
     A row holds dataset, optimizer, mode, run, seed, the task's metrics as `test_<m>` (and `val_<m>`
@@ -124,15 +127,25 @@ def validate(act_path, *, validation_mode="all", dataset=None, data_path=None, r
     dataset_name = canonical_name(dataset or meta.get("dataset") or nested.get("dataset") or "MNIST1D")
     cfg = config_for(meta, epochs=epochs, lr=lr, momentum=momentum, batch_size=batch_size, hidden_size=hidden_size,
                      val_fraction=val_fraction, optimizer=optimizer)
-    modes = parse_modes(validation_mode, acts.n)
+    task = get_task(dataset_entry(dataset_name).task)
+    modes = parse_modes(validation_mode, acts.n, standard_modes(task))
     if runs < 1:
         raise UserError(f"--runs must be a positive integer, got {runs}")
     if "diverse" in modes and acts.n > cfg.hidden_size:
         raise UserError(f"diverse mode needs at most {cfg.hidden_size} activations, the file has {acts.n}")
+    for name, value in (("--rollout_steps", rollout_steps), ("--rollout_trajectories", rollout_trajectories)):
+        if value is not None and value < 1:
+            raise UserError(f"{name} must be a positive integer, got {value}")
+    task.check_base(acts.base)
+    source = meta.get("dataset") or nested.get("dataset")
+    if source is not None and canonical_name(source) != dataset_name:
+        source_task = dataset_entry(source).task if source in DATASETS else None
+        if source_task != task.name:
+            print(f"note: activations learned on {source} ({source_task} task) are validated on {dataset_name} "
+                  f"({task.name} task)", file=sys.stderr)
     device = resolve_device(use_gpu, gpu_no)
     out = ensure_writable_folder(output_folder or Path(act_path).parent)
-    data = load_dataset(dataset_name, data_path)
-    task = data.task_object()
+    data = load_dataset(dataset_name, data_path).with_rollouts(rollout_steps, rollout_trajectories)
     primary = f"test_{task.primary_metric}"
     rows = []
     total = len(modes) * runs
@@ -208,6 +221,7 @@ def hessian(model_path, *, act_path=None, dataset=None, data_path=None, num_samp
                                or (acts.metadata.get("dataset") if acts else None) or "MNIST1D")
     data = load_dataset(data_name, data_path)
     if acts is not None:
+        data.task_object().check_base(acts.base)
         # Rebuild the activation layer from the file; load_net then checks the saved weights fit it.
         mode = spec.get("mode", "diverse")
         shape = build_for_mode(mode, acts, data.input_size, data.task_object().output_size(data),

@@ -33,6 +33,9 @@ from dnn_search.fused import activation_and_derivative
 from dnn_search.tasks.registry import DATASETS, task_for_dataset
 
 IMPLEMENTATIONS = ("fast", "reference")
+# `auto` (the default) resolves per task to the fastest exact implementation: fast where the task has a
+# hand-written inner gradient the kernel can serve, reference otherwise (a Hamiltonian network).
+IMPL_CHOICES = (*IMPLEMENTATIONS, "auto")
 RMSPROP_EPS = 1e-8
 GRAD_CLIP = 0.1
 # The fused kernel gives f and f'; a task whose hand-written inner gradient needs f'' (a Hamiltonian
@@ -88,10 +91,13 @@ class MetaConfig:
     seed: int = _option(0, "seed of the run (initial activations, inner networks, batches, noise)")
     val_fraction: float = _option(0.1, "share of the training data held out for the search metric",
                                   checks.unit_interval)
-    impl: str = _option("fast", "fast: fused kernel and the task's hand-derived inner gradient; "
-                        "reference: textbook autograd", checks.one_of(IMPLEMENTATIONS), lambda: IMPLEMENTATIONS)
+    impl: str = _option("auto", "fast: fused kernel and the task's hand-derived inner gradient; "
+                        "reference: textbook autograd; auto: the fastest exact one for the dataset's task "
+                        "(fast where the task has one)", checks.one_of(IMPL_CHOICES), lambda: IMPL_CHOICES)
 
-    def validate(self) -> "MetaConfig":
+    def validate(self, task=None) -> "MetaConfig":
+        """Check every field, that the base suits the task (`task`, default the dataset's) and that the
+        implementation exists for it; resolves impl `auto` in place, so what is recorded is what ran."""
         for f in fields(self):
             check = f.metadata.get("check")
             value = getattr(self, f.name)
@@ -101,6 +107,9 @@ class MetaConfig:
                 except (ValueError, TypeError) as exc:
                     raise UserError(f"--{f.name} {exc}, got {value!r}") from None
         block_sizes(self.inner_hidden_size, self.n_activations)  # raises on a bad n
+        task = task if task is not None else task_for_dataset(self.dataset)
+        task.check_base(self.activation)
+        self.impl = resolve_impl(self.impl, task)
         return self
 
     def to_dict(self) -> dict:
@@ -110,6 +119,24 @@ class MetaConfig:
     def from_dict(cls, values: dict) -> "MetaConfig":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def has_fast_path(task) -> bool:
+    """Whether the fast path can run TASK exactly: its hand-written inner gradient must need no
+    derivative of the activation beyond what the fused kernel provides."""
+    return task.inner_gradient_order <= FAST_DERIVATIVE_ORDER
+
+
+def resolve_impl(impl: str, task) -> str:
+    """`auto` -> the fastest exact implementation for TASK; `fast` on a task without a fast path is a
+    UserError (never quietly the reference)."""
+    if impl == "auto":
+        return "fast" if has_fast_path(task) else "reference"
+    if impl == "fast" and not has_fast_path(task):
+        raise UserError(f"--impl fast: no fast path exists for task {task.name} (its inner gradient needs "
+                        f"derivative order {task.inner_gradient_order} of the activation, the fused kernel "
+                        f"provides {FAST_DERIVATIVE_ORDER}): use --impl reference or auto")
+    return impl
 
 
 @dataclass
@@ -172,7 +199,9 @@ def _reference_batch(theta, neuron_phi, base, x, y, act_noise, hidden_noise, tas
     """Loss and inner gradients by autograd with create_graph=True (the textbook form)."""
     net = network(theta, neuron_phi, base, act_noise, hidden_noise)
     loss = task.loss(task.predict(net, x), y)
-    grads = torch.autograd.grad(loss, theta, create_graph=True)
+    # materialize_grads: a weight the loss does not depend on gets a zero gradient (an HNN's output
+    # bias: the prediction is an input gradient of the network, where a constant vanishes)
+    grads = torch.autograd.grad(loss, theta, create_graph=True, allow_unused=True, materialize_grads=True)
     return loss, grads
 
 
@@ -254,13 +283,8 @@ class MetaLearner:
 
     def __init__(self, cfg: MetaConfig, x_train, y_train, x_val, y_val, output_size: int,
                  device="cpu", dtype=torch.float32, task=None):
-        self.cfg = cfg.validate()
         self.task = task if task is not None else task_for_dataset(cfg.dataset)
-        self.task.check_base(cfg.activation)
-        if cfg.impl == "fast" and self.task.inner_gradient_order > FAST_DERIVATIVE_ORDER:
-            raise UserError(f"task {self.task.name} needs derivative order {self.task.inner_gradient_order} of the "
-                            f"activation in its inner gradient; the fast kernel provides {FAST_DERIVATIVE_ORDER}: "
-                            "use --impl reference")
+        self.cfg = cfg.validate(self.task)
         self.device = torch.device(device)
         self.dtype = dtype
         self.x_train, self.y_train = x_train.to(dtype=dtype, device=self.device), _targets(y_train, dtype, self.device)
@@ -289,7 +313,10 @@ class MetaLearner:
         for _ in range(self.cfg.outer_batch_size):
             meta_loss, theta, epoch_loss = inner_run(self.phi, self.blocks, self.cfg, self.x_train,
                                                      self.y_train, self.output_size, self.generator, self.task)
-            part = torch.autograd.grad(meta_loss / self.cfg.outer_batch_size, list(self.phi.values()))
+            # materialize_grads: an activation weight the loss does not depend on gets a zero gradient
+            # (the output bias of g_i, when the task's prediction uses only f')
+            part = torch.autograd.grad(meta_loss / self.cfg.outer_batch_size, list(self.phi.values()),
+                                       allow_unused=True, materialize_grads=True)
             for k, g in zip(self.phi, part):
                 grads[k] += g
             total += float(meta_loss.detach()) / self.cfg.outer_batch_size

@@ -394,3 +394,47 @@ def plot_mode_comparison(panels, path, ylabel: str, log: bool = False, mark_hatc
         ax.axis("off")
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def plot_forecast(truth, forecasts: dict, path, title: str, dt: float = 0.01, state_names=None) -> Path:
+    """A test trajectory against networks' forecasts of it: one panel per state variable over time,
+    and the path in the plane of the first two variables (van der Pol's phase plane, Henon-Heiles'
+    (q1, q2) configuration plane), where a forecast that drifts off the true orbit shows at a glance.
+
+    `truth` (steps + 1, d); `forecasts` label -> (steps' + 1, d) arrays (e.g. {"pure": ..., "diverse":
+    ...}, from `task.forecast(net, truth[0], steps)`); non-finite points are simply not drawn.
+    """
+    plt = pyplot()
+    truth = np.asarray(truth, dtype=np.float64)
+    d = truth.shape[1]
+    names = list(state_names) if state_names is not None else [f"z{i + 1}" for i in range(d)]
+    fig = plt.figure(figsize=(10, max(3.2, 1.6 * d)))
+    grid = fig.add_gridspec(d, 2, width_ratios=(1.6, 1))
+    colors = plt.cm.tab10(np.linspace(0, 1, 10))
+    series = [("truth", truth, dict(color="black", lw=1.6))]
+    series += [(label, np.asarray(f, dtype=np.float64), dict(color=colors[i % 10], lw=1.1, ls="--"))
+               for i, (label, f) in enumerate(forecasts.items())]
+    lo, hi = truth.min(0), truth.max(0)
+    margin = 0.5 * np.maximum(hi - lo, 1e-9)
+    for k in range(d):
+        ax = fig.add_subplot(grid[k, 0])
+        for label, values, style in series:
+            ax.plot(np.arange(len(values)) * dt, values[:, k], label=label, **style)
+        ax.set_ylim(lo[k] - margin[k], hi[k] + margin[k])  # a runaway forecast must not flatten the truth
+        ax.set_ylabel(names[k])
+        if k == d - 1:
+            ax.set_xlabel("time")
+        else:
+            ax.tick_params(labelbottom=False)
+    ax = fig.add_subplot(grid[:, 1])
+    for label, values, style in series:
+        ax.plot(values[:, 0], values[:, 1 % d], label=label, **style)
+    ax.plot(truth[0, 0], truth[0, 1 % d], "o", color="black", ms=4)
+    ax.set_xlim(lo[0] - margin[0], hi[0] + margin[0])
+    ax.set_ylim(lo[1 % d] - margin[1 % d], hi[1 % d] + margin[1 % d])
+    ax.set_xlabel(names[0])
+    ax.set_ylabel(names[1 % d])
+    ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, path)

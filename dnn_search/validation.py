@@ -32,6 +32,14 @@ from dnn_search.models import STANDARD_ACTIVATIONS, ValidationNet, build_net
 OPTIMIZERS = ("sgd", "rmsprop")
 RMSPROP_EPS = 1e-8  # the meta-learning inner update's (dnn_search.metalearn.RMSPROP_EPS)
 STANDARD_MODES = tuple(f"std:{name}" for name in STANDARD_ACTIVATIONS)
+# Twice continuously differentiable: what a task that differentiates through f' (a Hamiltonian
+# network, Task.requires_smooth_base) can train with; relu's f'' is 0 and elu's jumps at 0.
+SMOOTH_STANDARD_MODES = ("std:gelu", "std:silu", "std:tanh")
+
+
+def standard_modes(task) -> tuple[str, ...]:
+    """The standard activations that TASK can use as baselines."""
+    return SMOOTH_STANDARD_MODES if getattr(task, "requires_smooth_base", False) else STANDARD_MODES
 DEFAULT_VAL_FRACTION = 0.1
 
 
@@ -118,33 +126,37 @@ def config_for(metadata: dict | None, *, epochs=None, lr=None, momentum=None, ba
                             optimizer=str(optimizer or "sgd")).validate()
 
 
-def parse_modes(spec: str, n_activations: int) -> list[str]:
+def parse_modes(spec: str, n_activations: int, standard: tuple[str, ...] = STANDARD_MODES) -> list[str]:
     """Modes from a comma-separated SPEC: the original spellings (`0`/`false` for diverse, 1-based
     indices), `pure`, `std:<name>`, `std` (all standard activations) and `all` (pure, the standard
     activations, every single:k, and diverse when there are at least two activations: with one, the
-    diverse network is single:1, a homogeneous network, and is never reported as diverse)."""
+    diverse network is single:1, a homogeneous network, and is never reported as diverse). STANDARD:
+    the standard activations the task can use (`standard_modes(task)`)."""
     modes: list[str] = []
     for part in str(spec).split(","):
-        for mode in _parse_mode(part.strip().lower(), n_activations, spec):
+        for mode in _parse_mode(part.strip().lower(), n_activations, spec, standard):
             if mode not in modes:
                 modes.append(mode)
     return modes
 
 
-def _parse_mode(text: str, n_activations: int, spec) -> list[str]:
+def _parse_mode(text: str, n_activations: int, spec, standard: tuple[str, ...]) -> list[str]:
     if text in ("diverse", "0", "false"):
         return ["diverse"]
     if text == "pure":
         return ["pure"]
     if text in ("std", "standard"):
-        return list(STANDARD_MODES)
+        return list(standard)
     if text.startswith("std:"):
         if text not in STANDARD_MODES:
             raise UserError(f"validation mode {text!r}: standard activations are {', '.join(STANDARD_MODES)}")
+        if text not in standard:
+            raise UserError(f"validation mode {text!r}: this task differentiates through the activation's "
+                            f"derivative and needs a smooth one: {', '.join(standard)}")
         return [text]
     if text == "all":
         singles = [f"single:{k}" for k in range(1, n_activations + 1)]
-        return ["pure", *STANDARD_MODES, *singles, *(["diverse"] if n_activations > 1 else [])]
+        return ["pure", *standard, *singles, *(["diverse"] if n_activations > 1 else [])]
     index = text.split(":", 1)[1] if text.startswith("single:") else text
     if index.isdigit():
         k = int(index)

@@ -12,7 +12,11 @@ process, and the resident memory after each step (flat = no graph kept alive acr
 the same worker with PYTHONPATH pointing there, so "old fast" is that commit's `dnn_search`.
 Sizes: the paper's defaults on MNIST-1D (H=200, Ho=50, 5 epochs of batch 200 = 90 inner steps)
 for n in --n, and the smoke sizes (search_spaces/smoke.yaml: H=100, Ho=20, 2 epochs) for n in
---smoke-n.
+--smoke-n. `--tasks` adds rows for the physics datasets (VanDerPol, HenonHeiles) at their notebook sizes
+(H=100, Ho=50, 5 epochs of batch 200) for n in --physics-n; an implementation a task does not have
+(the HNN has no fast path) is left out.
+
+    python scripts/bench_metalearn.py --tasks VanDerPol HenonHeiles --n --smoke-n --threads 1 --no-doc
 
     python scripts/bench_metalearn.py --baseline 5da0317          # everything, writes the doc
     python scripts/bench_metalearn.py --n 2 --smoke-n --impl fast reference --no-doc
@@ -33,7 +37,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SIZES = {"default": {}, "smoke": {"inner_hidden_size": 100, "outer_hidden_size": 20, "epochs": 2}}
+SIZES = {"default": {}, "smoke": {"inner_hidden_size": 100, "outer_hidden_size": 20, "epochs": 2},
+         "physics": {"inner_hidden_size": 100, "outer_hidden_size": 50}}
 
 
 def rss_mb() -> float:
@@ -43,14 +48,14 @@ def rss_mb() -> float:
 
 def worker(args) -> None:
     import torch
-    from dnn_search.data import load_dataset, split_validation
+    from dnn_search.data import load_dataset
     from dnn_search.metalearn import MetaConfig, MetaLearner
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = load_dataset("MNIST1D")
-    split = split_validation(data.x_train, data.y_train, 0.1, 0)
-    values = dict(SIZES[args.sizes], n_activations=args.n, impl=args.impl)
-    learner = MetaLearner(MetaConfig.from_dict(values), *split, data.num_classes)
+    data = load_dataset(args.dataset)
+    values = dict(SIZES[args.sizes], n_activations=args.n, impl=args.impl, dataset=args.dataset, val_fraction=0.1,
+                  seed=0)
+    learner = MetaLearner.from_dataset(MetaConfig.from_dict(values), data)
     rss_setup = rss_mb()
     started = time.perf_counter()
     learner.step()
@@ -62,10 +67,18 @@ def worker(args) -> None:
         cpu.append(time.process_time() - cpu_start)
         rss.append(rss_mb())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"impl": args.impl, "n": args.n, "sizes": args.sizes, "warmup_s": warmup, "times": times,
+    print(json.dumps({"impl": args.impl, "n": args.n, "sizes": args.sizes, "dataset": args.dataset,
+                      "warmup_s": warmup, "times": times,
                       "median_s": statistics.median(times), "median_cpu_s": statistics.median(cpu),
                       "rss_setup_mb": rss_setup, "rss_after_steps_mb": rss, "peak_rss_mb": peak,
                       "threads": torch.get_num_threads()}))
+
+
+def has_fast_path(dataset: str) -> bool:
+    sys.path.insert(0, str(REPO))
+    from dnn_search import metalearn
+    from dnn_search.tasks import task_for_dataset
+    return metalearn.has_fast_path(task_for_dataset(dataset))
 
 
 def baseline_tree(ref: str) -> tuple[Path, str]:
@@ -96,11 +109,15 @@ def machine() -> dict:
     return info
 
 
-def run_worker(tree: Path, impl: str, sizes: str, n: int, args, label: str, threads: int) -> dict:
+def run_worker(tree: Path, impl: str, sizes: str, n: int, args, label: str, threads: int,
+               dataset: str = "MNIST1D") -> dict:
     cmd = [sys.executable, __file__, "--worker", "--n", str(n), "--impl", impl, "--sizes", sizes,
            "--steps", str(args.steps), "--threads", str(threads)]
+    if dataset != "MNIST1D":  # (an old commit's worker, --baseline, knows MNIST-1D only)
+        cmd += ["--dataset", dataset]
     env = dict(os.environ, PYTHONPATH=str(tree))
-    print(f"running {label} {sizes} n={n} threads={threads or 'default'} ...", file=sys.stderr, flush=True)
+    print(f"running {label} {dataset} {sizes} n={n} threads={threads or 'default'} ...", file=sys.stderr,
+          flush=True)
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(tree))
     if done.returncode != 0:
         sys.exit(f"{label} {sizes} n={n} failed:\n{done.stderr}")
@@ -127,28 +144,32 @@ def concurrency(args) -> None:
 
 
 def table(results: list[dict]) -> list[str]:
-    by_key = {(r["label"], r["sizes"], r["n"], r["threads"]): r for r in results}
-    lines = ["| sizes | n | threads | impl | median s/step (wall) | median CPU s/step | peak RSS (MB) "
+    for r in results:
+        r.setdefault("dataset", "MNIST1D")  # an old commit's worker (--baseline) does not say
+    by_key = {(r["label"], r["dataset"], r["sizes"], r["n"], r["threads"]): r for r in results}
+    lines = ["| dataset | sizes | n | threads | impl | median s/step (wall) | median CPU s/step | peak RSS (MB) "
              "| RSS after steps 1..3 (MB) | vs reference (wall, CPU) | vs old fast (wall, CPU) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def ratio(other, r):
         if other is None or other is r:
             return ""
         return f"{other['median_s'] / r['median_s']:.2f}x, {other['median_cpu_s'] / r['median_cpu_s']:.2f}x"
     for r in results:
-        key = (r["sizes"], r["n"], r["threads"])
+        key = (r["dataset"], r["sizes"], r["n"], r["threads"])
         ref = by_key.get(("reference", *key)) if r["label"] != "reference" else None
         old = by_key.get(("old fast", *key)) if r["label"] == "fast" else None
         after = ", ".join(f"{v:.0f}" for v in r["rss_after_steps_mb"][:3])
-        lines.append(f"| {r['sizes']} | {r['n']} | {r['threads']} | {r['label']} | {r['median_s']:.3f} | "
+        lines.append(f"| {r['dataset']} | {r['sizes']} | {r['n']} | {r['threads']} | {r['label']} | "
+                     f"{r['median_s']:.3f} | "
                      f"{r['median_cpu_s']:.3f} | "
                      f"{r['peak_rss_mb']:.0f} | {after} | {ratio(ref, r)} | {ratio(old, r)} |")
     lines.append("")
     for threads in sorted({r["threads"] for r in results}):
         for label in ("fast", "old fast", "reference"):
             times = {r["n"]: r["median_s"] for r in results
-                     if r["label"] == label and r["sizes"] == "default" and r["threads"] == threads}
+                     if r["label"] == label and r["sizes"] == "default" and r["threads"] == threads
+                     and r["dataset"] == "MNIST1D"}
             if 1 in times and 16 in times:
                 lines.append(f"- {label}, {threads} thread(s): n=16 / n=1 step time (defaults) = "
                              f"{times[16] / times[1]:.2f}")
@@ -160,6 +181,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, nargs="*", default=[1, 2, 16], help="numbers of activations (defaults)")
     parser.add_argument("--smoke-n", type=int, nargs="*", default=[1, 2], help="numbers of activations (smoke sizes)")
     parser.add_argument("--impl", nargs="+", default=["fast", "reference"], choices=["fast", "reference"])
+    parser.add_argument("--tasks", nargs="*", default=[], metavar="DATASET",
+                        help="also time these non-MNIST-1D datasets (VanDerPol, HenonHeiles) at H=100, Ho=50")
+    parser.add_argument("--physics-n", type=int, nargs="*", default=[2],
+                        help="numbers of activations for the --tasks rows")
+    parser.add_argument("--dataset", default="MNIST1D", help=argparse.SUPPRESS)
     parser.add_argument("--baseline", metavar="REF", help="also time the fast path of this git commit")
     parser.add_argument("--steps", type=int, default=3, help="timed outer steps after the warm-up (>= 3)")
     parser.add_argument("--threads", type=int, nargs="+", default=[0],
@@ -178,14 +204,18 @@ def main() -> None:
     if args.concurrent:
         args.threads = args.threads[0]
         return concurrency(args)
-    runs = [("default", n) for n in args.n] + [("smoke", n) for n in args.smoke_n]
+    runs = ([("MNIST1D", "default", n) for n in args.n] + [("MNIST1D", "smoke", n) for n in args.smoke_n]
+            + [(dataset, "physics", n) for dataset in args.tasks for n in args.physics_n])
     base = baseline_tree(args.baseline) if args.baseline else None
     results = []
     for threads in args.threads:
-        for sizes, n in runs:
+        for dataset, sizes, n in runs:
             for impl in args.impl:
-                results.append(run_worker(REPO, impl, sizes, n, args, impl, threads))
-                if impl == "fast" and base:
+                if impl == "fast" and not has_fast_path(dataset):
+                    print(f"{dataset}: no fast path, fast row left out", file=sys.stderr)
+                    continue
+                results.append(run_worker(REPO, impl, sizes, n, args, impl, threads, dataset))
+                if impl == "fast" and base and dataset == "MNIST1D":
                     results.append(run_worker(base[0], "fast", sizes, n, args, "old fast", threads))
     lines = table(results)
     print("\n".join(lines))
@@ -204,7 +234,8 @@ def main() -> None:
            f"- {args.steps} timed outer steps per row after one warm-up step; median shown. Each row is its own "
            "process; ratios compare rows of this one run (the machine may be shared, absolute times are noisy).",
            "- sizes `default`: MNIST-1D, H=200, Ho=50, 5 epochs of batch 200 (90 inner steps); "
-           "`smoke`: H=100, Ho=20, 2 epochs.", "", *lines, ""]
+           "`smoke`: H=100, Ho=20, 2 epochs; `physics` (VanDerPol, HenonHeiles): H=100, Ho=50, 5 epochs of batch "
+           "200 (90 inner steps).", "", *lines, ""]
     Path(args.doc).write_text("\n".join(doc))
     print(f"wrote {args.doc}", file=sys.stderr)
 

@@ -70,17 +70,20 @@ def _validation_plan(exported: list[dict], p: PipelineSpec, exp_dir: Path) -> tu
     from dataclasses import asdict
 
     from dnn_search.actfile import read_activation_file
-    from dnn_search.validation import STANDARD_MODES, config_for
+    from dnn_search.tasks import task_for_dataset
+    from dnn_search.validation import STANDARD_MODES, config_for, standard_modes
 
     wanted, keys = [], []
     for e in exported:
         acts = read_activation_file(e["npz"])
         learned = [f"single:{k}" for k in range(1, e["n"] + 1)] + (["diverse"] if e["n"] > 1 else [])
-        modes = ["pure", *(STANDARD_MODES if p.standard else ()), *learned]
         for optimizer in p.optimizers:
             cfg = config_for(acts.metadata, **p.settings(optimizer))
             for dataset in p.datasets:
-                for mode in modes:
+                task = task_for_dataset(dataset)
+                task.check_base(acts.base)  # e.g. elu activations cannot train a Hamiltonian network
+                standard = standard_modes(task) if p.standard else ()
+                for mode in ["pure", *standard, *learned]:
                     for run in range(p.runs):
                         seed = p.seed + run
                         model_dir = (str(exp_dir / "validation" / e["trial_id"] / cfg.optimizer)
@@ -97,6 +100,7 @@ def _validation_plan(exported: list[dict], p: PipelineSpec, exp_dir: Path) -> tu
 
 def _pipeline_stages(ray, space: SearchSpace, exp_dir: Path, exported: list[dict], opts: Options) -> dict:
     from dnn_search.search.trainables import hessian_trial, validation_trial
+    from dnn_search.tasks import dataset_entry
     from dnn_search.validation import METRIC_PREFIXES
     if not exported:
         raise UserError("the search produced no finished trial to validate")
@@ -105,7 +109,7 @@ def _pipeline_stages(ray, space: SearchSpace, exp_dir: Path, exported: list[dict
                 "data_path": space.data_path, "seed": p.seed,
                 "hessian_samples": p.hessian_samples, "hessian_iters": p.hessian_iters,
                 "hessian_top_k": p.hessian_top_k}
-    if any(d != "MNIST1D" for d in p.datasets) and not space.data_path:
+    if any(dataset_entry(d).needs_data_path for d in p.datasets) and not space.data_path:
         raise UserError(f"datasets {', '.join(p.datasets)}: MNIST and CIFAR are read from local files; "
                         "set data_path in the space file or pass --data-path")
     wanted, key_of = _validation_plan(exported, p, exp_dir)

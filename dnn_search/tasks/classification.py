@@ -42,6 +42,7 @@ class Classification(Task):
 register_task(Classification.name, Classification)
 register_dataset("MNIST1D", data.load_mnist1d, Classification.name,
                  description="MNIST-1D, generated offline (4000 train / 1000 test, 40 features)")
-register_dataset("MNIST", data.load_mnist, Classification.name, description="MNIST IDX files in --data_path")
+register_dataset("MNIST", data.load_mnist, Classification.name, description="MNIST IDX files in --data_path",
+                 needs_data_path=True)
 register_dataset("CIFAR", data.load_cifar10, Classification.name, aliases=("CIFAR10",),
-                 description="CIFAR-10 binary version in --data_path")
+                 description="CIFAR-10 binary version in --data_path", needs_data_path=True)

@@ -28,12 +28,15 @@ def _import_task_modules() -> None:
 
 @dataclass(frozen=True)
 class DatasetEntry:
-    """How to load a dataset (`loader(data_path)` -> Dataset) and which task it serves."""
+    """How to load a dataset (`loader(data_path)` -> Dataset) and which task it serves.
+    `needs_data_path`: the loader reads local files from --data_path (MNIST, CIFAR-10) rather than
+    generating its data (MNIST-1D, the physics systems), so a pipeline must be given one."""
 
     name: str
     loader: Callable
     task: str
     description: str = ""
+    needs_data_path: bool = False
 
 
 TASKS: Registry[Callable] = Registry("task", _import_task_modules)
@@ -54,8 +57,8 @@ def task_names() -> list[str]:
 
 
 def register_dataset(name: str, loader: Callable, task: str, aliases: tuple[str, ...] = (),
-                     description: str = "") -> DatasetEntry:
-    return DATASETS.register(name, DatasetEntry(name, loader, task, description), aliases)
+                     description: str = "", needs_data_path: bool = False) -> DatasetEntry:
+    return DATASETS.register(name, DatasetEntry(name, loader, task, description, needs_data_path), aliases)
 
 
 def dataset_entry(name: str) -> DatasetEntry:

@@ -1,0 +1,70 @@
+"""HenonHeiles: a Hamiltonian neural network (HNN) on the Henon-Heiles system (docs/design.md).
+
+An MLP 4 -> H -> 1 outputs a scalar H^(q, p); the prediction is its symplectic gradient
+(dH^/dp, -dH^/dq), which conserves H^ along the learned flow by construction (the reason an HNN is
+used: its forecasts cannot gain or lose energy the way an unconstrained field does). Because the
+prediction is an input gradient, the loss depends on the activation's f', the inner gradient on
+f'', and the exact meta-gradient through the unrolled run on f''' and df''/dphi; so the task needs a
+smooth base (sin, tanh: elu's f'' jumps at 0) and has no fast path (the fused kernel stops at f'),
+and meta-learning runs the reference implementation (autograd with create_graph=True).
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import torch
+
+from dnn_search import dynamics
+from dnn_search.tasks.forecast import ForecastTask
+from dnn_search.tasks.registry import register_dataset, register_task
+
+
+def symplectic_gradient(hamiltonian, x: torch.Tensor, create_graph: bool = True) -> torch.Tensor:
+    """(dH/dp, -dH/dq) of the scalar function `hamiltonian` (x (B, 2k) -> (B,) or (B, 1)) at states
+    x = (q, p). With create_graph the result stays differentiable (inner gradients and Hessians)."""
+    with torch.enable_grad():
+        x = x if x.requires_grad else x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(hamiltonian(x).sum(), x, create_graph=create_graph)
+    k = x.shape[1] // 2
+    return torch.cat([grad[:, k:], -grad[:, :k]], dim=1)
+
+
+class HenonHeiles(ForecastTask):
+    name = "hnn"
+    system = dynamics.HENON_HEILES
+    inner_gradient_order = 2
+    requires_smooth_base = True
+    predict_needs_grad = True
+    validation_directions = {**ForecastTask.validation_directions, "energy_drift": "min"}
+
+    def output_size(self, data) -> int:
+        return 1
+
+    def predict(self, net, x):
+        return symplectic_gradient(net, x, create_graph=True)
+
+    def vector_field(self, net, z):
+        return symplectic_gradient(net, z, create_graph=False).detach()
+
+    def inner_loss_and_grads(self, theta, activation, x, y):
+        raise NotImplementedError("the HNN's inner gradient needs f''; it has no hand-written fast path")
+
+    def rollout_summary(self, forecast, truth):
+        """Adds energy_drift: max over t of |H(z^_t) - H(z_0)| / H(z_0) with the true H, median over
+        the forecasts that did not diverge."""
+        summary = super().rollout_summary(forecast, truth)
+        energy = dynamics.henon_heiles_energy
+        inside = self.stayed_inside(forecast)
+        with np.errstate(invalid="ignore", over="ignore"):
+            start = energy(truth[:, 0])
+            drift = (np.abs(energy(forecast) - start[:, None]) / np.abs(start)[:, None]).max(1)
+        summary["energy_drift"] = float(np.median(drift[inside])) if inside.any() else float("nan")
+        return summary
+
+
+register_task(HenonHeiles.name, HenonHeiles)
+register_dataset("HenonHeiles", partial(dynamics.load_system, dynamics.HENON_HEILES), HenonHeiles.name,
+                 aliases=("HenonHeilesHNN",),
+                 description="Henon-Heiles Hamiltonian system for an HNN, generated offline: 4000 train / "
+                             "1000 test states of 200 / 50 RK4 trajectories below the escape energy")
