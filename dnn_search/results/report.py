@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
+import json
 import math
 import os
 import re
@@ -173,6 +174,49 @@ def comparison_panels(comps) -> tuple[list, list[str]]:
                        f"(picks on {'validation' if comp.split == 'val' else 'TEST: no validation split'})", bars))
         picked.append(f"picked on {comp.split} for {comp.dataset} {comp.optimizer}: " + ", ".join(marked))
     return panels, picked
+
+
+def forecast_figure(comp, val, figdir: Path) -> Path | None:
+    """For a task that forecasts trajectories: the first test trajectory against the forecasts of the
+    saved seed-0 networks of pure, the best homogeneous and the best diverse pick. None when the task
+    does not forecast or no model was saved (the pipeline saves run-0 models when Hessians run)."""
+    from dnn_search import plots
+    from dnn_search.data import load_dataset
+    from dnn_search.errors import UserError
+    from dnn_search.models import load_net
+    from dnn_search.tasks import task_for_dataset
+    try:
+        task = task_for_dataset(comp.dataset)
+    except UserError:
+        return None
+    if not hasattr(task, "forecast") or "model_path" not in val.columns:
+        return None
+    rows = val[(val["dataset"] == comp.dataset) & (val.get("optimizer", "sgd") == comp.optimizer)
+               & (val["model_path"].fillna("").astype(str) != "")]
+    forecasts, truth = {}, None
+    for role in ("pure", "best homogeneous", "best diverse"):
+        arm = comp.picks.get(role)
+        if arm is None:
+            continue
+        match = rows[rows["mode"] == arm.mode]
+        if arm.trial_id is not None:
+            match = match[match["trial_id"].astype(str) == arm.trial_id]
+        if not len(match) or not Path(str(match["model_path"].iloc[0])).is_file():
+            continue
+        path = Path(str(match["model_path"].iloc[0]))
+        spec = json.loads(path.with_suffix(".json").read_text())
+        if truth is None:
+            data = load_dataset(comp.dataset)
+            if data.trajectories_test is None:
+                return None
+            truth = data.trajectories_test[0].numpy()
+        net = load_net(spec, path)
+        forecasts[f"{role} ({arm.mode})"] = task.forecast(net, truth[0], len(truth) - 1)
+    if not forecasts:
+        return None
+    slug = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{comp.dataset}_{comp.optimizer}")
+    return plots.plot_forecast(truth, forecasts, figdir / f"forecast_{slug}.png",
+                               f"{comp.dataset}: a test trajectory and its forecasts")
 
 
 def _every_mode_table(val, view, homogeneous_diverse=frozenset()) -> str:
@@ -343,6 +387,13 @@ def write_report(folder: str | os.PathLike, top: int = 4) -> Path:
             add(markdown_to_html(comparison_note(comp)))
             header, rows = comparison_table(comp)
             add(_rows_table(header, rows, left=("comparison (A − B)", "A", "B")))
+        for comp in comps:
+            fig = forecast_figure(comp, val, figdir)
+            if fig is not None:
+                add(_figure(fig, f"{comp.dataset}, optimizer {comp.optimizer}: the first test trajectory (black) "
+                                 "against the forecasts (RK4 on the learned vector field, from its first state) of "
+                                 "the seed-0 networks: pure and the networks picked on validation.",
+                            f"forecast of a {comp.dataset} test trajectory"))
         add("<h3>Every mode (detail, not used for picks)</h3>")
         add(_every_mode_table(val, view, {(c.dataset, c.optimizer, t) for c in comps for t in c.homogeneous_diverse}))
     else:
