@@ -411,6 +411,8 @@ def test_search_ablations_from_the_real_tables(pipeline_run):
         assert int(cells[0]) == r and int(cells[1]) == int((trials.steps_done >= r).sum())
     last = steps[steps.step == 4].heldout_accuracy
     assert lines[-1].split("|")[5].strip() == f"{last.max() * 100:.2f}"
+    lowest = steps_ablation(steps, "heldout_accuracy", rungs, 100.0, direction="min")
+    assert lowest[-1].split("|")[5].strip() == f"{last.min() * 100:.2f}"
     by_n = n_ablation(trials, "score", "max", 100.0)
     done = trials[trials.status.isin(["COMPLETED", "PRUNED"])]
     assert len(by_n) == 2 + done.n_activations.nunique()

@@ -15,8 +15,9 @@ def _fmt(value: float, scale: float, digits: int) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value * scale:.{digits}f}"
 
 
-def steps_ablation(steps, metric: str, rungs: list[int], scale: float = 1.0, digits: int = 2) -> list[str]:
-    """Markdown: the mean, median and best of METRIC over the trials that reached each rung, and, for
+def steps_ablation(steps, metric: str, rungs: list[int], scale: float = 1.0, digits: int = 2,
+                   direction: str = "max") -> list[str]:
+    """Markdown: the mean, median and best (DIRECTION) of METRIC over the trials that reached each rung, and, for
     the trials that reached the last rung, the same at every rung (a fixed set of trials, so that the
     columns differ only by the number of outer steps)."""
     if steps is None or metric not in getattr(steps, "columns", []) or not rungs:
@@ -31,7 +32,7 @@ def steps_ablation(steps, metric: str, rungs: list[int], scale: float = 1.0, dig
         fixed = v[v.index.isin(finishers)]
         lines.append(f"| {r} | {len(v)} | {_fmt(v.mean() if len(v) else math.nan, scale, digits)} | "
                      f"{_fmt(v.median() if len(v) else math.nan, scale, digits)} | "
-                     f"{_fmt(v.max() if len(v) else math.nan, scale, digits)} | "
+                     f"{_fmt((v.max() if direction == 'max' else v.min()) if len(v) else math.nan, scale, digits)} | "
                      f"{_fmt(fixed.mean() if len(fixed) else math.nan, scale, digits)} |")
     return lines
 
@@ -75,7 +76,7 @@ def rungs_of(space: dict) -> list[int]:
 def ablation_markdown(trials, steps, space: dict, metric: str, direction: str, scale: float,
                       digits: int) -> list[str]:
     """The two search ablations as a summary section ([] when the tables are missing)."""
-    by_steps = steps_ablation(steps, metric, rungs_of(space), scale, digits)
+    by_steps = steps_ablation(steps, metric, rungs_of(space), scale, digits, direction)
     by_n = n_ablation(trials, "score", direction, scale, digits)
     if not by_steps and not by_n:
         return []
