@@ -28,10 +28,20 @@ def mean_std(values, scale: float = 1.0) -> tuple[float, float, int]:
     return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0, int(arr.size)
 
 
+def format_number(value: float, digits: int = 2) -> str:
+    """VALUE with DIGITS decimals, or DIGITS significant digits when fixed point would show fewer
+    than two of them (a test MSE of 5e-6 must not print as 0.0000); '–' when not finite."""
+    if value is None or not math.isfinite(value):
+        return "–"
+    if value != 0 and abs(value) < 10.0 ** (1 - digits):
+        return f"{value:.{digits}g}"
+    return f"{value:.{digits}f}"
+
+
 def format_mean_std(values, scale: float = 1.0, digits: int = 2) -> str:
     """'mean ± std' of the finite values ('–' when there are none)."""
     mean, std, n = mean_std(values, scale)
-    return "–" if n == 0 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return "–" if n == 0 else f"{format_number(mean, digits)} ± {format_number(std, digits)}"
 
 
 # ------------------------------------------------------------------------------------- inference

@@ -31,7 +31,7 @@ import numpy as np
 from dnn_search.atomic import atomic_write_text
 from dnn_search.results.layout import (HESSIAN_FILE, SEARCH_FILE, STEPS_FILE, SUMMARY_FILE, TRIALS_FILE,
                                       VALIDATION_FILE)
-from dnn_search.stats import Difference, MeanCI, format_mean_std as _pm, holm, mean_ci, paired_t, welch
+from dnn_search.stats import Difference, MeanCI, format_mean_std as _pm, format_number, holm, mean_ci, paired_t, welch
 
 PICK_ROLES = ("pure", "best standard", "best homogeneous", "best diverse")
 # (A, B) of each comparison: A − B (or A / B for a log metric)
@@ -302,7 +302,7 @@ def compare(validation, trials=None) -> list[Comparison]:
 # ------------------------------------------------------------------------------------- formatting
 
 def _num(v: float, digits: int) -> str:
-    return f"{v:.{digits}f}" if v is not None and math.isfinite(v) else "–"
+    return format_number(v, digits)
 
 
 def _p(v: float) -> str:
