@@ -50,13 +50,12 @@ def test_metalearn_validate_hessian_end_to_end(tmp_path):
     assert list(curve["step"]) == [1, 2] and {"grad_norm_1", "grad_norm_2", "heldout_accuracy"} <= set(curve)
 
     for source, folder in ((txt[0], tmp_path / "val_txt"), (out / f"{stem}.npz", tmp_path / "val_npz")):
-        done = run_cli("validate", "--act_path", source, "--validation_mode", "all", "--runs", 2, "--epochs", 1,
-                       "--output_folder", folder, "--save_model")
+        done = run_cli("validate", "--act_path", source, "--validation_mode", "pure,std:relu,1,2,diverse", "--runs", 2,
+                       "--epochs", 1, "--output_folder", folder, "--save_model")
         assert done.returncode == 0, done.stderr
         table = pd.read_parquet(folder / "validation.parquet")
-        standard = ["std:elu", "std:gelu", "std:relu", "std:silu", "std:tanh"]
-        assert sorted(set(table["mode"])) == ["diverse", "pure", "single:1", "single:2", *standard]
-        assert len(table) == 18 and table["test_accuracy"].between(0, 1).all()
+        assert sorted(set(table["mode"])) == ["diverse", "pure", "single:1", "single:2", "std:relu"]
+        assert len(table) == 10 and table["test_accuracy"].between(0, 1).all()
         assert table["val_accuracy"].between(0, 1).all() and set(table["optimizer"]) == {"sgd"}
         assert "diverse" in done.stdout and "±" in done.stdout
     # Pure is the same network whichever file it came with.
