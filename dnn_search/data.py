@@ -184,7 +184,13 @@ def generate_mnist1d() -> dict[str, np.ndarray]:
             "y_test": np.asarray(data["y_test"], dtype=np.int64)}
 
 
-def _write_mnist1d_cache(candidates: list[Path], arrays: dict[str, np.ndarray]) -> None:
+def cache_candidates(file_name: str, data_path: str | os.PathLike | None = None) -> list[Path]:
+    """Where a generated dataset's cache file is looked for, in order: --data_path, then the cache folder."""
+    return [*([Path(data_path) / file_name] if data_path is not None else []), default_cache_dir() / file_name]
+
+
+def write_cache(candidates: list[Path], arrays: dict[str, np.ndarray]) -> None:
+    """Save ARRAYS (pickle-free .npz) to the first writable candidate; none writable: keep them in memory only."""
     for path in candidates:
         try:
             with atomic_path(path) as temp:
@@ -195,15 +201,14 @@ def _write_mnist1d_cache(candidates: list[Path], arrays: dict[str, np.ndarray]) 
 
 
 def load_mnist1d(data_path: str | os.PathLike | None = None) -> Dataset:
-    candidates = ([Path(data_path) / MNIST1D_FILE] if data_path is not None else [])
-    candidates.append(default_cache_dir() / MNIST1D_FILE)
+    candidates = cache_candidates(MNIST1D_FILE, data_path)
     for path in candidates:
         arrays = _read_mnist1d_cache(path)
         if arrays is not None:
             break
     else:
         arrays = generate_mnist1d()
-        _write_mnist1d_cache(candidates, arrays)
+        write_cache(candidates, arrays)
     return Dataset("MNIST1D", torch.from_numpy(arrays["x"]).float(), torch.from_numpy(arrays["y"]),
                    torch.from_numpy(arrays["x_test"]).float(), torch.from_numpy(arrays["y_test"]))
 

@@ -30,8 +30,6 @@ from typing import Callable
 import numpy as np
 import torch
 
-from dnn_search.atomic import atomic_path
-from dnn_search.errors import UserError
 
 DT = 0.01
 STEPS = 1000  # T = 10 at dt = 0.01: 1001 points per trajectory
@@ -204,10 +202,9 @@ def _read_cache(path: Path, system: System) -> dict[str, np.ndarray] | None:
 
 def cached_arrays(system: System, data_path: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
     """The arrays a Dataset needs (no dense train trajectories), from the cache or generated."""
-    from dnn_search.data import default_cache_dir  # data imports the task registry, which imports us
+    from dnn_search.data import cache_candidates, write_cache  # data imports the task registry, which imports us
 
-    candidates = ([Path(data_path) / system.cache_file] if data_path is not None else [])
-    candidates.append(default_cache_dir() / system.cache_file)
+    candidates = cache_candidates(system.cache_file, data_path)
     for path in candidates:
         arrays = _read_cache(path, system)
         if arrays is not None:
@@ -215,13 +212,7 @@ def cached_arrays(system: System, data_path: str | os.PathLike | None = None) ->
     full = generate(system)
     arrays = {k: full[k] for k in _shapes(system) if k != "trajectories_test"}
     arrays["trajectories_test"] = full["trajectories"][TRAIN_TRAJECTORIES:]
-    for path in candidates:
-        try:
-            with atomic_path(path) as temp:
-                np.savez(temp, **arrays)
-            break
-        except (UserError, OSError):
-            continue  # not writable: try the next location; the data is usable in memory anyway
+    write_cache(candidates, arrays)
     return arrays
 
 
