@@ -67,6 +67,20 @@ def pipeline_run(tmp_path_factory, search_env):
     return root / "results" / "demo", proc, env, {"tree": tree, "temp_before": temp_before}
 
 
+def markdown_table_rows(md: str, header_start: str) -> dict[str, list[str]]:
+    """The rows of the first Markdown table whose header starts with HEADER_START, by first cell
+    (the first row wins when two share it)."""
+    lines = md.splitlines()
+    i = next(k for k, x in enumerate(lines) if x.startswith(header_start))
+    out = {}
+    for line in lines[i + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        out.setdefault(cells[0], cells)
+    return out
+
+
 def run_cli(args, env, timeout=600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dnn_search", *map(str, args)], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=timeout)

@@ -16,6 +16,8 @@ import pytest
 from dnn_search import stats
 from dnn_search.results import summary, tables
 
+from conftest import markdown_table_rows
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 
@@ -180,18 +182,6 @@ def _section(md: str, heading: str) -> str:
     return md.split(heading, 1)[1].split("\n## ", 1)[0]
 
 
-def _table_rows(text: str, header_start: str) -> dict[str, list[str]]:
-    lines = text.splitlines()
-    i = next(k for k, x in enumerate(lines) if x.startswith(header_start))
-    out = {}
-    for line in lines[i + 2:]:
-        if not line.startswith("|"):
-            break
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        out[cells[0]] = cells
-    return out
-
-
 def test_picks_are_made_on_validation_not_test(validation, trials_table, tmp_path):
     comps = {(c.dataset, c.optimizer): c for c in summary.compare(validation, trials_table)}
     sgd = comps[("MNIST1D", "sgd")]
@@ -200,7 +190,7 @@ def test_picks_are_made_on_validation_not_test(validation, trials_table, tmp_pat
     md = summary.summary_markdown("s", validation, None, trials_table)
     section = _section(md, "## MNIST1D, optimizer sgd")
     assert summary.NO_VALIDATION not in md.lower() and "Picked on validation" in section
-    picks = _table_rows(section, "| row | picked |")
+    picks = markdown_table_rows(section, "| row | picked |")
     assert [picks[r][1] for r in summary.PICK_ROLES] == ["pure", "std:relu", "single:1", "diverse"]
     assert picks["best diverse"][2].startswith("T2 (n = 3, 10 outer steps, early-stopped)")
     assert picks["best homogeneous"][2].startswith("T1 (n = 2, 40 outer steps, completed)")
@@ -231,7 +221,7 @@ def test_without_a_validation_split_the_summary_says_it_picked_on_test(validatio
                             "best homogeneous": ("single:2", "T1"), "best diverse": ("diverse", "T1")}
     md = summary.summary_markdown("s", old, None, trials_table)
     assert summary.NO_VALIDATION in md.lower()
-    assert [c[3] for c in _table_rows(md, "| row | picked |").values()] == ["reference", "test", "test", "test"]
+    assert [c[3] for c in markdown_table_rows(md, "| row | picked |").values()] == ["reference", "test", "test", "test"]
 
 
 def test_a_one_activation_trial_is_never_reported_as_diverse(validation, trials_table, tmp_path):
@@ -250,7 +240,7 @@ def test_a_one_activation_trial_is_never_reported_as_diverse(validation, trials_
     only_t0 = _write(tmp_path, [r for r in _validation_rows() if r["trial_id"] == "T0"], "t0.parquet")
     (comp,) = summary.compare(only_t0, trials_table)
     assert comp.picks["best diverse"] is None
-    rows = _table_rows(summary.summary_markdown("s", only_t0, None, trials_table), "| comparison (A − B) |")
+    rows = markdown_table_rows(summary.summary_markdown("s", only_t0, None, trials_table), "| comparison (A − B) |")
     assert rows["diverse − pure"][1] == "–" and rows["diverse − pure"][5] == "–"
 
 
@@ -297,7 +287,7 @@ def test_mse_metrics_are_compared_as_ratios(mse_task, tmp_path):
     assert math.exp(row.paired.hi) == pytest.approx(0.640995, abs=2e-6)
     assert row.paired.p == pytest.approx(0.006867, abs=2e-6)
     md = summary.summary_markdown("s", table, None, trials)
-    cells = _table_rows(md, "| comparison (A − B) |")["diverse − pure"]
+    cells = markdown_table_rows(md, "| comparison (A − B) |")["diverse − pure"]
     assert cells[7:9] == ["0.500", "[0.390, 0.641]"]
     assert "A / B (ratio of geometric means)" in md and "accuracy" not in md
     assert "lowest mean `val_mse`" in md

@@ -11,6 +11,8 @@ import pytest
 from dnn_search.results import export, summary, tables
 from dnn_search.results.layout import TRIALS_FILE
 
+from conftest import markdown_table_rows
+
 # (trial_id, status, score, checkpoint, n_activations): written in optuna_number order, as the search does
 ROWS = [
     ("t0", "COMPLETED", 0.5, True, 3),
@@ -115,31 +117,18 @@ def validation(tmp_path):
     return tables.read_table(path)
 
 
-def _rows(md: str, header_start: str) -> dict[str, list[str]]:
-    """The rows of the first Markdown table whose header starts with HEADER_START, by first cell."""
-    lines = md.splitlines()
-    i = next(k for k, x in enumerate(lines) if x.startswith(header_start))
-    out = {}
-    for line in lines[i + 2:]:
-        if not line.startswith("|"):
-            break
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        out.setdefault(cells[0], cells)
-    return out
-
-
 N_ACTIVATIONS = pd.DataFrame({"trial_id": ["A", "B"], "n_activations": [2, 1]})
 
 
 def test_welch_p_values_match_the_hand_computation(validation):
     md = summary.summary_markdown("s", validation, None, N_ACTIVATIONS)
     assert "Picked on test: no validation split in this file" in md  # no val_ columns here
-    picks = _rows(md, "| row | picked |")
+    picks = markdown_table_rows(md, "| row | picked |")
     assert picks["best diverse"][1] == "diverse" and picks["best diverse"][2].startswith("A ")
     assert picks["best diverse"][5] == "85.00 ± 1.73"       # s_a = sqrt(3e-4) = 0.01732
     assert picks["pure"][5] == "80.00 ± 1.58"               # s_b = sqrt(2.5e-4) = 0.01581
     assert picks["best homogeneous"][1] == "single:2" and picks["best homogeneous"][5] == "85.00 ± 1.58"
-    comparisons = _rows(md, "| comparison (A − B) |")
+    comparisons = markdown_table_rows(md, "| comparison (A − B) |")
     header = next(x for x in md.splitlines() if x.startswith("| comparison (A − B) |"))
     col = [c.strip() for c in header.strip().strip("|").split("|")].index("Welch p")
     assert comparisons["diverse − pure"][col] == "0.0151"              # 0.0150677, see above
