@@ -26,11 +26,11 @@ import torch
 
 from dnn_search.activations import neuron_blocks
 from dnn_search.errors import UserError
+from dnn_search.metalearn import RMSPROP_EPS  # the inner update that `rmsprop` reproduces
 from dnn_search.stats import mean_std
 from dnn_search.models import STANDARD_ACTIVATIONS, ValidationNet, build_net
 
 OPTIMIZERS = ("sgd", "rmsprop")
-RMSPROP_EPS = 1e-8  # the meta-learning inner update's (dnn_search.metalearn.RMSPROP_EPS)
 STANDARD_MODES = tuple(f"std:{name}" for name in STANDARD_ACTIVATIONS)
 # Twice continuously differentiable: what a task that differentiates through f' (a Hamiltonian
 # network, Task.requires_smooth_base) can train with; relu's f'' is 0 and elu's jumps at 0.
