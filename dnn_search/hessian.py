@@ -255,14 +255,9 @@ def analyze(
                 eigvals, _ = hess.eigenvalues(maxIter=eigen_iters, tol=tol, top_n=top_k)
                 samples = _hutchinson(hess, trace_iters, tol)
 
-                hparams, grads = hess.params, hess.gradsH
-                dtype = hparams[0].dtype
-                pdevice = hparams[0].device
-
-                def hvp(flat: torch.Tensor) -> torch.Tensor:
-                    hv = hessian_vector_product(grads, hparams, _unflatten(flat, hparams))
-                    return _flatten(hv).detach()
-
+                dtype = hess.params[0].dtype
+                pdevice = hess.params[0].device
+                hvp = _flat_hvp(hess.gradsH, hess.params)
                 m = min(density_iters, num_params)
                 gen = torch.Generator().manual_seed(seed)
                 nodes_all: list[list[float]] = []
@@ -272,7 +267,7 @@ def analyze(
                     nodes, weights = _lanczos(hvp, num_params, m, v0)
                     nodes_all.append(nodes)
                     weights_all.append(weights)
-            del hess, grads, hparams
+            del hess, hvp  # the graph of the first gradient goes with them
     finally:
         for p in unused:
             p.requires_grad_(True)
@@ -289,6 +284,14 @@ def analyze(
         num_params=num_params,
         trace_samples=[float(s) for s in samples],
     )
+
+
+def _flat_hvp(grads, params):
+    """H·v on flat vectors, for Lanczos: the Hessian-vector product of GRADS (made with
+    create_graph) with respect to PARAMS."""
+    def hvp(flat: torch.Tensor) -> torch.Tensor:
+        return _flatten(hessian_vector_product(grads, params, _unflatten(flat, params))).detach()
+    return hvp
 
 
 # --------------------------------------------------------------------------- density
