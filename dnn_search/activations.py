@@ -192,7 +192,7 @@ def learned_activation(base: str, z, w1, b1, w2, b2, residual_noise=None):
     """f(z) = base(z) + 0.2 * (g(z) + noise): the one place the residual form is written.
 
     `residual_noise` is the meta-training noise after g's tanh layer, already mapped through g's
-    output weights (docs/design.md, learned activations); None outside meta-training.
+    output weights (docs/design.md, "Learned activations"); None outside meta-training.
     """
     g = evaluate_residual(z, w1, b1, w2, b2)
     if residual_noise is not None:

@@ -1,6 +1,6 @@
 """The dynamical systems of the paper's physics tasks: vector fields, RK4, and their trajectory data.
 
-Two systems (docs/design.md, "Tasks beyond classification"):
+Two systems (docs/design.md, "Tasks"):
 
 - van der Pol, `x' = v`, `v' = mu (1 - x^2) v - x` with mu = 1, state (x, v);
 - Henon-Heiles, `H(q, p) = (p1^2 + p2^2)/2 + (q1^2 + q2^2)/2 + q1^2 q2 - q2^3/3`, state (q1, q2, p1, p2),

@@ -9,7 +9,7 @@ of a comparison is picked on that split, so that the test split only measures th
 
 Optimisers (`optimizer`):
 - `sgd`: SGD with heavy-ball momentum `momentum`, the original's validation;
-- `rmsprop`: exactly the meta-learning inner update (docs/design.md §1.3): v <- mu v + (1 - mu) g^2,
+- `rmsprop`: exactly the meta-learning inner update (docs/design.md, "Meta-learning"): v <- mu v + (1 - mu) g^2,
   theta <- theta - lr g / (sqrt(v) + 1e-8), v starting at 1, mu = `momentum` (the trial's inner_mu).
   Not torch.optim.RMSprop, whose v starts at 0 (its first steps are ~1/sqrt(1 - mu) times larger)
   and whose eps sits inside the square root: activations learned under one update are validated
@@ -45,7 +45,7 @@ DEFAULT_VAL_FRACTION = 0.1
 
 class MetaRMSprop(torch.optim.Optimizer):
     """The meta-learning inner update as a torch optimiser: second moment v starts at 1 and decays with
-    `mu`; the step is lr * g / (sqrt(v) + eps), eps outside the root (docs/design.md §1.3)."""
+    `mu`; the step is lr * g / (sqrt(v) + eps), eps outside the root (docs/design.md, "Meta-learning")."""
 
     def __init__(self, params, lr: float, mu: float, eps: float = RMSPROP_EPS):
         super().__init__(params, {"lr": lr, "mu": mu, "eps": eps})
