@@ -13,16 +13,7 @@ never imports torch, Ray or Optuna):
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # the API's real types for type checkers; at run time each is imported on first use
-    from dnn_search.actfile import read_activation_file as load_activations
-    from dnn_search.activations import register_base
-    from dnn_search.data import load_dataset
-    from dnn_search.metalearn import MetaConfig, MetaLearner
-    from dnn_search.results.report_data import open_search
-    from dnn_search.tasks.base import Task
-    from dnn_search.tasks.registry import register_dataset, register_task
+from typing import Any
 
 __version__ = "0.1.0"
 
