@@ -4,7 +4,10 @@ Each hidden neuron h of the classifier applies f(z) = base(z) + 0.2 * g(z), wher
 are those of the neuron's block. The inner loop needs f(z) and f'(z) (the hand-written inner
 gradient uses f'), and the meta-gradient needs their derivatives with respect to z and the
 activation weights. The B x H x Ho tensor tanh(z * w1 + b1) dominates the cost; it is recomputed
-in the backward instead of being stored, so one inner step keeps only z (B x H) alive.
+in the backward instead of being stored, so one inner step keeps only z (B x H) alive. A
+Hamiltonian network's hand-written gradient takes f' and f'' instead (`first_and_second_derivative`,
+its maths in `dnn_search.hnn_kernel`); a task says which it takes (Task.inner_derivatives) and
+`hidden_activation` picks the kernel from `DERIVATIVE_KERNELS`.
 
 Kernel choice, fastest first: the native C++ kernels of `dnn_search.native` (one pass over the
 tile per direction; CPU tensors only; off with DNN_SEARCH_NATIVE=0 or when no compiler works),
@@ -162,8 +165,7 @@ class _LearnedDerivatives(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, w1, b1, w2, b2, base):
         ctx.base = base
-        mod = native_module(z)
-        ctx.native = mod if hasattr(mod, "derivatives_forward") else None
+        ctx.native = native_module(z)
         ctx.save_for_backward(z, w1, b1, w2)
         if ctx.native is not None:
             _, d1, d2 = base_derivatives(base, z)
