@@ -35,6 +35,8 @@ import warnings
 
 import torch
 
+from dnn_search import hnn_kernel
+
 _SOURCE = r"""
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -252,6 +254,8 @@ _FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno"]
 if platform.machine() in ("x86_64", "AMD64"):
     _FLAGS.append("-mprefer-vector-width=512")  # gcc defaults to 256-bit vectors even with AVX-512
 _FUNCTIONS = ["forward", "backward", "rmsprop_forward", "rmsprop_backward", "tanh32"]
+_SOURCE += hnn_kernel.NATIVE_SOURCE  # the f'/f'' tile of the Hamiltonian network
+_FUNCTIONS += hnn_kernel.NATIVE_FUNCTIONS
 _lock = threading.Lock()
 _state: dict[str, object] = {}
 
