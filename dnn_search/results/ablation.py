@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from dnn_search.results.rungs import SchedulerSpec, horizon
+
 
 def _fmt(value: float, scale: float, digits: int) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value * scale:.{digits}f}"
@@ -57,20 +59,13 @@ def n_ablation(trials, score: str = "score", direction: str = "max", scale: floa
 
 
 def rungs_of(space: dict) -> list[int]:
-    """The outer steps at which the recorded space's scheduler compares trials (ASHA / Hyperband:
-    grace * rf^k below the maximum), and the maximum itself; just the maximum otherwise."""
-    scheduler = space.get("scheduler") or {}
-    top = scheduler.get("max_steps") or (space.get("fixed") or {}).get("steps")
-    if not top:
-        return []
-    top = int(top)
-    rungs, grace, factor = [], scheduler.get("grace_period"), scheduler.get("reduction_factor")
-    if scheduler.get("type") in ("asha", "hyperband") and grace and factor and factor > 1:
-        r = int(grace)
-        while r < top:
-            rungs.append(r)
-            r *= int(factor)
-    return [*rungs, top]
+    """The outer steps at which the recorded space's scheduler compares trials (`SchedulerSpec.rungs`,
+    the formula the search checkpointed at), and the trials' maximum; just the maximum without rungs."""
+    top = horizon(space)
+    if top is None:  # the space left the step count to the meta-learning default
+        from dnn_search.metalearn import MetaConfig
+        top = MetaConfig().steps
+    return [*SchedulerSpec.from_recorded(space.get("scheduler")).rungs(top), top]
 
 
 def ablation_markdown(trials, steps, space: dict, metric: str, direction: str, scale: float,
