@@ -41,20 +41,24 @@ def steps_ablation(steps, metric: str, rungs: list[int], scale: float = 1.0, dig
 
 def n_ablation(trials, score: str = "score", direction: str = "max", scale: float = 1.0,
                digits: int = 2) -> list[str]:
-    """Markdown: per number of learned activations n, how many trials ran, how many ASHA kept to the
-    end, and the best and median final search metric (each trial's last reported value)."""
+    """Markdown: per number of learned activations n, how many trials ran to a value (completed or
+    stopped early), how many ASHA kept to the end, the best and median final search metric (each
+    trial's last reported value), and how many FAILED (diverged or errored: no value, but a count a
+    reader needs, or an n whose trials all fail looks merely untried)."""
     if trials is None or "n_activations" not in getattr(trials, "columns", []) or score not in trials.columns:
         return []
-    done = trials[trials["status"].isin(["COMPLETED", "PRUNED"])]
+    ended = trials[trials["status"].isin(["COMPLETED", "PRUNED", "FAILED"])]
     pick = np.nanmax if direction == "max" else np.nanmin
-    lines = ["| n | trials | completed (not stopped early) | best final value | median final value |",
-             "|---|---|---|---|---|"]
-    for n, group in done.groupby("n_activations", sort=True):
-        values = group[score].astype(float).to_numpy()
+    lines = ["| n | trials | completed (not stopped early) | best final value | median final value | failed |",
+             "|---|---|---|---|---|---|"]
+    for n, group in ended.groupby("n_activations", sort=True):
+        done = group[group["status"].isin(["COMPLETED", "PRUNED"])]
+        values = done[score].astype(float).to_numpy()
         finite = values[np.isfinite(values)]
-        lines.append(f"| {int(n)} | {len(group)} | {int((group['status'] == 'COMPLETED').sum())} | "
+        lines.append(f"| {int(n)} | {len(done)} | {int((done['status'] == 'COMPLETED').sum())} | "
                      f"{_fmt(float(pick(finite)) if finite.size else math.nan, scale, digits)} | "
-                     f"{_fmt(float(np.median(finite)) if finite.size else math.nan, scale, digits)} |")
+                     f"{_fmt(float(np.median(finite)) if finite.size else math.nan, scale, digits)} | "
+                     f"{int((group['status'] == 'FAILED').sum())} |")
     return lines
 
 
