@@ -100,16 +100,19 @@ def make_searcher(space: SearchSpace, name: str, storage, state: DriverState):
                 state, reason = TrialState.PRUNED, ""
             else:
                 state, reason = TrialState.COMPLETE, ""
+            # told before the driver was killed (finished_trials): Tune completes the restored trial
+            # again; the study keeps its record, the tables are written again
+            told_before = ot_trial.storage.get_trial(ot_trial._trial_id).state.is_finished()
             hook = self._driver.on_complete
-            if hook is not None:
+            if hook is not None and not told_before:
                 try:
                     hook(trial_id, ot_trial, state.name, result)
                 except Exception as exc:  # plotting or the artifact store: the trial's outcome still counts
                     log.warning("trial %s: its activation plot was not attached: %s", trial_id, exc)
             try:
-                if reason:
+                if reason and not told_before:
                     ot_trial.set_user_attr("error", reason)
-                if result:
+                if result and not told_before:
                     ot_trial.set_user_attr("steps_done", int(result.get("step", 0)))
                 persist = self._driver.persist
                 if persist is not None:
@@ -125,14 +128,13 @@ def make_searcher(space: SearchSpace, name: str, storage, state: DriverState):
                     f"storage, then continue with --resume")
                 log.warning("%s", self._driver.failure)
                 return
+            if told_before:
+                self._completed_trials.add(trial_id)
+                return
             try:
-                if ot_trial.storage.get_trial(ot_trial._trial_id).state.is_finished():
-                    # told before the driver was killed; Tune completes the restored trial again
-                    self._completed_trials.add(trial_id)
-                    return
                 self._ot_study.tell(ot_trial, float(value) if state == TrialState.COMPLETE else None,
                                     state=state)
-            except Exception as exc:  # e.g. already finished after a restore
+            except Exception as exc:  # the storage's own errors: logged; a resume's finished_trials decides
                 log.warning("optuna tell failed for %s: %s", trial_id, exc)
                 self._completed_trials.add(trial_id)
                 return
