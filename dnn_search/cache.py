@@ -79,6 +79,14 @@ def _announced_default(folder: Path) -> Path:
     return folder
 
 
+def steer_matplotlib() -> None:
+    """Send matplotlib's config folder and font cache into the cache folder unless a command already
+    did: matplotlib reads MPLCONFIGDIR once, when first imported, and otherwise writes ~/.config and
+    ~/.cache. Call it before anything imports matplotlib (our figures, the mnist1d generator)."""
+    if not os.environ.get("MPLCONFIGDIR"):
+        os.environ["MPLCONFIGDIR"] = str(cache_dir() / "matplotlib")
+
+
 def current_environment() -> dict[str, str]:
     """The cache variables of this process, to hand to trials on other nodes."""
     return {k: os.environ[k] for k in (CACHE_VARIABLE, KERNELS_VARIABLE, "MPLCONFIGDIR") if os.environ.get(k)}

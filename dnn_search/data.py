@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dnn_search.cache import cache_candidates, read_npz, write_cache
+from dnn_search.cache import cache_candidates, read_npz, steer_matplotlib, write_cache
 from dnn_search.dataset import Dataset, split_validation
 from dnn_search.errors import UserError
 from dnn_search.tasks.registry import canonical_dataset, dataset_entry
@@ -84,6 +84,7 @@ def _read_mnist1d_cache(path: Path) -> dict[str, np.ndarray] | None:
 
 def generate_mnist1d() -> dict[str, np.ndarray]:
     """MNIST-1D from its generator with the published arguments: float64 x, int64 y."""
+    steer_matplotlib()  # the mnist1d package imports matplotlib
     from mnist1d.data import get_dataset_args, make_dataset  # slow import, only needed without a cache
 
     # make_dataset reseeds the global `random` and numpy generators; restore them for the caller.
