@@ -1,4 +1,4 @@
-"""Native CPU kernels for the fast inner step, built at first use (C++, load_inline).
+"""Native CPU kernels for the fast inner step (C++), built once per installation.
 
 Why: per inner step the B x H x Ho tile tanh(z * w1 + b1) is needed once forward (for f and f')
 and once backward (for five reductions). Inductor re-evaluates tanh for each reduction and its
