@@ -10,8 +10,8 @@ settings) is trained once.
 """
 from __future__ import annotations
 
+import logging
 import shutil
-import sys
 import time
 from dataclasses import astuple
 from pathlib import Path
@@ -24,6 +24,8 @@ from dnn_search.search.driver import run_search, trial_settings
 from dnn_search.search.options import Options
 from dnn_search.search.pipeline_spec import PipelineSpec
 from dnn_search.search.space import SearchSpace
+
+log = logging.getLogger(__name__)
 
 
 def _grid_run(name: str, trainable, jobs: list[dict], exp_dir: Path, space: SearchSpace, settings: dict,
@@ -43,7 +45,7 @@ def _grid_run(name: str, trainable, jobs: list[dict], exp_dir: Path, space: Sear
                                   failure_config=tune.FailureConfig(max_failures=space.max_failures)))
     started = time.time()
     if not quiet:
-        print(f"{label}: {len(jobs)} trials", flush=True)
+        log.info("%s: %d trials", label, len(jobs))
     grid = tuner.fit()
     rows, failed = [], []
     for res in grid:
@@ -52,9 +54,9 @@ def _grid_run(name: str, trainable, jobs: list[dict], exp_dir: Path, space: Sear
             continue
         rows.append(res.metrics)
     if not quiet:
-        print(f"{label}: {len(rows)} done, {len(failed)} failed in {time.time() - started:.0f} s", flush=True)
+        log.info("%s: %d done, %d failed in %.0f s", label, len(rows), len(failed), time.time() - started)
     for line in failed[:5]:
-        print(f"  failed: {line}", file=sys.stderr)
+        log.warning("failed: %s", line)
     return rows, time.time() - started
 
 
@@ -118,8 +120,8 @@ def _pipeline_stages(ray, space: SearchSpace, exp_dir: Path, exported: list[dict
         trained_by.setdefault(key, job)
     jobs = list(trained_by.values())
     if not opts.quiet and len(jobs) < len(wanted):
-        print(f"validation: {len(wanted)} (trial, dataset, optimizer, mode, run) results from {len(jobs)} "
-              "trainings (trials with equal settings share their pure and std:* networks)")
+        log.info("validation: %d (trial, dataset, optimizer, mode, run) results from %d trainings (trials with "
+                 "equal settings share their pure and std:* networks)", len(wanted), len(jobs))
     rows, v_seconds = _grid_run("validation", validation_trial, jobs, exp_dir, space, settings, opts.quiet,
                                 "validation")
     results = {_job_key(r["trial_id_meta"], r["dataset"], r["optimizer"], r["mode"], r["run"]): r for r in rows}
@@ -159,7 +161,7 @@ def _pipeline_stages(ray, space: SearchSpace, exp_dir: Path, exported: list[dict
     started = time.time()
     summary = write_summary(exp_dir, opts.name)
     if not opts.quiet:
-        print("\n" + summary)
+        log.info("\n%s", summary)
     return {"validation_seconds": v_seconds, "hessian_seconds": h_seconds, "summary_seconds": time.time() - started}
 
 
