@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from dnn_search.search import faults
+
 REPO = Path(__file__).resolve().parents[1]
+
+# The suite arms the package's test-only fault points (dnn_search/search/faults.py): this process and
+# every process it starts (CLI runs, Ray nodes and their workers) inherit the token. Only the suite
+# sets it; a fault variable in a user's shell is refused without it.
+os.environ[faults.GATE_VARIABLE] = faults.TEST_TOKEN
 
 TINY_SPACE = """\
 metric: heldout_accuracy
