@@ -13,11 +13,15 @@ from conftest import REPO
 
 pytestmark = pytest.mark.slow
 
-# Deterministic: one CPU, one trial at a time, actor reuse on. Trial 1 kills its own worker 0.3 s
-# after it ends; the searcher hands out trial 2 only 2 s later, so Tune gives trial 2 the dead
-# cached worker, and its RESET call fails.
+# Deterministic: one CPU, one trial at a time, actor reuse on. The searcher itself forces the moment:
+# when Tune asks it for trial 2, trial 1 has ended and Tune holds its worker cached for reuse (Tune
+# caches the actor when the trial stops, before it asks for the next one); the searcher kills that
+# worker there and returns only once the process is gone (a bounded wait on the process table). Tune
+# then hands trial 2 the dead cached worker, and its RESET call fails. Tune learns of an idle actor's
+# death only through a failed call on it, so nothing else can get in between.
 SCRIPT = """
-import json, os, shutil, sys, tempfile, threading, time
+import json, os, shutil, signal, sys, tempfile, time
+import psutil
 import ray
 from ray import tune
 from ray.tune.search import Searcher
@@ -27,27 +31,41 @@ if sys.argv[1] == "patched":
     assert tune_patches.apply()
 
 
-class SecondTrialLate(Searcher):
+def kill_and_wait(pid, limit=60.0):
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.02)
+    raise RuntimeError(f"trial worker {pid} still alive {limit} s after SIGKILL")
+
+
+class KillCachedWorkerBeforeSecondTrial(Searcher):
     def __init__(self):
         super().__init__(metric="x", mode="max")
         self.suggested = 0
+        self.worker = None
 
     def suggest(self, trial_id):
         self.suggested += 1
         if self.suggested > 2:
             return Searcher.FINISHED
         if self.suggested == 2:
-            time.sleep(2)
-        return {"kill_worker_after": self.suggested == 1}
+            assert self.worker is not None, "trial 1 did not complete before trial 2 was asked for"
+            kill_and_wait(self.worker)
+        return {}
 
     def on_trial_complete(self, trial_id, result=None, error=False):
-        pass
+        if self.worker is None and result:
+            self.worker = int(result["worker_pid"])
 
 
 def trainable(config):
-    tune.report({"x": 1.0})
-    if config["kill_worker_after"]:
-        threading.Timer(0.3, os._exit, (1,)).start()
+    tune.report({"x": 1.0, "worker_pid": os.getpid()})
 
 
 root = sys.argv[2]
@@ -55,8 +73,8 @@ ray_temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Ray's socket paths must 
 ray.init(num_cpus=1, include_dashboard=False, _temp_dir=ray_temp, log_to_driver=False)
 grid = tune.Tuner(
     trainable,
-    tune_config=tune.TuneConfig(search_alg=SecondTrialLate(), num_samples=-1, max_concurrent_trials=1,
-                                reuse_actors=True),
+    tune_config=tune.TuneConfig(search_alg=KillCachedWorkerBeforeSecondTrial(), num_samples=-1,
+                                max_concurrent_trials=1, reuse_actors=True),
     run_config=tune.RunConfig(storage_path=root + "/results", verbose=0,
                               failure_config=tune.FailureConfig(max_failures=2))).fit()
 print(json.dumps([{"errored": r.error is not None, "x": (r.metrics or {}).get("x")} for r in grid]))
