@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -52,7 +51,8 @@ def _answers(url: str) -> bool:
 
 
 class CliProcess:
-    """`dnn-search dashboard ...` in a subprocess, stdout/stderr collected by threads."""
+    """`dnn-search dashboard ...` in a subprocess, stdout/stderr collected by threads; each stream's
+    end (the process closed it) is an event, so a test reads everything a process wrote without sleeping."""
 
     def __init__(self, *args: str):
         self.proc = subprocess.Popen([sys.executable, "-m", "dnn_search.cli", "dashboard", *args],
@@ -61,8 +61,11 @@ class CliProcess:
         self.out: queue.Queue = queue.Queue()
         self.stdout: list[str] = []
         self.stderr: list[str] = []
-        threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout, self.out), daemon=True).start()
-        threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr, None), daemon=True).start()
+        self.readers = [threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout, self.out),
+                                         daemon=True),
+                        threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr, None), daemon=True)]
+        for reader in self.readers:
+            reader.start()
 
     @staticmethod
     def _read(stream, sink, q):
@@ -70,29 +73,47 @@ class CliProcess:
             sink.append(line.rstrip("\n"))
             if q is not None:
                 q.put(line.rstrip("\n"))
+        if q is not None:
+            q.put(None)  # end of stdout: the process closed it (it exited)
 
     def wait_for_url(self, timeout: float = 60.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.out.get(timeout=0.5)
-            except queue.Empty:
-                if self.proc.poll() is not None:
-                    break
-                continue
-            if line.startswith("Dashboard: "):
-                return line.split(" ", 1)[1].strip()
+        """The URL the command prints; fails (with what it wrote) when it ends without one, or after
+        TIMEOUT seconds without a line (a bounded wait on its output, not a sleep)."""
+        try:
+            for line in iter(lambda: self.out.get(timeout=timeout), None):
+                if line.startswith("Dashboard: "):
+                    return line.split(" ", 1)[1].strip()
+        except queue.Empty:
+            pass
         self.close()
         raise AssertionError(f"no URL printed; stdout={self.stdout} stderr={self.stderr}")
 
+    def server_pids(self) -> list[int]:
+        """The dashboard server processes (children of the command)."""
+        import psutil
+        return [p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)]
+
     def interrupt(self, timeout: float = 60.0) -> int:  # generous: CI machines can be loaded
+        """Ctrl-C; returns the exit status once the command exited and all its output was read."""
         self.proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        return self.proc.wait(timeout)
+        status = self.proc.wait(timeout)
+        for reader in self.readers:  # EOF follows the exit at once
+            reader.join(timeout)
+            assert not reader.is_alive(), "the command exited but its output did not end"
+        return status
 
     def close(self):
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+def _gone(pid: int) -> bool:
+    import psutil
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 @pytest.fixture(scope="module")
@@ -158,11 +179,12 @@ def test_ctrl_c_stops_cleanly(results):
         url = cli.wait_for_url()
         base = url.rsplit("/", 1)[0]
         assert _answers(f"{base}/api/studies")
+        servers = cli.server_pids()
+        assert servers, "no dashboard server process under the command"
         assert cli.interrupt() == 0, cli.stderr
         assert not any("Traceback" in line for line in cli.stderr), cli.stderr
-        deadline = time.monotonic() + 10  # the server process went with it: nothing listens any more
-        while _answers(f"{base}/api/studies") and time.monotonic() < deadline:
-            time.sleep(0.2)
+        # the command waited for its server before it exited: the server is gone, nothing listens
+        assert all(_gone(pid) for pid in servers), servers
         assert not _answers(f"{base}/api/studies")
     finally:
         cli.close()
@@ -197,8 +219,7 @@ def test_wildcard_host_warns(results):
         port = int(url.split(":")[2].split("/")[0])
         assert listening_addresses(cli.proc.pid) == {("0.0.0.0", port)}
         assert _answers(f"http://127.0.0.1:{port}/api/studies")
-        assert cli.interrupt() == 0
-        time.sleep(0.2)
+        assert cli.interrupt() == 0  # returns once all of stderr was read
         assert any("warning" in line and "0.0.0.0" in line for line in cli.stderr), cli.stderr
     finally:
         cli.close()
