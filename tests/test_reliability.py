@@ -359,20 +359,6 @@ def test_diverging_trials_fail_with_reason_and_search_goes_on(tmp_path, search_e
 NODE_LOSS_STEPS = 30  # ~2-4 s a trial: long enough for a trial to be cut off mid-run
 
 
-def _mid_trial(latest, lose_id, keep_id):
-    """Both nodes are running a trial, the lost node's in its first half: it is cut off mid-run."""
-    on_lose = [e for e in latest if e["node_id"] == lose_id]
-    return (any(e["node_id"] == keep_id for e in latest)
-            and any(int(e["step"]) <= NODE_LOSS_STEPS // 2 for e in on_lose))
-
-
-def _trial_finishing(latest, lose_id, keep_id):
-    """A trial on the lost node has computed its last step (and is reporting it) while another trial
-    waits: the node dies as it finishes, while Tune keeps its (now dead) worker to reuse for the next
-    trial -- the case Ray Tune 2.60 itself ended as ERROR without a retry (dnn_search/tune_patches.py)."""
-    return len(latest) < 4 and any(e["node_id"] == lose_id and int(e["step"]) == NODE_LOSS_STEPS for e in latest)
-
-
 def _latest_steps(trace: Path) -> dict:
     """trial id -> its latest 'step' event in the trace (written by the trial as it computes the step)."""
     latest = {}
@@ -383,74 +369,144 @@ def _latest_steps(trace: Path) -> dict:
     return latest
 
 
-@pytest.mark.parametrize("when", [_mid_trial, _trial_finishing], ids=["mid_trial", "trial_finishing"])
-def test_node_lost_mid_search(tmp_path, search_env, when):
-    from ray.cluster_utils import Cluster
-    from dnn_search.search.faults import TRACE_VARIABLE
-    trace = tmp_path / "trace.jsonl"
-    # inherited by the nodes' raylets, so by their trial workers
-    with temporary_environment(**{TRACE_VARIABLE: str(trace)}):
-        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-        keep = c.add_node(num_cpus=1)
-        lose = c.add_node(num_cpus=1)
-        c.wait_for_nodes()
-    name, storage = "lost", tmp_path / "r"
-    exp = storage / name
-    space = write_space(tmp_path, num_samples=4, max_concurrent=2, steps=NODE_LOSS_STEPS)
+def _gone(pid: int) -> bool:
+    import psutil
     try:
-        driver = subprocess.Popen([sys.executable, "-m", "dnn_search", "search", "--space", str(space), "--name",
-                                   name, "--storage", str(storage), "--quiet", "--address", c.address],
-                                  env=search_env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  text=True, start_new_session=True)
-        at_removal = None
-        deadline = time.time() + 180
-        while time.time() < deadline and driver.poll() is None:
-            time.sleep(0.02)
-            latest = _latest_steps(trace)
-            if when(list(latest.values()), lose.node_id, keep.node_id):
-                c.remove_node(lose, allow_graceful=False)
-                at_removal = latest
-                break
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _wait_for(condition, what: str, limit: float = 180.0, driver=None) -> None:
+    """Poll CONDITION (a real state: a file, the trace, the process table) until it holds; fail with
+    WHAT after LIMIT seconds, or at once when DRIVER exited meanwhile."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        if driver is not None and driver.poll() is not None:
+            raise AssertionError(f"the search exited before {what}: {driver.stdout.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {limit:.0f} s")
+        time.sleep(0.02)
+
+
+class _NodeLossSearch:
+    """A simulated cluster (a head without CPUs, two 1-CPU nodes; their trial workers trace every step)
+    and a 4-trial search on it, 2 at a time, started with ENV added to the driver's environment."""
+
+    def __init__(self, tmp_path: Path, search_env: dict, env: dict | None = None):
+        from ray.cluster_utils import Cluster
+        from dnn_search.search.faults import TRACE_VARIABLE
+        self.trace = tmp_path / "trace.jsonl"
+        # inherited by the nodes' raylets, so by their trial workers
+        with temporary_environment(**{TRACE_VARIABLE: str(self.trace)}):
+            self.cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+            self.nodes = [self.cluster.add_node(num_cpus=1) for _ in range(2)]
+            self.cluster.wait_for_nodes()
+        self.name, storage = "lost", tmp_path / "r"
+        self.exp = storage / self.name
+        space = write_space(tmp_path, num_samples=4, max_concurrent=2, steps=NODE_LOSS_STEPS)
+        self.driver = subprocess.Popen([sys.executable, "-m", "dnn_search", "search", "--space", str(space),
+                                        "--name", self.name, "--storage", str(storage), "--quiet", "--address",
+                                        self.cluster.address], env={**search_env, **(env or {})}, cwd=REPO,
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                       start_new_session=True)
+
+    def finish(self) -> pd.DataFrame:
+        """Wait for the search to end (it must succeed); its trials table."""
         try:
-            out, _ = driver.communicate(timeout=300)
+            out, _ = self.driver.communicate(timeout=300)
         finally:
-            if driver.poll() is None:
-                os.killpg(driver.pid, signal.SIGKILL)
-        assert at_removal is not None, out[-3000:]
-        assert driver.returncode == 0, out[-3000:]
-        trials = pd.read_parquet(exp / "trials.parquet")
-        report = trials[["trial_id", "status", "retries", "steps_done", "node_id", "error"]].to_string()
-        assert len(trials) == 4 and (trials.status == "COMPLETED").all(), report
-        assert (trials.steps_done == NODE_LOSS_STEPS).all(), report
-        # every trial ended on the surviving node, except one that had already computed its last step on
-        # the lost one: that one is not trained again (if the node died before Tune saw it finish, its
-        # retry restores the final checkpoint and has nothing left to compute)
-        finished_there = trials[trials.node_id == lose.node_id]
-        assert len(finished_there) <= 1, report
-        events = [e for e in read_trace(trace) if e["event"] == "step"]
-        for tid in finished_there.trial_id:
-            assert {e["node_id"] for e in events if e["trial_id"] == tid} == {lose.node_id}, report
-        if when is _mid_trial:
-            assert (trials.retries >= 1).any(), report
-            assert finished_there.empty, report
-        steps = pd.read_parquet(exp / "steps.parquet")
-        for tid in trials.trial_id:
-            assert sorted(steps.loc[steps.trial_id == tid, "step"]) == list(range(1, NODE_LOSS_STEPS + 1))
-        if when is _trial_finishing:
-            # the race: the lost node's trial finished there, and the next trial was handed its dead
-            # cached worker -- it failed once without computing a step on that node, and was retried
-            on_lost = {e["trial_id"] for e in events if e["node_id"] == lose.node_id}
-            finishing = [tid for tid, e in at_removal.items() if e["node_id"] == lose.node_id]
-            handed = [tid for tid, r in zip(trials.trial_id, trials.retries) if r >= 1 and tid not in on_lost]
-            if list(finished_there.trial_id) != finishing or not handed:
-                pytest.skip(f"the timing did not produce the race (trial finishing on the lost node: {finishing}, "
-                            f"finished there: {list(finished_there.trial_id)}; retried without a step there: "
-                            f"{handed}):\n{report}")
-            assert len(handed) == 1, report
-            first = [e for e in events if e["trial_id"] == handed[0]]
-            assert first[0]["restored_from"] == 0 and {e["node_id"] for e in first} == {keep.node_id}
+            if self.driver.poll() is None:
+                os.killpg(self.driver.pid, signal.SIGKILL)
+        assert self.driver.returncode == 0, out[-3000:]
+        return pd.read_parquet(self.exp / "trials.parquet")
+
+    def close(self):
+        if self.driver.poll() is None:
+            os.killpg(self.driver.pid, signal.SIGKILL)
+            self.driver.wait(30)
+        self.cluster.shutdown()
+
+
+def _assert_no_trial_lost(run: _NodeLossSearch, trials: pd.DataFrame, lose) -> tuple[pd.DataFrame, list, str]:
+    """Every trial completed every step, and every trial ended on the surviving node except one that had
+    already computed its last step on the lost one (that one is not trained again: if the node died
+    before Tune saw it finish, its retry restores the final checkpoint and has nothing left to compute).
+    Returns (the trials that ended on the lost node, the trace's step events, a report)."""
+    report = trials[["trial_id", "status", "retries", "steps_done", "node_id", "error"]].to_string()
+    assert len(trials) == 4 and (trials.status == "COMPLETED").all(), report
+    assert (trials.steps_done == NODE_LOSS_STEPS).all(), report
+    finished_there = trials[trials.node_id == lose.node_id]
+    assert len(finished_there) <= 1, report
+    events = [e for e in read_trace(run.trace) if e["event"] == "step"]
+    for tid in finished_there.trial_id:
+        assert {e["node_id"] for e in events if e["trial_id"] == tid} == {lose.node_id}, report
+    steps = pd.read_parquet(run.exp / "steps.parquet")
+    for tid in trials.trial_id:
+        assert sorted(steps.loc[steps.trial_id == tid, "step"]) == list(range(1, NODE_LOSS_STEPS + 1))
+    return finished_there, events, report
+
+
+def test_node_lost_mid_trial(tmp_path, search_env):
+    """Both nodes run a trial, the lost node's in its first half: it is cut off mid-run and retried on
+    the other node. The moment is read from the trace, polled every 20 ms while a trial computes its
+    first 15 steps (seconds): a missed moment fails the test, it never passes without the loss."""
+    run = _NodeLossSearch(tmp_path, search_env)
+    keep, lose = run.nodes
+    try:
+        at_removal: dict = {}
+
+        def both_running_lost_node_early() -> bool:
+            latest = list(_latest_steps(run.trace).values())
+            on_lose = [e for e in latest if e["node_id"] == lose.node_id]
+            if (any(e["node_id"] == keep.node_id for e in latest)
+                    and any(int(e["step"]) <= NODE_LOSS_STEPS // 2 for e in on_lose)):
+                at_removal.update(_latest_steps(run.trace))
+                return True
+            return False
+        _wait_for(both_running_lost_node_early, "both nodes running a trial", driver=run.driver)
+        run.cluster.remove_node(lose, allow_graceful=False)
+        trials = run.finish()
+        finished_there, _, report = _assert_no_trial_lost(run, trials, lose)
+        assert (trials.retries >= 1).any(), report
+        assert finished_there.empty, report
     finally:
-        c.shutdown()
+        run.close()
+
+
+def test_node_lost_as_its_trial_finishes(tmp_path, search_env):
+    """The race Ray Tune 2.60 itself ends as ERROR without a retry (dnn_search/search/tune_patches.py):
+    a node dies just as its trial finishes, while Tune keeps the trial's worker to reuse for the next
+    trial, and hands the next trial that dead worker. The moment is forced, not waited for: the driver
+    pauses right after it told Optuna about the first finished trial (a test-only fault point,
+    DNN_SEARCH_PAUSE_AFTER_TELL), before Tune caches that trial's worker; the test removes the node the
+    trial ran on, waits until the worker process is gone, and lets the driver go on."""
+    from dnn_search.search.faults import PAUSE_VARIABLE
+    marker = tmp_path / "paused"
+    run = _NodeLossSearch(tmp_path, search_env, {PAUSE_VARIABLE: f"1:{marker}"})
+    try:
+        _wait_for(marker.exists, "the driver paused after its first tell", driver=run.driver)
+        (told,) = [v[4] for v in snapshot(run.exp, run.name).values()]  # the Ray id of the trial told
+        at_removal = _latest_steps(run.trace)
+        finishing = at_removal[told]
+        assert int(finishing["step"]) == NODE_LOSS_STEPS and len(at_removal) < 4, at_removal  # others wait
+        (lose,) = [n for n in run.nodes if n.node_id == finishing["node_id"]]
+        (keep,) = [n for n in run.nodes if n is not lose]
+        run.cluster.remove_node(lose, allow_graceful=False)
+        _wait_for(lambda: _gone(finishing["pid"]), f"the lost node's trial worker {finishing['pid']} gone")
+        marker.unlink()  # the driver goes on: Tune caches the dead worker and hands it to the next trial
+        trials = run.finish()
+        finished_there, events, report = _assert_no_trial_lost(run, trials, lose)
+        assert list(finished_there.trial_id) == [told], report
+        # the next trial was handed the dead cached worker: it failed once without computing a step on
+        # the lost node, and was retried from the start on the surviving node
+        on_lost = {e["trial_id"] for e in events if e["node_id"] == lose.node_id}
+        handed = [tid for tid, r in zip(trials.trial_id, trials.retries) if r >= 1 and tid not in on_lost]
+        assert len(handed) == 1, report
+        first = [e for e in events if e["trial_id"] == handed[0]]
+        assert first[0]["restored_from"] == 0 and {e["node_id"] for e in first} == {keep.node_id}, report
+    finally:
+        run.close()
 
 
 # ---------------------------------------------------------------------------------- security
