@@ -1,9 +1,10 @@
 """Where caches go: one folder per command (`--cache-dir`), never the user's home.
 
-Two things write caches: our data loaders (the generated MNIST-1D arrays) and matplotlib (its font
-list, built at first import). Left alone they land in ~/.cache, on every cluster worker too, which
-breaks the promise that a run writes nothing outside its results folder. Both are steered by
-environment variables, set here before either is used; Ray workers started afterwards inherit them
+Three things write caches: our data loaders (the generated MNIST-1D arrays), matplotlib (its font
+list, built at first import) and torch's compiler (its cache folder). Left alone they land in ~/.cache
+or the system's temporary folder, on every cluster worker too, which breaks the promise that a run
+writes nothing outside its results folder. All are steered by environment variables, set here before
+any is used; Ray workers started afterwards inherit them
 (cluster workers get them through the trial settings, see `cache_environment`).
 """
 from __future__ import annotations
@@ -13,12 +14,16 @@ from pathlib import Path
 
 CACHE_VARIABLE = "DNN_SEARCH_CACHE"
 CACHE_FOLDER = ".cache"
+# torch creates its compile cache folder ($TMPDIR/torchinductor_<user>) when a trial imports it, even
+# with compilation off: a folder left outside the results unless it is steered here too
+INDUCTOR_VARIABLE = "TORCHINDUCTOR_CACHE_DIR"
 
 
 def cache_environment(folder: str | os.PathLike) -> dict[str, str]:
     """The environment variables that send every cache under FOLDER."""
     folder = Path(folder).expanduser().resolve()
-    return {CACHE_VARIABLE: str(folder), "MPLCONFIGDIR": str(folder / "matplotlib")}
+    return {CACHE_VARIABLE: str(folder), "MPLCONFIGDIR": str(folder / "matplotlib"),
+            INDUCTOR_VARIABLE: str(folder / "torchinductor")}
 
 
 def use_cache_dir(explicit: str | os.PathLike | None, default_root: str | os.PathLike) -> Path:
@@ -32,4 +37,4 @@ def use_cache_dir(explicit: str | os.PathLike | None, default_root: str | os.Pat
 
 def current_environment() -> dict[str, str]:
     """The cache variables of this process, to hand to trials on other nodes."""
-    return {k: os.environ[k] for k in (CACHE_VARIABLE, "MPLCONFIGDIR") if os.environ.get(k)}
+    return {k: os.environ[k] for k in (CACHE_VARIABLE, "MPLCONFIGDIR", INDUCTOR_VARIABLE) if os.environ.get(k)}
