@@ -130,6 +130,26 @@ def assert_same_state(a: dict, b: dict):
         assert torch.equal(a[key], b[key]), key
 
 
+def _gone(pid: int) -> bool:
+    import psutil
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _wait_for(condition, what: str, limit: float = 180.0, driver=None) -> None:
+    """Poll CONDITION (a real state: a file, the trace, the process table) until it holds; fail with
+    WHAT after LIMIT seconds, or at once when DRIVER exited meanwhile."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        if driver is not None and driver.poll() is not None:
+            raise AssertionError(f"the search exited (status {driver.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {limit:.0f} s")
+        time.sleep(0.02)
+
+
 # --------------------------------------------------------------------------------- driver killed
 
 def _kill_after_tell(tmp_path, search_env, name: str, told: int, *, num_samples=6, steps=8):
@@ -149,10 +169,11 @@ def _kill_after_tell(tmp_path, search_env, name: str, told: int, *, num_samples=
     driver = subprocess.Popen([sys.executable, "-m", "dnn_search", "search", "--space", str(space), "--name", name,
                                "--storage", str(storage), "--quiet"], env=env, cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and driver.poll() is None and not marker.exists():
-        time.sleep(0.2)
-    assert marker.exists() and driver.poll() is None, driver.stdout.read().decode()[-3000:]
+    try:
+        _wait_for(marker.exists, f"the driver stalled after its tell #{told}", limit=300, driver=driver)
+    except AssertionError:
+        os.killpg(driver.pid, signal.SIGKILL)
+        raise
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait(30)
     return exp, trace, driver.pid
@@ -175,8 +196,7 @@ def test_driver_killed_then_resumed(tmp_path, search_env):
                      for e in before if e["event"] == "step"}
     session = json.loads((exp / ".ray_session.json").read_text())
     assert session["pid"] == driver_pid
-    time.sleep(1)
-    orphans = processes_under(session["temp"])
+    orphans = processes_under(session["temp"])  # reported below
 
     env = {**search_env, "DNN_SEARCH_TRACE": str(trace)}
     proc = run_cli(["search", "--name", name, "--storage", exp.parent, "--resume"], env, timeout=400)
@@ -357,6 +377,7 @@ def test_diverging_trials_fail_with_reason_and_search_goes_on(tmp_path, search_e
 # -------------------------------------------------------------------------------- node lost
 
 NODE_LOSS_STEPS = 30  # ~2-4 s a trial: long enough for a trial to be cut off mid-run
+FINISHING_STEPS = 6  # where the moment is forced (the last step), trials need not be long
 
 
 def _latest_steps(trace: Path) -> dict:
@@ -369,31 +390,13 @@ def _latest_steps(trace: Path) -> dict:
     return latest
 
 
-def _gone(pid: int) -> bool:
-    import psutil
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def _wait_for(condition, what: str, limit: float = 180.0, driver=None) -> None:
-    """Poll CONDITION (a real state: a file, the trace, the process table) until it holds; fail with
-    WHAT after LIMIT seconds, or at once when DRIVER exited meanwhile."""
-    deadline = time.monotonic() + limit
-    while not condition():
-        if driver is not None and driver.poll() is not None:
-            raise AssertionError(f"the search exited before {what}: {driver.stdout.read()[-3000:]}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {limit:.0f} s")
-        time.sleep(0.02)
-
-
 class _NodeLossSearch:
     """A simulated cluster (a head without CPUs, two 1-CPU nodes; their trial workers trace every step)
-    and a 4-trial search on it, 2 at a time, started with ENV added to the driver's environment."""
+    and a 4-trial search of STEPS steps on it, 2 at a time, started with ENV added to the driver's
+    environment."""
 
-    def __init__(self, tmp_path: Path, search_env: dict, env: dict | None = None):
+    def __init__(self, tmp_path: Path, search_env: dict, steps: int, env: dict | None = None):
+        self.steps = steps
         from ray.cluster_utils import Cluster
         from dnn_search.search.faults import TRACE_VARIABLE
         self.trace = tmp_path / "trace.jsonl"
@@ -404,7 +407,7 @@ class _NodeLossSearch:
             self.cluster.wait_for_nodes()
         self.name, storage = "lost", tmp_path / "r"
         self.exp = storage / self.name
-        space = write_space(tmp_path, num_samples=4, max_concurrent=2, steps=NODE_LOSS_STEPS)
+        space = write_space(tmp_path, num_samples=4, max_concurrent=2, steps=steps)
         self.driver = subprocess.Popen([sys.executable, "-m", "dnn_search", "search", "--space", str(space),
                                         "--name", self.name, "--storage", str(storage), "--quiet", "--address",
                                         self.cluster.address], env={**search_env, **(env or {})}, cwd=REPO,
@@ -435,7 +438,7 @@ def _assert_no_trial_lost(run: _NodeLossSearch, trials: pd.DataFrame, lose) -> t
     Returns (the trials that ended on the lost node, the trace's step events, a report)."""
     report = trials[["trial_id", "status", "retries", "steps_done", "node_id", "error"]].to_string()
     assert len(trials) == 4 and (trials.status == "COMPLETED").all(), report
-    assert (trials.steps_done == NODE_LOSS_STEPS).all(), report
+    assert (trials.steps_done == run.steps).all(), report
     finished_there = trials[trials.node_id == lose.node_id]
     assert len(finished_there) <= 1, report
     events = [e for e in read_trace(run.trace) if e["event"] == "step"]
@@ -443,7 +446,7 @@ def _assert_no_trial_lost(run: _NodeLossSearch, trials: pd.DataFrame, lose) -> t
         assert {e["node_id"] for e in events if e["trial_id"] == tid} == {lose.node_id}, report
     steps = pd.read_parquet(run.exp / "steps.parquet")
     for tid in trials.trial_id:
-        assert sorted(steps.loc[steps.trial_id == tid, "step"]) == list(range(1, NODE_LOSS_STEPS + 1))
+        assert sorted(steps.loc[steps.trial_id == tid, "step"]) == list(range(1, run.steps + 1))
     return finished_there, events, report
 
 
@@ -451,7 +454,7 @@ def test_node_lost_mid_trial(tmp_path, search_env):
     """Both nodes run a trial, the lost node's in its first half: it is cut off mid-run and retried on
     the other node. The moment is read from the trace, polled every 20 ms while a trial computes its
     first 15 steps (seconds): a missed moment fails the test, it never passes without the loss."""
-    run = _NodeLossSearch(tmp_path, search_env)
+    run = _NodeLossSearch(tmp_path, search_env, NODE_LOSS_STEPS)
     keep, lose = run.nodes
     try:
         at_removal: dict = {}
@@ -483,13 +486,13 @@ def test_node_lost_as_its_trial_finishes(tmp_path, search_env):
     trial ran on, waits until the worker process is gone, and lets the driver go on."""
     from dnn_search.search.faults import PAUSE_VARIABLE
     marker = tmp_path / "paused"
-    run = _NodeLossSearch(tmp_path, search_env, {PAUSE_VARIABLE: f"1:{marker}"})
+    run = _NodeLossSearch(tmp_path, search_env, FINISHING_STEPS, {PAUSE_VARIABLE: f"1:{marker}"})
     try:
         _wait_for(marker.exists, "the driver paused after its first tell", driver=run.driver)
         (told,) = [v[4] for v in snapshot(run.exp, run.name).values()]  # the Ray id of the trial told
         at_removal = _latest_steps(run.trace)
         finishing = at_removal[told]
-        assert int(finishing["step"]) == NODE_LOSS_STEPS and len(at_removal) < 4, at_removal  # others wait
+        assert int(finishing["step"]) == FINISHING_STEPS and len(at_removal) < 4, at_removal  # others wait
         (lose,) = [n for n in run.nodes if n.node_id == finishing["node_id"]]
         (keep,) = [n for n in run.nodes if n is not lose]
         run.cluster.remove_node(lose, allow_graceful=False)
