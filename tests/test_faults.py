@@ -8,8 +8,7 @@ import pytest
 
 from dnn_search.search import faults
 
-FAULT_VARIABLES = (faults.TRACE_VARIABLE, faults.STALL_VARIABLE, faults.PAUSE_VARIABLE,
-                   faults.TUNE_PATCHES_VARIABLE)
+FAULT_VARIABLES = faults.FAULT_VARIABLES
 
 
 @pytest.mark.parametrize("gate", [None, "1", faults.TEST_TOKEN + "x"], ids=["unset", "one", "near-token"])
@@ -24,6 +23,8 @@ def test_unarmed_fault_points_refuse_once_and_do_nothing(tmp_path, monkeypatch, 
     monkeypatch.setenv(faults.PAUSE_VARIABLE, f"1:{pause}")
     with caplog.at_level(logging.WARNING, logger=faults.__name__):
         assert faults.worker_environment() == {}  # nothing armed travels to the trial workers
+        # the driver calls it at start: every refused variable is reported there, before any trial
+        assert sum(r.levelno == logging.WARNING for r in caplog.records) == 3
         faults.trace("step", step=1)
         faults.trace("step", step=2)
         faults.stall_after_tell(1)  # returns: an armed stall would never return

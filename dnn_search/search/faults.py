@@ -37,6 +37,7 @@ TRACE_VARIABLE = "DNN_SEARCH_TRACE"
 STALL_VARIABLE = "DNN_SEARCH_STALL_AFTER_TELL"
 PAUSE_VARIABLE = "DNN_SEARCH_PAUSE_AFTER_TELL"
 TUNE_PATCHES_VARIABLE = "DNN_SEARCH_TUNE_PATCHES"
+FAULT_VARIABLES = (TRACE_VARIABLE, STALL_VARIABLE, PAUSE_VARIABLE, TUNE_PATCHES_VARIABLE)
 # what trial workers on other nodes need to see (they do not inherit the driver's environment)
 WORKER_VARIABLES = (TRACE_VARIABLE,)
 
@@ -60,7 +61,8 @@ def armed(variable: str) -> str | None:
 def worker_environment() -> dict[str, str]:
     """The armed fault variables trial workers need, with the token that arms them there (empty
     when none is armed). Called by the driver at start, so a refused variable is reported there."""
-    env = {name: value for name in WORKER_VARIABLES if (value := armed(name))}
+    values = {name: armed(name) for name in FAULT_VARIABLES}  # each refused one is reported now
+    env = {name: value for name, value in values.items() if name in WORKER_VARIABLES and value}
     return {**env, GATE_VARIABLE: TEST_TOKEN} if env else {}
 
 
