@@ -154,7 +154,7 @@ class ProcessTree:
         import psutil
         self.root = psutil.Process(pid)
         self.seen: dict[int, float] = {}
-        self.cmdlines: dict[int, str] = {}
+        self.cmdlines: dict[int, set[str]] = {}  # every command line a process showed (Ray's retitle themselves)
 
     def poll(self) -> None:
         import psutil
@@ -163,14 +163,14 @@ class ProcessTree:
                 if proc.pid not in self.seen:
                     self.seen[proc.pid] = proc.create_time()
                 with contextlib.suppress(psutil.Error):
-                    self.cmdlines[proc.pid] = " ".join(proc.cmdline())  # Ray's workers retitle themselves
+                    self.cmdlines.setdefault(proc.pid, set()).add(" ".join(proc.cmdline()))
         except psutil.Error:
             pass
 
     def ray_temp_folders(self) -> set[str]:
         """The embedded Ray temp folders (/tmp/dnnray*) that the watched processes named."""
         import re
-        return {m for cmd in self.cmdlines.values() for m in re.findall(r"/tmp/dnnray\w+", cmd)}
+        return {m for cmds in self.cmdlines.values() for cmd in cmds for m in re.findall(r"/tmp/dnnray\w+", cmd)}
 
     def survivors(self) -> list[str]:
         import psutil
