@@ -81,7 +81,7 @@ outcome = {"plain": fit(root + "/plain")}  # Tune as it is first: the fix patche
 from dnn_search.search import tune_patches
 assert tune_patches.apply()
 outcome["patched"] = fit(root + "/patched")
-print(json.dumps(outcome))
+print("OUTCOME", json.dumps(outcome), flush=True)  # Ray may print its own lines around it
 ray.shutdown()
 shutil.rmtree(ray_temp, ignore_errors=True)
 """
@@ -105,7 +105,8 @@ def outcomes(tmp_path_factory, search_env):
     proc = subprocess.run([sys.executable, str(script), str(root)], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    (line,) = [x for x in proc.stdout.splitlines() if x.startswith("OUTCOME ")]
+    return json.loads(line.split(" ", 1)[1])
 
 
 def test_dead_cached_worker_is_retried(outcomes):
