@@ -54,7 +54,8 @@ def one_run(folder: Path, unpatched: bool) -> dict:
     space.write_text(SPACE)
     trace = folder / "trace.jsonl"
     # the trace and the unpatched switch are test-only fault points: this measurement arms them
-    env = {**os.environ, faults.GATE_VARIABLE: faults.TEST_TOKEN, "DNN_SEARCH_TRACE": str(trace), "DNN_SEARCH_COMPILE": "0", "RAY_USAGE_STATS_ENABLED": "0",
+    env = {**os.environ, faults.GATE_VARIABLE: faults.TEST_TOKEN, "DNN_SEARCH_TRACE": str(trace),
+           "DNN_SEARCH_COMPILE": "0", "RAY_USAGE_STATS_ENABLED": "0",
            "DNN_SEARCH_CACHE": str(folder.parent / "cache"), "HOME": str(folder)}
     if unpatched:
         env["DNN_SEARCH_TUNE_PATCHES"] = "0"
