@@ -2,8 +2,9 @@
 
 Two kinds of cache, with different lifetimes:
 
-- **The storage's cache** (`cache_dir()`): generated data (MNIST-1D, the physics trajectories) and
-  matplotlib's font list. It lives beside what a command writes: `--cache-dir`, else
+- **The storage's cache** (`cache_dir()`): generated data (MNIST-1D, the physics trajectories),
+  matplotlib's font list and torch's compile cache (`TORCHINDUCTOR_CACHE_DIR`: torch creates that folder
+  in the system's temporary folder when a trial imports it, even with compilation off). It lives beside what a command writes: `--cache-dir`, else
   $DNN_SEARCH_CACHE, else `.cache` inside the command's --output_folder or --storage. The Python API
   used without a command has no output folder; it then uses `results/.cache` under the working
   directory (the default --storage's cache, so API and commands share it) and says so once through
@@ -36,6 +37,9 @@ from dnn_search.errors import UserError
 log = logging.getLogger(__name__)
 
 CACHE_VARIABLE = "DNN_SEARCH_CACHE"
+# torch creates its compile cache folder ($TMPDIR/torchinductor_<user>) when a trial imports it, even
+# with compilation off: a folder left outside the results unless it is steered here too
+INDUCTOR_VARIABLE = "TORCHINDUCTOR_CACHE_DIR"
 KERNELS_VARIABLE = "DNN_SEARCH_KERNELS"
 CACHE_FOLDER = ".cache"
 KERNELS_FOLDER = "dnn_search_kernels"
@@ -48,7 +52,8 @@ DEFAULT_STORAGE = "results"
 def cache_environment(folder: str | os.PathLike) -> dict[str, str]:
     """The environment variables that send every cache under FOLDER."""
     folder = Path(folder).expanduser().resolve()
-    return {CACHE_VARIABLE: str(folder), "MPLCONFIGDIR": str(folder / "matplotlib")}
+    return {CACHE_VARIABLE: str(folder), "MPLCONFIGDIR": str(folder / "matplotlib"),
+            INDUCTOR_VARIABLE: str(folder / "torchinductor")}
 
 
 def use_cache_dir(explicit: str | os.PathLike | None, default_root: str | os.PathLike) -> Path:
@@ -89,7 +94,8 @@ def steer_matplotlib() -> None:
 
 def current_environment() -> dict[str, str]:
     """The cache variables of this process, to hand to trials on other nodes."""
-    return {k: os.environ[k] for k in (CACHE_VARIABLE, KERNELS_VARIABLE, "MPLCONFIGDIR") if os.environ.get(k)}
+    return {k: os.environ[k] for k in (CACHE_VARIABLE, KERNELS_VARIABLE, "MPLCONFIGDIR", INDUCTOR_VARIABLE)
+            if os.environ.get(k)}
 
 
 # ----------------------------------------------------------------------------------- generated data

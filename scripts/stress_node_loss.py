@@ -48,11 +48,14 @@ def one_run(folder: Path, unpatched: bool) -> dict:
     import pandas as pd
     from ray.cluster_utils import Cluster
 
+    from dnn_search.search import faults
     from dnn_search.search.faults import read_trace
     space = folder / "space.yaml"
     space.write_text(SPACE)
     trace = folder / "trace.jsonl"
-    env = {**os.environ, "DNN_SEARCH_TRACE": str(trace), "DNN_SEARCH_COMPILE": "0", "RAY_USAGE_STATS_ENABLED": "0",
+    # the trace and the unpatched switch are test-only fault points: this measurement arms them
+    env = {**os.environ, faults.GATE_VARIABLE: faults.TEST_TOKEN, "DNN_SEARCH_TRACE": str(trace),
+           "DNN_SEARCH_COMPILE": "0", "RAY_USAGE_STATS_ENABLED": "0",
            "DNN_SEARCH_CACHE": str(folder.parent / "cache"), "HOME": str(folder)}
     if unpatched:
         env["DNN_SEARCH_TUNE_PATCHES"] = "0"

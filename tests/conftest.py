@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from dnn_search.search import faults
+
 REPO = Path(__file__).resolve().parents[1]
+
+# The suite arms the package's test-only fault points (dnn_search/search/faults.py): this process and
+# every process it starts (CLI runs, Ray nodes and their workers) inherit the token. Only the suite
+# sets it; a fault variable in a user's shell is refused without it.
+os.environ[faults.GATE_VARIABLE] = faults.TEST_TOKEN
 
 TINY_SPACE = """\
 metric: heldout_accuracy
@@ -56,15 +63,17 @@ def search_env(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def pipeline_run(tmp_path_factory, search_env):
-    """The shared smoke pipeline (every test that needs a finished pipeline uses this one), run as a new user would: an empty HOME, no cache settings. Its
-    process tree is watched, and Ray's temp folders are listed before and after."""
+    """The shared smoke pipeline (every test that needs a finished pipeline uses this one), run as a new
+    user would: an empty HOME, no cache settings. Its process tree is watched (which processes, and the
+    embedded Ray's temp folder they name), and it gets a private, empty TMPDIR: what it leaves in the
+    system's temporary folder (Ray's default /tmp/ray, Ray's lock files) is seen there, exactly, instead
+    of by comparing listings of the shared /tmp, where other tests and other jobs come and go."""
     root = tmp_path_factory.mktemp("pipe")
     space = tiny_space(root)
     env = fresh_home(root / "home", search_env)
-    temp_before = ray_temp_folders()
     proc, tree = run_watched(["pipeline", "--space", space, "--name", "demo", "--storage", root / "results"], env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return root / "results" / "demo", proc, env, {"tree": tree, "temp_before": temp_before}
+    return root / "results" / "demo", proc, env, {"tree": tree}
 
 
 def markdown_table_rows(md: str, header_start: str) -> dict[str, list[str]]:
@@ -145,14 +154,23 @@ class ProcessTree:
         import psutil
         self.root = psutil.Process(pid)
         self.seen: dict[int, float] = {}
+        self.cmdlines: dict[int, set[str]] = {}  # every command line a process showed (Ray's retitle themselves)
 
     def poll(self) -> None:
         import psutil
         try:
             for proc in self.root.children(recursive=True):
-                self.seen.setdefault(proc.pid, proc.create_time())
+                if proc.pid not in self.seen:
+                    self.seen[proc.pid] = proc.create_time()
+                with contextlib.suppress(psutil.Error):
+                    self.cmdlines.setdefault(proc.pid, set()).add(" ".join(proc.cmdline()))
         except psutil.Error:
             pass
+
+    def ray_temp_folders(self) -> set[str]:
+        """The embedded Ray temp folders (/tmp/dnnray*) that the watched processes named."""
+        import re
+        return {m for cmds in self.cmdlines.values() for cmd in cmds for m in re.findall(r"/tmp/dnnray\w+", cmd)}
 
     def survivors(self) -> list[str]:
         import psutil
@@ -195,20 +213,18 @@ def run_watched(args, env, timeout=600) -> tuple[subprocess.CompletedProcess, Pr
 
 
 def fresh_home(folder: Path, base_env: dict) -> dict:
-    """BASE_ENV with an empty HOME at FOLDER, the XDG folders inside it, and no cache override: what a
-    new user's shell looks like, to prove that nothing is written there."""
+    """BASE_ENV with an empty HOME at FOLDER, the XDG folders inside it, an empty TMPDIR beside it, and no
+    cache override: what a new user's shell looks like, to prove that nothing is written there."""
     folder.mkdir(parents=True, exist_ok=True)
-    env = {**base_env, "HOME": str(folder), "XDG_CACHE_HOME": str(folder / ".cache"),
+    (folder.parent / "tmp").mkdir(exist_ok=True)
+    env = {**base_env, "HOME": str(folder), "TMPDIR": str(folder.parent / "tmp"),
+           "XDG_CACHE_HOME": str(folder / ".cache"),
            "XDG_CONFIG_HOME": str(folder / ".config"), "XDG_DATA_HOME": str(folder / ".local" / "share"),
            "XDG_STATE_HOME": str(folder / ".local" / "state")}
     env.pop("DNN_SEARCH_CACHE", None)
     env.pop("MPLCONFIGDIR", None)
+    env.pop("TORCHINDUCTOR_CACHE_DIR", None)
     return env
-
-
-def ray_temp_folders() -> set[str]:
-    """Ray's temporary folders in /tmp (the default /tmp/ray and ours, /tmp/dnnray*)."""
-    return {str(p) for p in Path("/tmp").glob("*ray*") if p.name.startswith(("ray", "dnnray"))}
 
 
 @contextlib.contextmanager

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -22,6 +21,7 @@ import browser  # noqa: E402
 from conftest import listening_addresses  # noqa: E402
 from fixtures_results import TRIAL_PLAN, build_results  # noqa: E402
 
+from dnn_search import cli  # noqa: E402
 from dnn_search.results.dashboard import start_dashboard_process, stop_dashboard  # noqa: E402
 from dnn_search.errors import UserError  # noqa: E402
 
@@ -52,17 +52,25 @@ def _answers(url: str) -> bool:
 
 
 class CliProcess:
-    """`dnn-search dashboard ...` in a subprocess, stdout/stderr collected by threads."""
+    """`dnn-search dashboard ...` in a subprocess, stdout/stderr collected by threads; each stream's
+    end (the process closed it) is an event, so a test reads everything a process wrote without sleeping."""
 
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, sigint_ignored: bool = False):
+        # SIGINT_IGNORED: started as by a parent that ignores SIGINT (Ray's processes and test runners
+        # may), which the child inherits
+        ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
         self.proc = subprocess.Popen([sys.executable, "-m", "dnn_search.cli", "dashboard", *args],
-                                     cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                                     cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                                     preexec_fn=ignore)
         self.out: queue.Queue = queue.Queue()
         self.stdout: list[str] = []
         self.stderr: list[str] = []
-        threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout, self.out), daemon=True).start()
-        threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr, None), daemon=True).start()
+        self.readers = [threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout, self.out),
+                                         daemon=True),
+                        threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr, None), daemon=True)]
+        for reader in self.readers:
+            reader.start()
 
     @staticmethod
     def _read(stream, sink, q):
@@ -70,29 +78,47 @@ class CliProcess:
             sink.append(line.rstrip("\n"))
             if q is not None:
                 q.put(line.rstrip("\n"))
+        if q is not None:
+            q.put(None)  # end of stdout: the process closed it (it exited)
 
     def wait_for_url(self, timeout: float = 60.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.out.get(timeout=0.5)
-            except queue.Empty:
-                if self.proc.poll() is not None:
-                    break
-                continue
-            if line.startswith("Dashboard: "):
-                return line.split(" ", 1)[1].strip()
+        """The URL the command prints; fails (with what it wrote) when it ends without one, or after
+        TIMEOUT seconds without a line (a bounded wait on its output, not a sleep)."""
+        try:
+            for line in iter(lambda: self.out.get(timeout=timeout), None):
+                if line.startswith("Dashboard: "):
+                    return line.split(" ", 1)[1].strip()
+        except queue.Empty:
+            pass
         self.close()
         raise AssertionError(f"no URL printed; stdout={self.stdout} stderr={self.stderr}")
 
+    def server_pids(self) -> list[int]:
+        """The dashboard server processes (children of the command)."""
+        import psutil
+        return [p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)]
+
     def interrupt(self, timeout: float = 60.0) -> int:  # generous: CI machines can be loaded
+        """Ctrl-C; returns the exit status once the command exited and all its output was read."""
         self.proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        return self.proc.wait(timeout)
+        status = self.proc.wait(timeout)
+        for reader in self.readers:  # EOF follows the exit at once
+            reader.join(timeout)
+            assert not reader.is_alive(), "the command exited but its output did not end"
+        return status
 
     def close(self):
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+def _gone(pid: int) -> bool:
+    import psutil
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 @pytest.fixture(scope="module")
@@ -152,40 +178,45 @@ def test_chromium_renders_dashboard(served, tmp_path):
     assert browser.distinct_colours(shot) > 50
 
 
-def test_ctrl_c_stops_cleanly(results):
-    cli = CliProcess(str(results), "--port", "0")
+def test_ctrl_c_stops_cleanly_even_when_sigint_was_ignored_by_the_parent(results):
+    """Ctrl-C stops the command and its server cleanly. It is started with SIGINT ignored, which a
+    child inherits (Ray's processes and test runners may ignore it): the command must still stop
+    instead of serving forever (the plain case takes the same path, the command's own handler)."""
+    cli = CliProcess(str(results), "--port", "0", sigint_ignored=True)
     try:
         url = cli.wait_for_url()
         base = url.rsplit("/", 1)[0]
         assert _answers(f"{base}/api/studies")
+        servers = cli.server_pids()
+        assert servers, "no dashboard server process under the command"
         assert cli.interrupt() == 0, cli.stderr
         assert not any("Traceback" in line for line in cli.stderr), cli.stderr
-        deadline = time.monotonic() + 10  # the server process went with it: nothing listens any more
-        while _answers(f"{base}/api/studies") and time.monotonic() < deadline:
-            time.sleep(0.2)
+        # the command waited for its server before it exited: the server is gone, nothing listens
+        assert all(_gone(pid) for pid in servers), servers
         assert not _answers(f"{base}/api/studies")
     finally:
         cli.close()
 
 
-def test_port_in_use_is_a_clear_error(results):
+# The two error paths run the command in this process (its server is still a real child process):
+# a fresh interpreter per case would cost seconds of imports and test nothing more.
+
+def test_port_in_use_is_a_clear_error(results, capsys):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen(1)
         port = s.getsockname()[1]
-        r = subprocess.run([sys.executable, "-m", "dnn_search.cli", "dashboard", str(results), "--port", str(port)],
-                           cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "already in use" in lines[0] and str(port) in lines[0], r.stderr
+        assert cli.main(["dashboard", str(results), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "already in use" in lines[0] and str(port) in lines[0], err
 
 
-def test_no_study_is_a_clear_error(tmp_path):
+def test_no_study_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    r = subprocess.run([sys.executable, "-m", "dnn_search.cli", "dashboard", "empty", "--storage", str(tmp_path)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2
-    assert r.stderr.count("\n") == 1 and "no Optuna study" in r.stderr, r.stderr
+    assert cli.main(["dashboard", "empty", "--storage", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no Optuna study" in err, err
 
 
 def test_wildcard_host_warns(results):
@@ -197,8 +228,7 @@ def test_wildcard_host_warns(results):
         port = int(url.split(":")[2].split("/")[0])
         assert listening_addresses(cli.proc.pid) == {("0.0.0.0", port)}
         assert _answers(f"http://127.0.0.1:{port}/api/studies")
-        assert cli.interrupt() == 0
-        time.sleep(0.2)
+        assert cli.interrupt() == 0  # returns once all of stderr was read
         assert any("warning" in line and "0.0.0.0" in line for line in cli.stderr), cli.stderr
     finally:
         cli.close()
@@ -228,21 +258,3 @@ def test_background_dashboard_before_the_study_exists(tmp_path):
     assert proc.returncode is not None
     assert not _answers(f"{base}/api/studies")
     stop_dashboard(proc)  # idempotent
-
-
-def test_ctrl_c_works_even_when_sigint_was_ignored_by_the_parent(results):
-    """An ignored SIGINT is inherited (Ray's processes and test runners may ignore it); the
-    dashboard command must still stop on Ctrl-C instead of serving forever."""
-    proc = subprocess.Popen([sys.executable, "-m", "dnn_search.cli", "dashboard", str(results), "--port", "0"],
-                            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-    try:
-        for line in proc.stdout:
-            if line.startswith("Dashboard: "):
-                break
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)

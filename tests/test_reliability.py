@@ -69,42 +69,10 @@ def snapshot(exp: Path, name: str) -> dict:
             for t in study.trials if t.state.is_finished()}
 
 
-def results_of(trial_dir: Path) -> list[dict]:
-    path = trial_dir / "result.json"
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            pass
-    return rows
-
-
-def trial_dirs(exp: Path) -> dict[str, Path]:
-    """Tune trial id -> its folder under ray/search/."""
-    out = {}
-    for d in (exp / "ray" / "search").glob("*/"):
-        rows = results_of(d)
-        if rows:
-            out[rows[0]["trial_id"]] = d
-    return out
-
-
 def latest_checkpoint_step(trial_dir: Path) -> int:
     steps = [int(torch.load(c / "state.pt", weights_only=True)["step"]) for c in trial_dir.glob("checkpoint_*")
              if (c / "state.pt").is_file()]
     return max(steps, default=0)
-
-
-def restart_points(rows: list[dict]) -> list[tuple[int, int]]:
-    """(step reported before a restart, first step reported after it) for each restart in result.json."""
-    out = []
-    for prev, cur in zip(rows, rows[1:]):
-        if "step" in prev and "step" in cur and cur["step"] <= prev["step"]:
-            out.append((prev["step"], cur["step"]))
-    return out
 
 
 def reference_activations(config: dict, steps: int, env: dict):
@@ -130,6 +98,26 @@ def assert_same_state(a: dict, b: dict):
         assert torch.equal(a[key], b[key]), key
 
 
+def _gone(pid: int) -> bool:
+    import psutil
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _wait_for(condition, what: str, limit: float = 180.0, driver=None) -> None:
+    """Poll CONDITION (a real state: a file, the trace, the process table) until it holds; fail with
+    WHAT after LIMIT seconds, or at once when DRIVER exited meanwhile."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        if driver is not None and driver.poll() is not None:
+            raise AssertionError(f"the search exited (status {driver.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {limit:.0f} s")
+        time.sleep(0.02)
+
+
 # --------------------------------------------------------------------------------- driver killed
 
 def _kill_after_tell(tmp_path, search_env, name: str, told: int, *, num_samples=6, steps=8):
@@ -149,10 +137,11 @@ def _kill_after_tell(tmp_path, search_env, name: str, told: int, *, num_samples=
     driver = subprocess.Popen([sys.executable, "-m", "dnn_search", "search", "--space", str(space), "--name", name,
                                "--storage", str(storage), "--quiet"], env=env, cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and driver.poll() is None and not marker.exists():
-        time.sleep(0.2)
-    assert marker.exists() and driver.poll() is None, driver.stdout.read().decode()[-3000:]
+    try:
+        _wait_for(marker.exists, f"the driver stalled after its tell #{told}", limit=300, driver=driver)
+    except AssertionError:
+        os.killpg(driver.pid, signal.SIGKILL)
+        raise
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait(30)
     return exp, trace, driver.pid
@@ -175,8 +164,7 @@ def test_driver_killed_then_resumed(tmp_path, search_env):
                      for e in before if e["event"] == "step"}
     session = json.loads((exp / ".ray_session.json").read_text())
     assert session["pid"] == driver_pid
-    time.sleep(1)
-    orphans = processes_under(session["temp"])
+    orphans = processes_under(session["temp"])  # reported below
 
     env = {**search_env, "DNN_SEARCH_TRACE": str(trace)}
     proc = run_cli(["search", "--name", name, "--storage", exp.parent, "--resume"], env, timeout=400)
@@ -285,49 +273,59 @@ def test_trial_worker_killed_is_retried_from_checkpoint(tmp_path, search_env):
                                "--storage", str(storage), "--max-failures", "2"], env=env, cwd=REPO,
                               stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    victim = None
-    deadline = time.time() + 180
+    killed: dict = {}
+
+    def first_trial_checkpointed_mid_run() -> bool:
+        """The first trial computes a step between 4 and STEPS - 4 and has a checkpoint of step >= 4
+        on storage: kill its worker now. The trace (written by the trial as it computes, unlike Tune's
+        result.json, which storage sees only at snapshots) says where it is."""
+        events = [e for e in read_trace(trace) if e["event"] == "step"] if trace.exists() else []
+        if not events:
+            return False
+        first = events[0]["trial_id"]
+        latest = [e for e in events if e["trial_id"] == first][-1]
+        d = trial_dirs_any(exp).get(first)
+        if d is None or not 4 <= latest["step"] <= steps - 4 or latest_checkpoint_step(d) < 4:
+            return False
+        os.kill(latest["pid"], signal.SIGKILL)
+        killed.update(trial_id=first, pid=latest["pid"])
+        return True
     try:
-        # kill the first trial's worker mid-run, after a checkpoint: the trace (written by the trial as it
-        # computes, unlike Tune's result.json, which storage sees only at snapshots) says where it is
-        while time.time() < deadline and driver.poll() is None:
-            time.sleep(0.05)
-            events = [e for e in read_trace(trace) if e["event"] == "step"] if trace.exists() else []
-            if not events:
-                continue
-            first = events[0]["trial_id"]
-            latest = [e for e in events if e["trial_id"] == first][-1]
-            d = trial_dirs_any(exp).get(first)
-            if d is not None and 4 <= latest["step"] <= steps - 4 and latest_checkpoint_step(d) >= 4:
-                victim = first
-                os.kill(latest["pid"], signal.SIGKILL)
-                break
+        _wait_for(first_trial_checkpointed_mid_run, "the first trial checkpointed mid-run", driver=driver)
         out, _ = driver.communicate(timeout=300)
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
-    assert victim is not None, "no trial worker found to kill"
+    victim = killed["trial_id"]
     assert driver.returncode == 0, out[-3000:]
     trials = pd.read_parquet(exp / "trials.parquet").set_index("trial_id")
     assert (trials.status == "COMPLETED").all() and (trials.steps_done == steps).all()
     assert trials.loc[victim, "retries"] >= 1
     assert f"{victim} was retried" in out
-    rows = results_of(trial_dirs(exp)[victim])
-    reported = [r["step"] for r in rows]
-    assert len(restart_points(rows)) <= 1 and reported.count(1) == 1, reported  # continued, not from 0
-    # steps replayed from the checkpoint after the kill have the same values as before it
-    by_step = {}
-    for r in rows:
-        by_step.setdefault(r["step"], set()).add((r["meta_loss"], r["heldout_accuracy"]))
-    assert all(len(v) == 1 for v in by_step.values()), by_step
+    # what the victim computed, before the kill (in the killed worker) and after it (its retry), from
+    # the trace: Tune's result.json of a retried trial is a copy synced at its snapshots, whose content
+    # depends on when they ran
+    computed = [e for e in read_trace(trace) if e["event"] == "step" and e["trial_id"] == victim]
+    before = [e for e in computed if e["pid"] == killed["pid"]]
+    after = [e for e in computed if e["pid"] != killed["pid"]]
+    assert [e["step"] for e in before] == list(range(1, before[-1]["step"] + 1)), before
+    start = after[0]["restored_from"]
+    # continued from a checkpoint written before the kill, not from 0, each later step computed once
+    assert 0 < start <= before[-1]["step"], (start, before[-1])
+    assert [e["step"] for e in after] == list(range(start + 1, steps + 1)), after
+    # steps computed again after the kill (from the checkpoint on) have the same values as before it
+    values = {e["step"]: (e["meta_loss"], e["heldout_accuracy"]) for e in before}
+    for e in after:
+        if e["step"] in values:
+            assert (e["meta_loss"], e["heldout_accuracy"]) == values[e["step"]], e
     table = pd.read_parquet(exp / "steps.parquet")
     assert sorted(table.loc[table.trial_id == victim, "step"]) == list(range(1, steps + 1))
     # bit-identical continuation: the interrupted trial ends where an uninterrupted run ends
     from dnn_search.results.checkpoint import load_checkpoint_state
-    final = max(trial_dirs(exp)[victim].glob("checkpoint_*"))
+    final = max(trial_dirs_any(exp)[victim].glob("checkpoint_*"))
     state = load_checkpoint_state(final)
     assert int(state["step"]) == steps
-    config = json.loads((trial_dirs(exp)[victim] / "params.json").read_text())
+    config = json.loads((trial_dirs_any(exp)[victim] / "params.json").read_text())
     assert_same_state(state, reference_activations(config, steps, search_env))
     assert not (exp / ".ray_session.json").exists()
 
@@ -357,20 +355,7 @@ def test_diverging_trials_fail_with_reason_and_search_goes_on(tmp_path, search_e
 # -------------------------------------------------------------------------------- node lost
 
 NODE_LOSS_STEPS = 30  # ~2-4 s a trial: long enough for a trial to be cut off mid-run
-
-
-def _mid_trial(latest, lose_id, keep_id):
-    """Both nodes are running a trial, the lost node's in its first half: it is cut off mid-run."""
-    on_lose = [e for e in latest if e["node_id"] == lose_id]
-    return (any(e["node_id"] == keep_id for e in latest)
-            and any(int(e["step"]) <= NODE_LOSS_STEPS // 2 for e in on_lose))
-
-
-def _trial_finishing(latest, lose_id, keep_id):
-    """A trial on the lost node has computed its last step (and is reporting it) while another trial
-    waits: the node dies as it finishes, while Tune keeps its (now dead) worker to reuse for the next
-    trial -- the case Ray Tune 2.60 itself ended as ERROR without a retry (dnn_search/tune_patches.py)."""
-    return len(latest) < 4 and any(e["node_id"] == lose_id and int(e["step"]) == NODE_LOSS_STEPS for e in latest)
+FINISHING_STEPS = 6  # where the moment is forced (the last step), trials need not be long
 
 
 def _latest_steps(trace: Path) -> dict:
@@ -383,74 +368,126 @@ def _latest_steps(trace: Path) -> dict:
     return latest
 
 
-@pytest.mark.parametrize("when", [_mid_trial, _trial_finishing], ids=["mid_trial", "trial_finishing"])
-def test_node_lost_mid_search(tmp_path, search_env, when):
-    from ray.cluster_utils import Cluster
-    from dnn_search.search.faults import TRACE_VARIABLE
-    trace = tmp_path / "trace.jsonl"
-    # inherited by the nodes' raylets, so by their trial workers
-    with temporary_environment(**{TRACE_VARIABLE: str(trace)}):
-        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-        keep = c.add_node(num_cpus=1)
-        lose = c.add_node(num_cpus=1)
-        c.wait_for_nodes()
-    name, storage = "lost", tmp_path / "r"
-    exp = storage / name
-    space = write_space(tmp_path, num_samples=4, max_concurrent=2, steps=NODE_LOSS_STEPS)
-    try:
-        driver = subprocess.Popen([sys.executable, "-m", "dnn_search", "search", "--space", str(space), "--name",
-                                   name, "--storage", str(storage), "--quiet", "--address", c.address],
-                                  env=search_env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  text=True, start_new_session=True)
-        at_removal = None
-        deadline = time.time() + 180
-        while time.time() < deadline and driver.poll() is None:
-            time.sleep(0.02)
-            latest = _latest_steps(trace)
-            if when(list(latest.values()), lose.node_id, keep.node_id):
-                c.remove_node(lose, allow_graceful=False)
-                at_removal = latest
-                break
+class _NodeLossSearch:
+    """A simulated cluster (a head without CPUs, two 1-CPU nodes; their trial workers trace every step)
+    and a 4-trial search of STEPS steps on it, 2 at a time, started with ENV added to the driver's
+    environment."""
+
+    def __init__(self, tmp_path: Path, search_env: dict, steps: int, env: dict | None = None):
+        self.steps = steps
+        from ray.cluster_utils import Cluster
+        from dnn_search.search.faults import TRACE_VARIABLE
+        self.trace = tmp_path / "trace.jsonl"
+        # inherited by the nodes' raylets, so by their trial workers
+        with temporary_environment(**{TRACE_VARIABLE: str(self.trace)}):
+            self.cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+            self.nodes = [self.cluster.add_node(num_cpus=1) for _ in range(2)]
+            self.cluster.wait_for_nodes()
+        self.name, storage = "lost", tmp_path / "r"
+        self.exp = storage / self.name
+        space = write_space(tmp_path, num_samples=4, max_concurrent=2, steps=steps)
+        self.driver = subprocess.Popen([sys.executable, "-m", "dnn_search", "search", "--space", str(space),
+                                        "--name", self.name, "--storage", str(storage), "--quiet", "--address",
+                                        self.cluster.address], env={**search_env, **(env or {})}, cwd=REPO,
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                       start_new_session=True)
+
+    def finish(self) -> pd.DataFrame:
+        """Wait for the search to end (it must succeed); its trials table."""
         try:
-            out, _ = driver.communicate(timeout=300)
+            out, _ = self.driver.communicate(timeout=300)
         finally:
-            if driver.poll() is None:
-                os.killpg(driver.pid, signal.SIGKILL)
-        assert at_removal is not None, out[-3000:]
-        assert driver.returncode == 0, out[-3000:]
-        trials = pd.read_parquet(exp / "trials.parquet")
-        report = trials[["trial_id", "status", "retries", "steps_done", "node_id", "error"]].to_string()
-        assert len(trials) == 4 and (trials.status == "COMPLETED").all(), report
-        assert (trials.steps_done == NODE_LOSS_STEPS).all(), report
-        # every trial ended on the surviving node, except one that had already computed its last step on
-        # the lost one: that one is not trained again (if the node died before Tune saw it finish, its
-        # retry restores the final checkpoint and has nothing left to compute)
-        finished_there = trials[trials.node_id == lose.node_id]
-        assert len(finished_there) <= 1, report
-        events = [e for e in read_trace(trace) if e["event"] == "step"]
-        for tid in finished_there.trial_id:
-            assert {e["node_id"] for e in events if e["trial_id"] == tid} == {lose.node_id}, report
-        if when is _mid_trial:
-            assert (trials.retries >= 1).any(), report
-            assert finished_there.empty, report
-        steps = pd.read_parquet(exp / "steps.parquet")
-        for tid in trials.trial_id:
-            assert sorted(steps.loc[steps.trial_id == tid, "step"]) == list(range(1, NODE_LOSS_STEPS + 1))
-        if when is _trial_finishing:
-            # the race: the lost node's trial finished there, and the next trial was handed its dead
-            # cached worker -- it failed once without computing a step on that node, and was retried
-            on_lost = {e["trial_id"] for e in events if e["node_id"] == lose.node_id}
-            finishing = [tid for tid, e in at_removal.items() if e["node_id"] == lose.node_id]
-            handed = [tid for tid, r in zip(trials.trial_id, trials.retries) if r >= 1 and tid not in on_lost]
-            if list(finished_there.trial_id) != finishing or not handed:
-                pytest.skip(f"the timing did not produce the race (trial finishing on the lost node: {finishing}, "
-                            f"finished there: {list(finished_there.trial_id)}; retried without a step there: "
-                            f"{handed}):\n{report}")
-            assert len(handed) == 1, report
-            first = [e for e in events if e["trial_id"] == handed[0]]
-            assert first[0]["restored_from"] == 0 and {e["node_id"] for e in first} == {keep.node_id}
+            if self.driver.poll() is None:
+                os.killpg(self.driver.pid, signal.SIGKILL)
+        assert self.driver.returncode == 0, out[-3000:]
+        return pd.read_parquet(self.exp / "trials.parquet")
+
+    def close(self):
+        if self.driver.poll() is None:
+            os.killpg(self.driver.pid, signal.SIGKILL)
+            self.driver.wait(30)
+        self.cluster.shutdown()
+
+
+def _assert_no_trial_lost(run: _NodeLossSearch, trials: pd.DataFrame, lose) -> tuple[pd.DataFrame, list, str]:
+    """Every trial completed every step, and every trial ended on the surviving node except one that had
+    already computed its last step on the lost one (that one is not trained again: if the node died
+    before Tune saw it finish, its retry restores the final checkpoint and has nothing left to compute).
+    Returns (the trials that ended on the lost node, the trace's step events, a report)."""
+    report = trials[["trial_id", "status", "retries", "steps_done", "node_id", "error"]].to_string()
+    assert len(trials) == 4 and (trials.status == "COMPLETED").all(), report
+    assert (trials.steps_done == run.steps).all(), report
+    finished_there = trials[trials.node_id == lose.node_id]
+    assert len(finished_there) <= 1, report
+    events = [e for e in read_trace(run.trace) if e["event"] == "step"]
+    for tid in finished_there.trial_id:
+        assert {e["node_id"] for e in events if e["trial_id"] == tid} == {lose.node_id}, report
+    steps = pd.read_parquet(run.exp / "steps.parquet")
+    for tid in trials.trial_id:
+        assert sorted(steps.loc[steps.trial_id == tid, "step"]) == list(range(1, run.steps + 1))
+    return finished_there, events, report
+
+
+def test_node_lost_mid_trial(tmp_path, search_env):
+    """Both nodes run a trial, the lost node's in its first half: it is cut off mid-run and retried on
+    the other node. The moment is read from the trace, polled every 20 ms while a trial computes its
+    first 15 steps (seconds): a missed moment fails the test, it never passes without the loss."""
+    run = _NodeLossSearch(tmp_path, search_env, NODE_LOSS_STEPS)
+    keep, lose = run.nodes
+    try:
+        at_removal: dict = {}
+
+        def both_running_lost_node_early() -> bool:
+            latest = list(_latest_steps(run.trace).values())
+            on_lose = [e for e in latest if e["node_id"] == lose.node_id]
+            if (any(e["node_id"] == keep.node_id for e in latest)
+                    and any(int(e["step"]) <= NODE_LOSS_STEPS // 2 for e in on_lose)):
+                at_removal.update(_latest_steps(run.trace))
+                return True
+            return False
+        _wait_for(both_running_lost_node_early, "both nodes running a trial", driver=run.driver)
+        run.cluster.remove_node(lose, allow_graceful=False)
+        trials = run.finish()
+        finished_there, _, report = _assert_no_trial_lost(run, trials, lose)
+        assert (trials.retries >= 1).any(), report
+        assert finished_there.empty, report
     finally:
-        c.shutdown()
+        run.close()
+
+
+def test_node_lost_as_its_trial_finishes(tmp_path, search_env):
+    """The race Ray Tune 2.60 itself ends as ERROR without a retry (dnn_search/search/tune_patches.py):
+    a node dies just as its trial finishes, while Tune keeps the trial's worker to reuse for the next
+    trial, and hands the next trial that dead worker. The moment is forced, not waited for: the driver
+    pauses right after it told Optuna about the first finished trial (a test-only fault point,
+    DNN_SEARCH_PAUSE_AFTER_TELL), before Tune caches that trial's worker; the test removes the node the
+    trial ran on, waits until the worker process is gone, and lets the driver go on."""
+    from dnn_search.search.faults import PAUSE_VARIABLE
+    marker = tmp_path / "paused"
+    run = _NodeLossSearch(tmp_path, search_env, FINISHING_STEPS, {PAUSE_VARIABLE: f"1:{marker}"})
+    try:
+        _wait_for(marker.exists, "the driver paused after its first tell", driver=run.driver)
+        (told,) = [v[4] for v in snapshot(run.exp, run.name).values()]  # the Ray id of the trial told
+        at_removal = _latest_steps(run.trace)
+        finishing = at_removal[told]
+        assert int(finishing["step"]) == FINISHING_STEPS and len(at_removal) < 4, at_removal  # others wait
+        (lose,) = [n for n in run.nodes if n.node_id == finishing["node_id"]]
+        (keep,) = [n for n in run.nodes if n is not lose]
+        run.cluster.remove_node(lose, allow_graceful=False)
+        _wait_for(lambda: _gone(finishing["pid"]), f"the lost node's trial worker {finishing['pid']} gone")
+        marker.unlink()  # the driver goes on: Tune caches the dead worker and hands it to the next trial
+        trials = run.finish()
+        finished_there, events, report = _assert_no_trial_lost(run, trials, lose)
+        assert list(finished_there.trial_id) == [told], report
+        # the next trial was handed the dead cached worker: it failed once without computing a step on
+        # the lost node, and was retried from the start on the surviving node
+        on_lost = {e["trial_id"] for e in events if e["node_id"] == lose.node_id}
+        handed = [tid for tid, r in zip(trials.trial_id, trials.retries) if r >= 1 and tid not in on_lost]
+        assert len(handed) == 1, report
+        first = [e for e in events if e["trial_id"] == handed[0]]
+        assert first[0]["restored_from"] == 0 and {e["node_id"] for e in first} == {keep.node_id}, report
+    finally:
+        run.close()
 
 
 # ---------------------------------------------------------------------------------- security

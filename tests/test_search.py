@@ -10,7 +10,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from conftest import listening_addresses, ray_processes, ray_temp_folders, run_cli, tiny_space
+from conftest import listening_addresses, ray_processes, run_cli, tiny_space
 from dnn_search import cli
 from dnn_search.actfile import read_activation_file
 
@@ -51,7 +51,6 @@ def test_nothing_outside_storage(pipeline_run):
     outlives the command -- for the pipeline (search included), report and dashboard, in an empty HOME."""
     import subprocess
     import sys
-    import time
     exp, _, env, watch = pipeline_run
     assert not watch["tree"].survivors(), watch["tree"].survivors()
     assert len(watch["tree"].seen) >= 3  # the watch saw Ray's processes (raylet, GCS, workers)
@@ -65,12 +64,15 @@ def test_nothing_outside_storage(pipeline_run):
     finally:
         dash.send_signal(2)
         dash.wait(60)
-    home = Path(env["HOME"])
+    home, tmp = Path(env["HOME"]), Path(env["TMPDIR"])
     assert not any(home.iterdir()), sorted(str(p) for p in home.rglob("*"))[:20]
     assert (exp.parent / ".cache" / "mnist1d.npz").is_file()  # the caches went under --storage
     assert (exp.parent / ".cache" / "matplotlib").is_dir()
-    time.sleep(0.5)
-    assert not (ray_temp_folders() - watch["temp_before"]), ray_temp_folders() - watch["temp_before"]
+    # the embedded Ray's own folder (named by its processes' command lines) is removed, and nothing
+    # is left in the temporary folder (Ray's default one would be $TMPDIR/ray)
+    ray_folders = watch["tree"].ray_temp_folders()
+    assert ray_folders and not [f for f in ray_folders if Path(f).exists()], ray_folders
+    assert not any(tmp.iterdir()), sorted(str(p) for p in tmp.rglob("*"))[:20]
 
 
 def test_trials_table(pipeline_run):
@@ -273,49 +275,66 @@ def test_too_many_gpus_fails_before_waiting(tmp_path, search_env):
     assert not ray_processes()
 
 
-def test_search_serves_the_dashboard_before_the_first_trial(tmp_path, search_env):
-    """`search --dashboard`: optuna-dashboard answers while the search runs; its URL comes first."""
+@pytest.fixture(scope="module")
+def sqlite_search_with_dashboard(tmp_path_factory, search_env):
+    """One search for the two tests below (a search costs a Ray session): `search --dashboard` with its
+    study in an SQLite database (`--optuna-storage sqlite:///...`). Its output is read line by line;
+    the moment the dashboard URL is printed (the search still runs: it stops the dashboard when it
+    ends), the kernel's listening sockets and the dashboard's API are read."""
     import subprocess
     import sys
     import urllib.request
-    space = tiny_space(tmp_path, num_samples=2, steps=6)
-    proc = subprocess.Popen([sys.executable, "-m", "dnn_search", "search", "--space", str(space), "--name", "dash",
-                             "--storage", str(tmp_path / "results"), "--dashboard", "--dashboard-port", "0"],
+    root = tmp_path_factory.mktemp("sq")
+    db, storage = root / "studies.db", root / "results"
+    space = tiny_space(root, num_samples=2, steps=4)
+    proc = subprocess.Popen([sys.executable, "-m", "dnn_search", "search", "--space", str(space), "--name", "sq",
+                             "--storage", str(storage), "--dashboard", "--dashboard-port", "0",
+                             "--optuna-storage", f"sqlite:///{db}"],
                             env=search_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines, seen = [], None
+    lines: list[str] = []
+    live: dict = {}
     try:
         for line in proc.stdout:
             lines.append(line)
-            if line.startswith("Dashboard: ") and seen is None:
+            if line.startswith("Dashboard: ") and not live:
                 url = line.split()[1]
-                assert url.startswith("http://127.0.0.1:")
-                port = int(url.split(":")[2].split("/")[0])
-                # the kernel's view: the dashboard (a child of the search) listens on loopback only
-                assert ("127.0.0.1", port) in listening_addresses(proc.pid)
-                assert not [a for a in listening_addresses(proc.pid) if a[1] == port and a[0] != "127.0.0.1"]
-                with urllib.request.urlopen(url.replace("/dashboard", "/api/studies"), timeout=10) as reply:
-                    seen = json.load(reply)
-        assert proc.wait(timeout=300) == 0, "".join(lines)[-3000:]
+                live["url"] = url
+                if url.startswith("http://127.0.0.1:"):
+                    port = int(url.split(":")[2].split("/")[0])
+                    live["sockets"] = {a for a in listening_addresses(proc.pid) if a[1] == port}
+                    with urllib.request.urlopen(url.replace("/dashboard", "/api/studies"), timeout=10) as reply:
+                        live["api"] = json.load(reply)
+        returncode = proc.wait(timeout=300)
     finally:
         proc.kill()
-    assert seen is not None, "no dashboard URL printed:\n" + "".join(lines)[-3000:]
+        proc.wait(30)
+    return {"returncode": returncode, "lines": lines, "live": live, "db": db, "storage": storage}
+
+
+def test_search_serves_the_dashboard_before_the_first_trial(sqlite_search_with_dashboard):
+    """`search --dashboard`: optuna-dashboard answers while the search runs; its URL comes first."""
+    run = sqlite_search_with_dashboard
+    lines, live = run["lines"], run["live"]
+    assert run["returncode"] == 0, "".join(lines)[-3000:]
+    assert "url" in live, "no dashboard URL printed:\n" + "".join(lines)[-3000:]
+    assert live["url"].startswith("http://127.0.0.1:")
+    # the kernel's view: the dashboard (a child of the search) listens on loopback only
+    port = int(live["url"].split(":")[2].split("/")[0])
+    assert live["sockets"] == {("127.0.0.1", port)}
     first = next(i for i, line in enumerate(lines) if line.startswith("Dashboard: "))
     assert not any("RUNNING" in line or "TERMINATED" in line for line in lines[:first])
-    assert "study_summaries" in seen
+    assert "study_summaries" in live["api"]
 
 
-def test_optuna_storage_url_end_to_end(tmp_path, search_env):
+def test_optuna_storage_url_end_to_end(sqlite_search_with_dashboard, search_env):
     """--optuna-storage sqlite:///...: the search writes its study there (no journal file), and
     dashboard (its API lists the study) and report read it from there, through the search record."""
     import subprocess
     import sys
     import urllib.request
-    db = tmp_path / "studies.db"
-    space = tiny_space(tmp_path, num_samples=2, steps=2)
-    storage = tmp_path / "results"
-    proc = run_cli(["search", "--space", space, "--name", "sq", "--storage", storage, "--quiet",
-                    "--optuna-storage", f"sqlite:///{db}"], search_env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = sqlite_search_with_dashboard
+    db, storage = run["db"], run["storage"]
+    assert run["returncode"] == 0, "".join(run["lines"])[-3000:]
     exp = storage / "sq"
     assert db.is_file() and not (exp / "optuna_journal.log").exists()
     study = optuna.load_study(study_name="sq", storage=f"sqlite:///{db}")

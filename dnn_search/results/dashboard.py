@@ -171,25 +171,26 @@ def start_dashboard_process(results_dir: str | os.PathLike, host: str = DEFAULT_
     ready: list = []
     event = threading.Event()
     threading.Thread(target=_drain, args=(proc.stdout, deque(maxlen=50), ready, event), daemon=True).start()
-    threading.Thread(target=_drain, args=(proc.stderr, errors, [], threading.Event()), daemon=True).start()
+    stderr_done = threading.Event()  # set at the child's EOF on stderr: all its last words are in ERRORS
+    threading.Thread(target=_drain, args=(proc.stderr, errors, [], stderr_done), daemon=True).start()
     proc.stderr_tail = errors  # type: ignore[attr-defined]
 
     deadline = time.monotonic() + timeout
     event.wait(timeout)
     if not ready:
-        _fail(proc, errors, f"the dashboard did not start on {host}:{port}")
+        _fail(proc, errors, stderr_done, f"the dashboard did not start on {host}:{port}")
     actual = ready[0]
     base = f"http://{_url_host(host)}:{actual}"
     while not _http_ok(f"{base}/api/studies", timeout=2.0):
         if proc.poll() is not None or time.monotonic() > deadline:
-            _fail(proc, errors, f"the dashboard on {base} did not answer within {timeout:.0f} s")
+            _fail(proc, errors, stderr_done, f"the dashboard on {base} did not answer within {timeout:.0f} s")
         time.sleep(0.1)
     return proc, f"{base}/dashboard"
 
 
-def _fail(proc: subprocess.Popen, errors: deque, what: str):
+def _fail(proc: subprocess.Popen, errors: deque, stderr_done: threading.Event, what: str):
     stop_dashboard(proc)
-    time.sleep(0.05)  # let the reader thread collect the child's last words
+    stderr_done.wait(5.0)  # the child is gone, so its stderr ends: ERRORS then holds its last words
     detail = next((line for line in reversed(errors) if line.strip()), "")
     raise UserError(f"{what}: {detail}" if detail else what)
 

@@ -15,7 +15,7 @@ Read top-down:
     trainables   the functions Ray runs: meta-learning, validation and Hessian trials
     pipeline     search -> validation trials -> Hessian trials -> summary
     tune_patches a fix for one failure-handling race in Ray Tune 2.60
-    faults       test-only observation and fault points (inactive unless their variable is set)
+    faults       test-only observation and fault points (act only when the test suite armed them)
 """
 from __future__ import annotations
 

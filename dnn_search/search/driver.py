@@ -60,10 +60,10 @@ def trial_settings(space: SearchSpace) -> dict:
     """Run-wide settings every trial gets (not sampled): environment, resources, checkpoints, rungs."""
     env = {"DNN_SEARCH_COMPILE": "1" if space.compile else "0"}
     env.update(current_environment())  # caches under --cache-dir on every node, never in $HOME
-    # workers of a cluster do not inherit the driver's environment: the trace, and native kernels on/off
-    for name in (faults.TRACE_VARIABLE, "DNN_SEARCH_NATIVE"):
-        if os.environ.get(name):
-            env[name] = os.environ[name]
+    # workers of a cluster do not inherit the driver's environment: armed fault points, native kernels on/off
+    env.update(faults.worker_environment())
+    if os.environ.get("DNN_SEARCH_NATIVE"):
+        env["DNN_SEARCH_NATIVE"] = os.environ["DNN_SEARCH_NATIVE"]
     return {"env": env, "cpus_per_trial": space.cpus_per_trial, "data_path": space.data_path,
             "checkpoint_every": space.checkpoint_every, "milestones": space.milestones(),
             "max_steps": space.max_steps()}

@@ -18,8 +18,9 @@ alone, and where the private names are missing it does the same.
 from __future__ import annotations
 
 import logging
-import os
 import warnings
+
+from dnn_search.search import faults
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def apply() -> bool:
 
     if getattr(TuneController, "_dnn_search_reset_fix", False):
         return True
-    if os.environ.get("DNN_SEARCH_TUNE_PATCHES") == "0":  # measurements of Tune as it is
+    if faults.armed(faults.TUNE_PATCHES_VARIABLE) == "0":  # measurements of Tune as it is (test-only)
         return False
     if not applies_to(ray.__version__):
         # warnings show a given message once per process by default
