@@ -1,0 +1,176 @@
+"""A diversity study's record: its spec as typed values, the names of the files it leaves, and
+the one reader and writer of `study.json` (the results layer: analysis, summary and the Python
+API read a study through here; `search/study_spec.py` parses the file into these types).
+
+    STORAGE/NAME/
+      study.json            the resolved spec, the space file, creation time, every resume
+      split.npz             the selection split (indices into the training data), its seed, fraction
+      replicates/<arm>-m<j>/  one replicate: state.pt, steps.json, indices.npz, result.json, activations.*
+      study_validation/<key>.json   one finished validation training
+      replicates.parquet, validation.parquet, comparisons.parquet, summary.md, stages.json
+      optuna_journal.log    the replicates as Optuna trials (arm, meta_seed), for optuna-dashboard
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from dnn_search.atomic import atomic_write_text
+from dnn_search.splits import derive_seed
+
+STUDY_FILE = "study.json"
+SPLIT_FILE = "split.npz"
+REPLICATES_DIR = "replicates"
+STUDY_VALIDATION_DIR = "study_validation"
+REPLICATES_TABLE = "replicates.parquet"
+COMPARISONS_TABLE = "comparisons.parquet"
+SCHEMA_VERSION = 1
+
+
+def replicate_folder(exp_dir: Path, key: str) -> Path:
+    return Path(exp_dir) / REPLICATES_DIR / key
+
+
+def is_study(exp_dir: Path) -> bool:
+    return (Path(exp_dir) / STUDY_FILE).is_file()
+
+
+def read_study_record(exp_dir: Path) -> dict:
+    return json.loads((Path(exp_dir) / STUDY_FILE).read_text())
+
+
+def write_study_record(exp_dir: Path, record: dict) -> None:
+    atomic_write_text(Path(exp_dir) / STUDY_FILE, json.dumps(record, indent=2) + "\n")
+
+
+def read_spec(exp_dir: Path) -> "StudySpec":
+    return StudySpec.from_dict(read_study_record(exp_dir)["spec"])
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm: its name and the MetaConfig settings that differ from `fixed` (n_activations at least)."""
+
+    name: str
+    settings: dict
+
+    @property
+    def n(self) -> int:
+        return int(self.settings["n_activations"])
+
+    @property
+    def primary(self) -> str:
+        """The arm's primary network: single:1 for one learned activation, diverse for several."""
+        return "single:1" if self.n == 1 else "diverse"
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """One primary contrast: network A (arm, mode) against network B (arm, mode)."""
+
+    a_arm: str
+    a_mode: str
+    b_arm: str
+    b_mode: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.a_arm}/{self.a_mode} vs {self.b_arm}/{self.b_mode}"
+
+    @property
+    def independent(self) -> bool:
+        """Different arms are independent samples (Welch); one arm's networks share replicates and
+        retraining seeds (a one-sample t on the per-replicate differences)."""
+        return self.a_arm != self.b_arm
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    arms: tuple
+    fixed: dict = field(default_factory=dict)
+    seed: int = 0
+    selection_fraction: float = 0.1
+    replicates: int = 8
+    steps: int = 100
+    grad_norm_limit: float = 1e3
+    runs: int = 5
+    standard: tuple = ()
+    hidden_size: int | None = None
+    contrasts: tuple = ()
+    margin: tuple = (-1.0, 1.0)
+    alpha: float = 0.05
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: int | None = None
+    checkpoint_every: int = 5
+    max_failures: int = 2
+    data_path: str | None = None
+    compile: bool = False
+    description: str = ""
+    source: str = ""
+
+    def arm(self, name: str) -> Arm:
+        return next(a for a in self.arms if a.name == name)
+
+    def arm_config(self, arm: Arm) -> dict:
+        """The MetaConfig settings of ARM's replicates (without the meta-seed)."""
+        return {**self.fixed, **arm.settings, "steps": self.steps}
+
+    @property
+    def reference_arm(self) -> Arm | None:
+        """The n = 1 arm (its settings are pure's and std:*'s), or None."""
+        return next((a for a in self.arms if a.n == 1), None)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["arms"] = [asdict(a) for a in self.arms]
+        out["contrasts"] = [asdict(c) for c in self.contrasts]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "StudySpec":
+        values = dict(data)
+        values["arms"] = tuple(Arm(**a) for a in data["arms"])
+        values["contrasts"] = tuple(Contrast(**c) for c in data["contrasts"])
+        for key in ("standard", "margin"):
+            values[key] = tuple(data[key])
+        return cls(**values)
+
+
+# ---------------------------------------------------------------------------- the plan's seeds
+#
+# Seeds are derived (`splits.derive_seed`) from the study seed, never counted up, so that adding an
+# arm or a replicate changes no other replicate's seeds: the selection split (study seed, 0); replicate
+# j of arm a: meta-seed (study seed, 1, a, j); its retraining seed r: (study seed, 2, meta-seed, r),
+# shared by every network validated for that replicate and distinct across replicates.
+
+@dataclass(frozen=True)
+class Replicate:
+    arm: str
+    index: int
+    meta_seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.arm}-m{self.index}"
+
+
+def selection_seed(spec: StudySpec) -> int:
+    return derive_seed(spec.seed, 0)
+
+
+def replicates_of(spec: StudySpec) -> list[Replicate]:
+    return [Replicate(arm.name, j, derive_seed(spec.seed, 1, a, j))
+            for a, arm in enumerate(spec.arms) for j in range(spec.replicates)]
+
+
+def retraining_seed(spec: StudySpec, rep: Replicate, run: int) -> int:
+    return derive_seed(spec.seed, 2, rep.meta_seed, run)
+
+
+def networks(spec: StudySpec, arm: Arm) -> list[str]:
+    """The networks validated for each replicate of ARM: its primary one first, then each single:k,
+    pure and the std:* baselines."""
+    singles = [f"single:{k}" for k in range(1, arm.n + 1)]
+    return ([arm.primary] + [s for s in singles if s != arm.primary] + ["pure", *spec.standard])

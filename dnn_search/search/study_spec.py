@@ -1,0 +1,214 @@
+"""A diversity study's space file: the `study` section and the meta-learning settings it shares.
+
+A search finds good settings; a study answers the question (docs/design.md, "Diversity studies"):
+do networks with n diverse learned activations beat networks whose neurons share one? Its file
+declares, and fixes before anything runs:
+
+    description      one line
+    fixed            the meta-learning settings every arm shares (MetaConfig keys: dataset,
+                     activation, inner_hidden_size, epochs, inner_lr, ...)
+    resources        cpus_per_trial, gpus_per_trial; max_concurrent, checkpoint_every, max_failures,
+                     data_path, compile as in a search space
+    study:
+      seed           the study seed: the selection split, every meta-seed and every retraining seed
+                     derive from it
+      selection_fraction   share of the training data set aside for selection (default 0.1)
+      arms           a list; each arm is a mapping of MetaConfig overrides (n_activations at least,
+                     any other key optional) and an optional `name` (default n<k>)
+      replicates     K meta-seeds per arm (>= 2)
+      steps          outer steps of every replicate (no early stopping)
+      divergence     {grad_norm: G}: a replicate whose meta-gradient norm exceeds G, or whose values
+                     become non-finite, is FAILED (counted and reported, never replaced)
+      runs           R retraining seeds per replicate
+      standard       the std:* baselines (names, or true for every one the task can use)
+      hidden_size    the validation networks' hidden width (default: the meta-learning H)
+      contrasts      the primary family: a list of {a: ARM/MODE, b: ARM/MODE}; default: each arm with
+                     n >= 2 (its `diverse`) against the n = 1 arm's `single:1`
+      margin         the equivalence margin of TOST: accuracy points (e.g. 1.0) for classification,
+                     [low, high] ratio bounds (e.g. [0.8, 1.25]) for an MSE task
+      alpha          per side of TOST and for Holm (default 0.05)
+
+Every problem is one line (exit 2) before anything starts.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from dnn_search.errors import UserError
+from dnn_search.results.study_record import Arm, Contrast, StudySpec
+from dnn_search.search.checker import Checker
+
+TOP_KEYS = ("description", "fixed", "resources", "max_concurrent", "checkpoint_every", "max_failures",
+            "data_path", "compile", "study")
+STUDY_KEYS = ("seed", "selection_fraction", "arms", "replicates", "steps", "divergence", "runs", "standard",
+              "hidden_size", "contrasts", "margin", "alpha")
+RESOURCE_KEYS = ("cpus_per_trial", "gpus_per_trial")
+# keys an arm may not set: the study sets them per replicate
+RESERVED = ("seed", "steps")
+
+
+def _arms(c: Checker, raw, fixed: dict) -> tuple[Arm, ...]:
+    from dnn_search.metalearn import MetaConfig
+    known = set(MetaConfig().to_dict())
+    if not isinstance(raw, list) or len(raw) < 2:
+        c.fail("study.arms", "give a list of at least two arms (mappings of settings, n_activations at least)")
+    arms, seen = [], {}
+    for i, item in enumerate(raw):
+        path = f"study.arms[{i}]"
+        if not isinstance(item, dict):
+            c.fail(path, f"expected a mapping of settings, got {type(item).__name__}")
+        settings = {k: v for k, v in item.items() if k != "name"}
+        for key in settings:
+            if key not in known:
+                c.fail(f"{path}.{key}", f"not a meta-learning setting (known: {', '.join(sorted(known))})")
+            if key in RESERVED:
+                c.fail(f"{path}.{key}", "set by the study for every replicate: remove it from the arm")
+        merged = {**fixed, **settings}
+        n = c.integer(f"{path}.n_activations", merged.get("n_activations", 1), 1)
+        settings["n_activations"] = n
+        name = str(item.get("name") or f"n{n}")
+        if "/" in name or not name.strip():
+            c.fail(f"{path}.name", f"{name!r}: use a name without '/'")
+        key = tuple(sorted((k, repr(v)) for k, v in {**fixed, **settings}.items()))
+        if key in seen:
+            c.fail(path, f"arm {name!r} does not differ from arm {seen[key]!r}: arms must differ in a setting")
+        if name in [a.name for a in arms]:
+            c.fail(f"{path}.name", f"two arms are named {name!r}")
+        seen[key] = name
+        arms.append(Arm(name, settings))
+    return tuple(arms)
+
+
+def _network(c: Checker, path: str, text, arms: tuple[Arm, ...]) -> tuple[str, str]:
+    if not isinstance(text, str) or "/" not in text:
+        c.fail(path, f"{text!r}: write ARM/MODE, e.g. n2/diverse or n1/single:1")
+    arm_name, mode = text.split("/", 1)
+    arm = next((a for a in arms if a.name == arm_name), None)
+    if arm is None:
+        c.fail(path, f"no arm named {arm_name!r} (arms: {', '.join(a.name for a in arms)})")
+    singles = [f"single:{k}" for k in range(1, arm.n + 1)]
+    allowed = ["pure", *singles, *(["diverse"] if arm.n > 1 else []), "primary"]
+    if mode not in allowed and not mode.startswith("std:"):
+        c.fail(path, f"arm {arm_name} has no network {mode!r} (choose from {', '.join(allowed)}, std:NAME)")
+    return arm.name, arm.primary if mode == "primary" else mode
+
+
+def _contrasts(c: Checker, raw, arms: tuple[Arm, ...]) -> tuple[Contrast, ...]:
+    if raw is None:
+        one = next((a for a in arms if a.n == 1), None)
+        if one is None:
+            c.fail("study.contrasts", "no arm has n_activations 1, so there is no default primary family: "
+                                      "list the contrasts")
+        return tuple(Contrast(a.name, "diverse", one.name, "single:1") for a in arms if a.n > 1)
+    if not isinstance(raw, list) or not raw:
+        c.fail("study.contrasts", "give a list of {a: ARM/MODE, b: ARM/MODE}")
+    out = []
+    for i, item in enumerate(raw):
+        path = f"study.contrasts[{i}]"
+        section = c.mapping(path, item, ("a", "b"))
+        a = _network(c, f"{path}.a", section.get("a"), arms)
+        b = _network(c, f"{path}.b", section.get("b"), arms)
+        if a == b:
+            c.fail(path, "a network against itself")
+        out.append(Contrast(*a, *b))
+    return tuple(out)
+
+
+def _margin(c: Checker, raw, ratio: bool) -> tuple[float, float]:
+    """The margin on the analysis scale: (−m, m) accuracy points, or (log low, log high) of a ratio."""
+    if ratio:
+        if not (isinstance(raw, list) and len(raw) == 2):
+            c.fail("study.margin", f"{raw!r}: an MSE task's margin is a ratio interval [low, high], e.g. [0.8, 1.25]")
+        low = c.number("study.margin[0]", raw[0], 0, strictly=True)
+        high = c.number("study.margin[1]", raw[1], 0, strictly=True)
+        if not low < 1 < high:
+            c.fail("study.margin", f"[{low}, {high}] must contain 1 (no difference): low < 1 < high")
+        return math.log(low), math.log(high)
+    m = c.number("study.margin", raw, 0, strictly=True) if not isinstance(raw, list) else c.fail(
+        "study.margin", "a classification margin is one number of accuracy points, e.g. 1.0")
+    return -m, m
+
+
+def parse_study(data, source: str = "") -> StudySpec:
+    from dnn_search.metalearn import MetaConfig
+    from dnn_search.tasks import task_for_dataset
+    from dnn_search.validation import STANDARD_MODES, standard_modes
+
+    c = Checker(source)
+    top = c.mapping("", data, TOP_KEYS)
+    if "study" not in top:
+        c.fail("study", "missing: a study file has a `study:` section (see search_spaces/study_smoke.yaml)")
+    s = c.mapping("study", top["study"], STUDY_KEYS)
+    fixed = dict(c.mapping("fixed", top.get("fixed"), tuple(MetaConfig().to_dict())))
+    for key in RESERVED:
+        if key in fixed:
+            c.fail(f"fixed.{key}", "set by the study for every replicate: remove it")
+    arms = _arms(c, s.get("arms"), fixed)
+    for arm in arms:
+        try:
+            cfg = MetaConfig.from_dict({**fixed, **arm.settings})
+            cfg.validate()
+        except UserError as exc:
+            c.fail(f"study.arms ({arm.name})", str(exc))
+    task = task_for_dataset(MetaConfig.from_dict(fixed).dataset)
+    ratio = task.search_mode == "min"
+    usable = standard_modes(task)
+    standard = s.get("standard", True)
+    if standard is True:
+        standard = list(usable)
+    elif standard is False or standard is None:
+        standard = []
+    elif isinstance(standard, list):
+        standard = [x if str(x).startswith("std:") else f"std:{x}" for x in standard]
+        for name in standard:
+            if name not in STANDARD_MODES:
+                c.fail("study.standard", f"{name!r}: standard activations are {', '.join(STANDARD_MODES)}")
+            if name not in usable:
+                c.fail("study.standard", f"{name!r}: task {task.name} needs a smooth one: {', '.join(usable)}")
+    else:
+        c.fail("study.standard", "a list of standard activations (relu, gelu, ...) or true/false")
+    divergence = c.mapping("study.divergence", s.get("divergence"), ("grad_norm",))
+    resources = c.mapping("resources", top.get("resources"), RESOURCE_KEYS)
+    spec = StudySpec(
+        arms=arms, fixed=fixed,
+        seed=c.integer("study.seed", s.get("seed", 0), 0),
+        selection_fraction=c.number("study.selection_fraction", s.get("selection_fraction", 0.1), 0, strictly=True),
+        replicates=c.integer("study.replicates", s.get("replicates", 8), 2),
+        steps=c.integer("study.steps", s.get("steps", 100), 1),
+        grad_norm_limit=c.number("study.divergence.grad_norm", divergence.get("grad_norm", 1e3), 0, strictly=True),
+        runs=c.integer("study.runs", s.get("runs", 5), 1),
+        standard=tuple(standard),
+        hidden_size=None if s.get("hidden_size") is None else c.integer("study.hidden_size", s["hidden_size"], 1),
+        contrasts=_contrasts(c, s.get("contrasts"), arms),
+        margin=_margin(c, s.get("margin", [0.8, 1.25] if ratio else 1.0), ratio),
+        alpha=c.number("study.alpha", s.get("alpha", 0.05), 0, strictly=True),
+        cpus_per_trial=c.number("resources.cpus_per_trial", resources.get("cpus_per_trial", 1), 0, strictly=True),
+        gpus_per_trial=c.number("resources.gpus_per_trial", resources.get("gpus_per_trial", 0), 0),
+        max_concurrent=(None if top.get("max_concurrent") is None
+                        else c.integer("max_concurrent", top["max_concurrent"], 1)),
+        checkpoint_every=c.integer("checkpoint_every", top.get("checkpoint_every", 5), 1),
+        max_failures=c.integer("max_failures", top.get("max_failures", 2), 0),
+        data_path=top.get("data_path"),
+        compile=c.boolean("compile", top.get("compile", False)),
+        description=str(top.get("description") or ""), source=source)
+    if not spec.selection_fraction < 0.5:
+        c.fail("study.selection_fraction", f"{spec.selection_fraction}: keep it below 0.5 (meta-learning and "
+                                           "validation train on the rest)")
+    if not spec.alpha < 0.5:
+        c.fail("study.alpha", f"{spec.alpha}: must be below 0.5")
+    return spec
+
+
+def load_study(path: str | os.PathLike) -> StudySpec:
+    """The study file at PATH, checked (one UserError naming the key on any problem)."""
+    import yaml
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"study file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise UserError(f"study file {path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    return parse_study(data, source=str(path))

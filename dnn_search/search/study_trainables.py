@@ -1,0 +1,65 @@
+"""Ray Tune trainables of a diversity study: one replicate's meta-learning, one network's training.
+
+Each is thin: it resolves its job, calls the science (`replicate.run_replicate`,
+`validation.run_mode`) and leaves its outcome in the study folder, where the driver (and a resume)
+reads it. A finished job's file is the proof that it finished: the driver never schedules it again.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dnn_search.atomic import atomic_write_text
+from dnn_search.search import faults
+from dnn_search.search.trainables import _prepare
+
+
+def replicate_trial(config: dict, settings: dict) -> None:
+    from ray import tune
+
+    from dnn_search.data import load_dataset
+    from dnn_search.metalearn import MetaConfig
+    from dnn_search.replicate import run_replicate
+    from dnn_search.splits import selection_split
+
+    device, node_id = _prepare(settings)
+    job = config["job"]
+    cfg = MetaConfig.from_dict(job["meta"])
+    data = load_dataset(cfg.dataset, settings.get("data_path"))
+    rest, _ = selection_split(data, settings["selection_fraction"], settings["selection_seed"])
+
+    def report(row: dict) -> None:
+        faults.trace("replicate_step", replicate=job["key"], step=row["step"], node_id=node_id)
+        tune.report({**{k: v for k, v in row.items() if isinstance(v, (int, float))}, "replicate": job["key"]})
+
+    outcome = run_replicate(cfg, data, rest, Path(job["folder"]), grad_norm_limit=settings["grad_norm_limit"],
+                            checkpoint_every=settings["checkpoint_every"], device=device, on_step=report,
+                            metadata={"arm": job["arm"], "replicate": job["key"], "meta_seed": cfg.seed})
+    tune.report({"replicate": job["key"], "status": outcome.status, "steps_done": outcome.steps, "done": True})
+
+
+def study_validation_trial(config: dict, settings: dict) -> None:
+    from ray import tune
+
+    from dnn_search.actfile import read_activation_file
+    from dnn_search.data import load_dataset
+    from dnn_search.validation import ValidationConfig, metric_columns, run_mode
+
+    device, node_id = _prepare(settings)
+    job = config["job"]
+    out = Path(job["out"])
+    if out.exists():  # finished before a restart: never train a network twice
+        tune.report({"key": job["key"], "skipped": True})
+        return
+    acts = read_activation_file(job["act_path"])
+    cfg = ValidationConfig(**job["validation"]).validate()
+    data = load_dataset(job["dataset"], settings.get("data_path"))
+    faults.trace("train", key=job["key"], node_id=node_id)
+    result, _ = run_mode(acts, data, job["mode"], int(job["seed"]), cfg, device,
+                         split_seed=int(settings["selection_seed"]))
+    row = {"key": job["key"], "arm": job["arm"], "replicate": job["replicate"], "meta_seed": int(job["meta_seed"]),
+           "mode": job["mode"], "run": int(job["run"]), "seed": int(job["seed"]), "optimizer": cfg.optimizer,
+           "lr": cfg.lr, "epochs": cfg.epochs, **{k: result[k] for k in metric_columns(result)},
+           "seconds": result["seconds"], "node_id": node_id}
+    atomic_write_text(out, json.dumps(row, allow_nan=True) + "\n")
+    tune.report({"key": job["key"], "skipped": False})
