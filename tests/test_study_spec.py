@@ -1,0 +1,110 @@
+"""A study file's bad input is one line and exit 2 before anything starts; the plan's seeds; a
+replicate interrupted and continued is bit-identical to one run straight through (no Ray here)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from dnn_search.errors import UserError
+from dnn_search.search.study_spec import load_study, parse_study
+from tests.conftest import REPO, run_cli
+
+SMOKE = REPO / "search_spaces" / "study_smoke.yaml"
+
+
+def _smoke(**study) -> dict:
+    data = yaml.safe_load(SMOKE.read_text())
+    data["study"].update(study)
+    return data
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"arms": [{"n_activations": 1}, {"n_activations": 1}]}, "does not differ"),
+    ({"arms": [{"n_activations": 2}]}, "at least two arms"),
+    ({"replicates": 1}, "study.replicates"),
+    ({"margin": 0}, "study.margin"),
+    ({"margin": -1.0}, "study.margin"),
+    ({"contrasts": [{"a": "n4/diverse", "b": "n1/single:1"}]}, "no arm named 'n4'"),
+    ({"contrasts": [{"a": "n1/diverse", "b": "n2/diverse"}]}, "has no network 'diverse'"),
+    ({"divergence": {"grad_norm": 0}}, "study.divergence.grad_norm"),
+    ({"divergence": {"grad_norm": -5}}, "study.divergence.grad_norm"),
+    ({"arms": [{"n_activations": 1, "seed": 3}, {"n_activations": 2}]}, "set by the study"),
+    ({"arms": [{"n_activations": 1}, {"n_activations": 2, "outer_lr_typo": 1}]}, "not a meta-learning setting"),
+    ({"standard": ["relu", "swish"]}, "std:swish"),
+])
+def test_bad_study_files_are_one_line_errors(change, message):
+    with pytest.raises(UserError, match=message) as info:
+        parse_study(_smoke(**change), source="x.yaml")
+    assert "\n" not in str(info.value)
+
+
+def test_ratio_margin_for_mse_tasks():
+    data = _smoke()
+    data["fixed"].update(dataset="HenonHeiles")
+    with pytest.raises(UserError, match="ratio interval"):
+        parse_study(data)
+    data["study"]["margin"] = [0.8, 1.25]
+    data["study"]["standard"] = ["gelu"]
+    spec = parse_study(data)
+    assert spec.margin == pytest.approx((np.log(0.8), np.log(1.25)))
+    data["study"]["margin"] = [1.1, 1.25]
+    with pytest.raises(UserError, match="must contain 1"):
+        parse_study(data)
+
+
+def test_bad_input_exits_2_before_anything_starts(tmp_path, search_env):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(_smoke(replicates=1)))
+    proc = run_cli(["study", "--space", bad, "--name", "x", "--storage", tmp_path / "r"], search_env, timeout=120)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_default_primary_family_and_seeds():
+    from dnn_search.results.study_record import replicates_of, retraining_seed
+    spec = load_study(SMOKE)
+    assert [c.label for c in spec.contrasts] == ["n2/diverse vs n1/single:1"]
+    reps = replicates_of(spec)
+    assert len({r.meta_seed for r in reps}) == len(reps) == 4
+    seeds = {retraining_seed(spec, r, k) for r in reps for k in range(spec.runs)}
+    assert len(seeds) == 4 * spec.runs
+
+
+def test_interrupted_replicate_continues_bit_identically(tmp_path):
+    """A replicate stopped after its checkpoint at step 4 and continued to 6 equals one run straight
+    to 6: the state holds the activations, momentum and the generator."""
+    from dnn_search.data import load_dataset
+    from dnn_search.metalearn import MetaConfig
+    from dnn_search.replicate import RESULT_FILE, STEPS_FILE, read_result, run_replicate
+    from dnn_search.splits import selection_split
+    data = load_dataset("MNIST1D")
+    rest, _ = selection_split(data, 0.1, 7)
+    cfg = dict(n_activations=2, inner_hidden_size=16, outer_hidden_size=6, epochs=1, steps=6, seed=11)
+    straight = run_replicate(MetaConfig(**cfg), data, rest, tmp_path / "a", grad_norm_limit=1e6, checkpoint_every=2)
+    run_replicate(MetaConfig(**{**cfg, "steps": 4}), data, rest, tmp_path / "b", grad_norm_limit=1e6,
+                  checkpoint_every=2)
+    (tmp_path / "b" / RESULT_FILE).unlink()  # as if killed after the checkpoint at step 4
+    resumed = run_replicate(MetaConfig(**cfg), data, rest, tmp_path / "b", grad_norm_limit=1e6, checkpoint_every=2)
+    assert straight == resumed and straight.steps == 6
+    a, b = (np.load(tmp_path / x / "activations.npz") for x in "ab")
+    for key in ("w1", "b1", "w2", "b2"):
+        assert np.array_equal(a[key], b[key]), key
+    rows = json.loads((tmp_path / "b" / STEPS_FILE).read_text())
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert read_result(tmp_path / "b")["status"] == "COMPLETED"
+
+
+def test_a_diverging_replicate_fails_and_is_not_replaced(tmp_path):
+    from dnn_search.data import load_dataset
+    from dnn_search.metalearn import MetaConfig
+    from dnn_search.replicate import read_result, run_replicate
+    from dnn_search.splits import selection_split
+    data = load_dataset("MNIST1D")
+    rest, _ = selection_split(data, 0.1, 7)
+    out = run_replicate(MetaConfig(n_activations=1, inner_hidden_size=16, outer_hidden_size=6, epochs=1, steps=5,
+                                   seed=1), data, rest, tmp_path, grad_norm_limit=1e-9)
+    assert out.status == "FAILED" and out.steps == 1 and "above the limit" in out.reason
+    assert read_result(tmp_path)["status"] == "FAILED" and not (tmp_path / "activations.npz").exists()
