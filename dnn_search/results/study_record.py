@@ -174,3 +174,38 @@ def networks(spec: StudySpec, arm: Arm) -> list[str]:
     pure and the std:* baselines."""
     singles = [f"single:{k}" for k in range(1, arm.n + 1)]
     return ([arm.primary] + [s for s in singles if s != arm.primary] + ["pure", *spec.standard])
+
+
+# ----------------------------------------------------------------------------- reading it back
+
+@dataclass
+class StudyResults:
+    """A study's results for a notebook (`dnn_search.open_search(name)` on a study's folder):
+    `.replicates` (one row per arm × meta-seed: status, steps, per-network means), `.comparisons`
+    (contrast, estimate, CIs, p, Holm p, verdict), `.validation` (one row per training),
+    `.variance` (variance components), `.spec`, `.record` (study.json), `.summary_md`; None where a
+    stage has not written its table yet."""
+
+    folder: Path
+    name: str
+    spec: StudySpec
+    record: dict
+    replicates: object
+    comparisons: object
+    validation: object
+    variance: object
+    summary_md: str | None
+
+
+def load_study_results(folder: Path) -> StudyResults:
+    import pandas as pd
+    folder = Path(folder)
+
+    def table(name: str):
+        path = folder / name
+        return pd.read_parquet(path) if path.is_file() else None
+    record = read_study_record(folder)
+    summary = folder / "summary.md"
+    return StudyResults(folder, record.get("name", folder.name), StudySpec.from_dict(record["spec"]), record,
+                        table(REPLICATES_TABLE), table(COMPARISONS_TABLE), table("validation.parquet"),
+                        table("variance.parquet"), summary.read_text() if summary.is_file() else None)

@@ -57,3 +57,21 @@ def stall_after_tell(told: int) -> None:
     Path(marker).write_text(f"{os.getpid()}\n")
     while True:  # until the test kills this process
         time.sleep(3600)
+
+
+STALL_AT_VARIABLE = "DNN_SEARCH_STALL_AT"
+
+
+def stall_at(point: str, count: int) -> None:
+    """Called by a study's driver with its COUNT-th result of stage POINT (`metalearning`,
+    `validation`): with `DNN_SEARCH_STALL_AT=POINT:N:FILE`, stall forever at the N-th, having written
+    FILE, so that a test kills the driver exactly while that stage is under way."""
+    spec = os.environ.get(STALL_AT_VARIABLE)
+    if not spec:
+        return
+    where, n, marker = spec.split(":", 2)
+    if where != point or count != int(n):
+        return
+    Path(marker).write_text(f"{os.getpid()}\n")
+    while True:  # until the test kills this process
+        time.sleep(3600)

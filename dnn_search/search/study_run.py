@@ -6,8 +6,9 @@ Stages, each resumable at its own granularity (`--resume` skips whatever left it
    marks it finished (COMPLETED or FAILED), its `state.pt` lets an interrupted one continue. Each
    finished replicate is recorded in the Optuna study (arm and meta-seed as parameters, the held-out
    metric per step as intermediate values) so optuna-dashboard shows it;
-2. **validation**: one Tune experiment of every (replicate, network, retraining seed) training not
-   yet done; each leaves `study_validation/<key>.json`;
+2. **validation**: one Tune experiment, a trial per replicate that trains its networks × retraining
+   seeds not yet done one after the other; each finished training leaves `study_validation/<key>.json`
+   at once, so a restart never trains a finished network again;
 3. **analysis**: `replicates.parquet`, `comparisons.parquet`, `validation.parquet`, `summary.md`.
 """
 from __future__ import annotations
@@ -83,7 +84,7 @@ def _settings(spec: StudySpec) -> dict:
     import os
 
     from dnn_search.search import faults
-    for name in (faults.TRACE_VARIABLE, "DNN_SEARCH_NATIVE"):
+    for name in (faults.TRACE_VARIABLE, "DNN_SEARCH_NATIVE"):  # workers of a cluster do not inherit them
         if os.environ.get(name):
             env[name] = os.environ[name]
     return {"env": env, "cpus_per_trial": spec.cpus_per_trial, "data_path": spec.data_path,
@@ -91,7 +92,25 @@ def _settings(spec: StudySpec) -> dict:
             "grad_norm_limit": spec.grad_norm_limit, "checkpoint_every": spec.checkpoint_every}
 
 
-def _grid(name: str, trainable, jobs: list[dict], exp_dir: Path, spec: StudySpec, settings: dict) -> None:
+def _stage_callback(stage: str):
+    """A Tune callback that counts the stage's results on the driver (for the test-only fault point
+    `faults.stall_at`, which lets a test kill the driver in the middle of a stage)."""
+    from ray.tune import Callback
+
+    from dnn_search.search import faults
+
+    class StageResults(Callback):
+        def __init__(self):
+            self.count = 0
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self.count += 1
+            faults.stall_at(stage, self.count)
+    return StageResults()
+
+
+def _grid(name: str, trainable, jobs: list[dict], exp_dir: Path, spec: StudySpec, settings: dict,
+          stage: str) -> None:
     import shutil
 
     from ray import tune
@@ -105,7 +124,7 @@ def _grid(name: str, trainable, jobs: list[dict], exp_dir: Path, spec: StudySpec
         param_space={"job": tune.grid_search(jobs)},
         tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent, reuse_actors=True),
         run_config=tune.RunConfig(name=name, storage_path=str(exp_dir / RAY_DIR), verbose=0,
-                                  callbacks=[JsonLoggerCallback()],
+                                  callbacks=[JsonLoggerCallback(), _stage_callback(stage)],
                                   failure_config=tune.FailureConfig(max_failures=spec.max_failures)))
     tuner.fit()
 
@@ -124,7 +143,7 @@ def _metalearning(exp_dir: Path, spec: StudySpec, settings: dict, name: str, qui
             started = time.time()
             jobs = [{"key": r.key, "arm": r.arm, "folder": str(replicate_folder(exp_dir, r.key)),
                      "meta": {**spec.arm_config(arm), "seed": r.meta_seed}} for r in todo]
-            _grid(f"study_{arm.name}", replicate_trial, jobs, exp_dir, spec, settings)
+            _grid(f"study_{arm.name}", replicate_trial, jobs, exp_dir, spec, settings, "metalearning")
             missing = [r.key for r in todo if read_result(replicate_folder(exp_dir, r.key)) is None]
             if missing:
                 raise UserError(f"meta-learning of {', '.join(missing)} did not finish (see {exp_dir / RAY_DIR}); "
@@ -135,7 +154,7 @@ def _metalearning(exp_dir: Path, spec: StudySpec, settings: dict, name: str, qui
 
 
 def _validation(exp_dir: Path, spec: StudySpec, settings: dict, quiet: bool) -> None:
-    from dnn_search.replicate import ACTIVATIONS_STEM, read_result
+    from dnn_search.replicate import read_result
     from dnn_search.search.study_trainables import study_validation_trial
     completed = [r for r in replicates_of(spec) if (read_result(replicate_folder(exp_dir, r.key)) or {}).get(
         "status") == "COMPLETED"]
@@ -148,9 +167,12 @@ def _validation(exp_dir: Path, spec: StudySpec, settings: dict, quiet: bool) -> 
     if not jobs:
         return
     started = time.time()
-    dataset = spec.fixed.get("dataset", "MNIST1D")
-    _grid("study_validation", study_validation_trial, [_job_dict(exp_dir, spec, j, dataset, ACTIVATIONS_STEM, out_dir)
-                                                        for j in jobs], exp_dir, spec, settings)
+    by_replicate: dict[str, list[ValidationJob]] = {}
+    for j in jobs:
+        by_replicate.setdefault(j.replicate.key, []).append(j)
+    _grid("study_validation", study_validation_trial,
+          [_batch(exp_dir, spec, group, out_dir) for group in by_replicate.values()], exp_dir, spec, settings,
+          "validation")
     left = [j.key for j in jobs if not (out_dir / f"{j.key}.json").exists()]
     if left:
         raise UserError(f"{len(left)} validation training(s) did not finish (e.g. {left[0]}); `--resume` runs them")
@@ -158,13 +180,17 @@ def _validation(exp_dir: Path, spec: StudySpec, settings: dict, quiet: bool) -> 
         print(f"validation: done in {time.time() - started:.0f} s", flush=True)
 
 
-def _job_dict(exp_dir: Path, spec: StudySpec, job: ValidationJob, dataset: str, stem: str, out_dir: Path) -> dict:
-    rep: Replicate = job.replicate
+def _batch(exp_dir: Path, spec: StudySpec, jobs: list[ValidationJob], out_dir: Path) -> dict:
+    """One Tune trial's work: the trainings of one replicate that are not done yet."""
+    from dnn_search.replicate import ACTIVATIONS_STEM
+    rep: Replicate = jobs[0].replicate
     arm = spec.arm(rep.arm)
-    return {"key": job.key, "arm": rep.arm, "replicate": rep.key, "meta_seed": rep.meta_seed, "mode": job.mode,
-            "run": job.run, "seed": job.seed, "dataset": dataset,
-            "act_path": str(replicate_folder(exp_dir, rep.key) / f"{stem}.npz"),
-            "validation": validation_settings(spec, arm, job.mode), "out": str(out_dir / f"{job.key}.json")}
+    return {"arm": rep.arm, "replicate": rep.key, "meta_seed": rep.meta_seed,
+            "dataset": spec.fixed.get("dataset", "MNIST1D"),
+            "act_path": str(replicate_folder(exp_dir, rep.key) / f"{ACTIVATIONS_STEM}.npz"),
+            "trainings": [{"key": j.key, "mode": j.mode, "run": j.run, "seed": j.seed,
+                           "validation": validation_settings(spec, arm, j.mode), "out": str(out_dir / f"{j.key}.json")}
+                          for j in jobs]}
 
 
 def run_study(opts: StudyOptions) -> dict:

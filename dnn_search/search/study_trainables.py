@@ -39,6 +39,10 @@ def replicate_trial(config: dict, settings: dict) -> None:
 
 
 def study_validation_trial(config: dict, settings: dict) -> None:
+    """Every training of one replicate not yet done (its networks × retraining seeds), one after the
+    other in one trial: a study runs thousands of short trainings, and a Tune trial per training would
+    spend more on scheduling than on training. Each finished network leaves its file at once, so a
+    restart trains only the networks that had not finished."""
     from ray import tune
 
     from dnn_search.actfile import read_activation_file
@@ -46,20 +50,20 @@ def study_validation_trial(config: dict, settings: dict) -> None:
     from dnn_search.validation import ValidationConfig, metric_columns, run_mode
 
     device, node_id = _prepare(settings)
-    job = config["job"]
-    out = Path(job["out"])
-    if out.exists():  # finished before a restart: never train a network twice
-        tune.report({"key": job["key"], "skipped": True})
-        return
-    acts = read_activation_file(job["act_path"])
-    cfg = ValidationConfig(**job["validation"]).validate()
-    data = load_dataset(job["dataset"], settings.get("data_path"))
-    faults.trace("train", key=job["key"], node_id=node_id)
-    result, _ = run_mode(acts, data, job["mode"], int(job["seed"]), cfg, device,
-                         split_seed=int(settings["selection_seed"]))
-    row = {"key": job["key"], "arm": job["arm"], "replicate": job["replicate"], "meta_seed": int(job["meta_seed"]),
-           "mode": job["mode"], "run": int(job["run"]), "seed": int(job["seed"]), "optimizer": cfg.optimizer,
-           "lr": cfg.lr, "epochs": cfg.epochs, **{k: result[k] for k in metric_columns(result)},
-           "seconds": result["seconds"], "node_id": node_id}
-    atomic_write_text(out, json.dumps(row, allow_nan=True) + "\n")
-    tune.report({"key": job["key"], "skipped": False})
+    batch = config["job"]
+    acts = read_activation_file(batch["act_path"])
+    data = load_dataset(batch["dataset"], settings.get("data_path"))
+    for job in batch["trainings"]:
+        out = Path(job["out"])
+        if out.exists():  # finished before a restart: never train a network twice
+            continue
+        cfg = ValidationConfig(**job["validation"]).validate()
+        faults.trace("train", key=job["key"], node_id=node_id)
+        result, _ = run_mode(acts, data, job["mode"], int(job["seed"]), cfg, device,
+                             split_seed=int(settings["selection_seed"]))
+        row = {"key": job["key"], "arm": batch["arm"], "replicate": batch["replicate"],
+               "meta_seed": int(batch["meta_seed"]), "mode": job["mode"], "run": int(job["run"]),
+               "seed": int(job["seed"]), "optimizer": cfg.optimizer, "lr": cfg.lr, "epochs": cfg.epochs,
+               **{k: result[k] for k in metric_columns(result)}, "seconds": result["seconds"], "node_id": node_id}
+        atomic_write_text(out, json.dumps(row, allow_nan=True) + "\n")
+        tune.report({"key": job["key"], "replicate": batch["replicate"]})

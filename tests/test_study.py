@@ -1,0 +1,199 @@
+"""Diversity studies (`dnn-search study`): one shared study, run as a user would and interrupted twice.
+
+The fixture runs the smoke study's file with a third arm whose answer is known by construction
+(`frozen`: n = 1 at an inner learning rate of 1e-5, so its networks barely train) and contrasts whose
+verdicts are therefore known. The driver is killed (-9) once in the middle of meta-learning and once
+in the middle of validation, at test-only fault points (`faults.stall_at`), and resumed each time;
+every other test reads what that one study left behind: the recorded indices, the tables, the
+Optuna study, the trace of what was computed where.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.conftest import REPO, run_cli
+
+pytestmark = pytest.mark.slow
+
+K, STEPS, RUNS = 3, 6, 2
+
+
+def _study_file(folder: Path) -> Path:
+    data = yaml.safe_load((REPO / "search_spaces" / "study_smoke.yaml").read_text())
+    data["study"].update(replicates=K, steps=STEPS, runs=RUNS, margin=5.0)
+    data["study"]["arms"] = [{"n_activations": 1}, {"n_activations": 2},
+                             {"name": "frozen", "n_activations": 1, "inner_lr": 1e-5}]
+    data["study"]["contrasts"] = [{"a": "n2/diverse", "b": "n1/single:1"},
+                                  {"a": "n1/primary", "b": "frozen/primary"},   # better, by construction
+                                  {"a": "frozen/primary", "b": "n1/primary"},   # worse
+                                  {"a": "n1/pure", "b": "frozen/pure"}]         # the same network: equivalent
+    path = folder / "study.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _run_until_stall(args, env, stall: str, marker: Path) -> float:
+    """Start the study, wait for the driver to reach the fault point, kill -9 its whole group."""
+    driver = subprocess.Popen([sys.executable, "-m", "dnn_search", *map(str, args)], cwd=REPO,
+                              env={**env, "DNN_SEARCH_STALL_AT": f"{stall}:{marker}"},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 420
+    while time.time() < deadline and driver.poll() is None and not marker.exists():
+        time.sleep(0.2)
+    output = "" if marker.exists() else driver.stdout.read().decode()[-3000:]
+    assert marker.exists() and driver.poll() is None, output
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait(60)
+    return time.time()
+
+
+@pytest.fixture(scope="session")
+def study(tmp_path_factory, search_env):
+    root = tmp_path_factory.mktemp("study")
+    trace = root / "trace.jsonl"
+    env = {**search_env, "DNN_SEARCH_TRACE": str(trace)}
+    storage, name = root / "results", "div"
+    exp = storage / name
+    args = ["study", "--space", _study_file(root), "--name", name, "--storage", storage]
+    killed = {}
+    killed["metalearning"] = _run_until_stall(args, env, "metalearning:18", root / "stalled1")
+    finished_replicates = {p.parent.name for p in (exp / "replicates").glob("*/result.json")}
+    resume = ["study", "--name", name, "--storage", storage, "--resume"]
+    killed["validation"] = _run_until_stall(resume, env, "validation:10", root / "stalled2")
+    finished_trainings = {p.stem for p in (exp / "study_validation").glob("*.json")}
+    proc = run_cli(resume, env)
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
+    from dnn_search.search.faults import read_trace
+    return {"exp": exp, "name": name, "storage": storage, "stdout": proc.stdout, "trace": read_trace(trace),
+            "killed": killed, "finished_replicates": finished_replicates, "finished_trainings": finished_trainings,
+            "env": env}
+
+
+def test_selection_split_disjoint_from_what_meta_learning_recorded(study):
+    """The indices every replicate recorded (not the function that drew them) never touch the
+    study's selection split, and its own held-out split is carved from the rest."""
+    exp = study["exp"]
+    split = np.load(exp / "split.npz")
+    selection, rest = set(split["selection"].tolist()), set(split["rest"].tolist())
+    assert len(selection) == 400 and not selection & rest and len(rest) == 3600
+    folders = sorted((exp / "replicates").iterdir())
+    assert len(folders) == 3 * K
+    seen_train = set()
+    for folder in folders:
+        idx = np.load(folder / "indices.npz")
+        train, held = set(idx["train"].tolist()), set(idx["heldout"].tolist())
+        assert not (train | held) & selection, folder.name
+        assert not train & held and (train | held) == rest
+        seen_train.add(tuple(sorted(held)))
+    assert len(seen_train) == 3 * K  # each meta-seed carves its own held-out split
+
+
+def test_every_replicate_reached_the_same_steps_and_each_experiment_holds_one_arm(study):
+    exp = study["exp"]
+    for folder in (exp / "replicates").iterdir():
+        result = json.loads((folder / "result.json").read_text())
+        rows = json.loads((folder / "steps.json").read_text())
+        assert result["status"] == "COMPLETED" and result["steps"] == STEPS
+        assert [r["step"] for r in rows] == list(range(1, STEPS + 1))  # nothing lost, nothing twice
+    for arm in ("n1", "n2", "frozen"):
+        experiment = exp / "ray" / f"study_{arm}"
+        params = [json.loads(p.read_text()) for p in experiment.glob("*/params.json")]
+        assert params and {p["job"]["arm"] for p in params} == {arm}
+
+
+def test_resume_loses_nothing_and_never_trains_a_finished_network_again(study):
+    events, killed = study["trace"], study["killed"]
+    # meta-learning: a replicate finished before the first kill computed no step after it
+    after = [e for e in events if e["event"] == "replicate_step" and e["time"] > killed["metalearning"]]
+    assert study["finished_replicates"], "the first kill came before any replicate finished"
+    assert not {e["replicate"] for e in after} & study["finished_replicates"]
+    # and an interrupted one continued from its checkpoint: its first step after the kill is > 1
+    resumed = {}
+    for e in after:
+        resumed.setdefault(e["replicate"], e["step"])
+    assert any(step > 1 for step in resumed.values()), resumed
+    # validation: each training finished before the second kill ran exactly once
+    trained = {}
+    for e in events:
+        if e["event"] == "train":
+            trained[e["key"]] = trained.get(e["key"], 0) + 1
+    assert study["finished_trainings"]
+    assert all(trained[key] == 1 for key in study["finished_trainings"]), trained
+    rows = [json.loads(p.read_text()) for p in (study["exp"] / "study_validation").glob("*.json")]
+    # n1, frozen: single:1, pure, std:gelu; n2: diverse, single:1, single:2, pure, std:gelu
+    assert len(rows) == K * RUNS * (3 + 3 + 5)
+
+
+def test_retraining_seeds_nested_in_replicates(study):
+    import pandas as pd
+    v = pd.read_parquet(study["exp"] / "validation.parquet")
+    per_replicate = v.groupby("replicate")["seed"].apply(lambda s: frozenset(s))
+    for rep, seeds in per_replicate.items():
+        assert len(seeds) == RUNS, rep  # every network of a replicate uses the same R seeds
+    assert len(set().union(*per_replicate)) == RUNS * 3 * K  # distinct across replicates
+    primary = v[(v["arm"] == "n2") & (v["mode"] == "diverse")]
+    assert set(primary["optimizer"]) == {"rmsprop"} and set(primary["lr"]) == {0.03}
+    assert set(v[(v["arm"] == "frozen") & (v["mode"] == "single:1")]["lr"]) == {1e-5}
+    assert set(v[(v["arm"] == "frozen") & (v["mode"] == "pure")]["lr"]) == {0.03}  # the n = 1 arm's
+
+
+def test_known_answers_get_the_right_verdicts(study):
+    import pandas as pd
+    c = pd.read_parquet(study["exp"] / "comparisons.parquet")
+    primary = c[c["family"] == "primary"].set_index("contrast")["verdict"].to_dict()
+    assert primary["n1/single:1 vs frozen/single:1"] == "better"
+    assert primary["frozen/single:1 vs n1/single:1"] == "worse"
+    assert primary["n1/pure vs frozen/pure"] == "equivalent"
+    assert set(c["schema_version"]) == {1}
+
+
+def test_tables_and_summary_read_back(study):
+    import pandas as pd
+
+    import dnn_search
+    exp = study["exp"]
+    opened = dnn_search.open_search(study["name"], storage=study["storage"])
+    reps = opened.replicates
+    assert len(reps) == 3 * K and set(reps["status"]) == {"COMPLETED"}
+    assert {"arm", "meta_seed", "status", "steps", "test_accuracy[diverse]"} <= set(reps.columns)
+    assert len(opened.comparisons) == len(pd.read_parquet(exp / "comparisons.parquet"))
+    summary = (exp / "summary.md").read_text()
+    assert summary.splitlines()[4] == "## The answer"
+    assert "n2/diverse vs n1/single:1" in summary and "FAILED replicates" in summary
+    assert (exp / "report_figures" / "study_arms.png").stat().st_size > 5000
+    # the summary is rebuilt from the tables alone
+    from dnn_search.results.study_summary import render_summary
+    (exp / "study_validation").rename(exp / "moved")
+    try:
+        assert render_summary(exp, study["name"]) == summary
+    finally:
+        (exp / "moved").rename(exp / "study_validation")
+
+
+def test_replicates_in_the_optuna_study(study):
+    import optuna
+
+    from dnn_search.results.storage import open_storage, storage_spec
+    trials = optuna.load_study(study_name=study["name"], storage=open_storage(storage_spec(study["exp"], None))).trials
+    assert len(trials) == 3 * K  # once each, though the driver was resumed twice
+    assert {t.params["arm"] for t in trials} == {"n1", "n2", "frozen"}
+    assert all(len(t.intermediate_values) == STEPS for t in trials)
+    assert len({t.params["meta_seed"] for t in trials}) == 3 * K
+
+
+def test_dry_run_prints_costs_and_starts_nothing(tmp_path, search_env):
+    proc = run_cli(["study", "--space", REPO / "search_spaces" / "study_smoke.yaml", "--name", "dry",
+                    "--storage", tmp_path, "--dry-run"], search_env)
+    assert proc.returncode == 0, proc.stderr
+    assert "4 meta-learning runs, 32 trainings" in proc.stdout and "core-hours" in proc.stdout
+    assert "s/step" in proc.stdout and not (tmp_path / "dry").exists()
