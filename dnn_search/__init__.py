@@ -13,6 +13,7 @@ never imports torch, Ray or Optuna):
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -31,7 +32,7 @@ _API = {
 __all__ = ["__version__", *_API]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name not in _API:
         raise AttributeError(f"module 'dnn_search' has no attribute {name!r}")
     module, attribute = _API[name]

@@ -266,9 +266,20 @@ def _read_txt(path: Path, base: str | None) -> LoadedActivations:
 
 
 def read_activation_file(path: str | os.PathLike, base: str | None = None) -> LoadedActivations:
-    """Load activations from an .npz (exact weights) or a .txt (samples on linspace(-5, 5, K)).
+    """Load learned activations from a file this tool or the original DiversityNN code wrote.
 
-    `base` overrides the base function recorded in the file or its metadata.
+    Args:
+        path: an .npz (exact sub-network weights, evaluated exactly) or a .txt (n rows of samples on
+            linspace(-5, 5, K), interpolated piecewise-linearly).
+        base: the base function's name, overriding the one recorded in the file or its metadata
+            (needed for a .txt without a recognisable name or sidecar).
+
+    Returns:
+        `LoadedActivations`: the base, n, the exact weights (None for a .txt), the sampled grid and
+        the metadata.
+
+    Raises:
+        UserError: when the file is missing, unreadable, or not in either format (one line).
     """
     path = Path(path)
     if not path.exists():

@@ -74,7 +74,17 @@ BASES.register("elu", Base("elu", torch.nn.functional.elu, _elu_derivatives, 3, 
 
 
 def register_base(base: Base) -> Base:
-    """Make `base` available by name everywhere (--activation, activation files, validation)."""
+    """Make a base function available by name everywhere (--activation, activation files, validation).
+
+    Args:
+        base: the `Base` (its name, the function and its derivatives).
+
+    Returns:
+        `base`, unchanged.
+
+    Raises:
+        ValueError: when a base of that name is already registered.
+    """
     return BASES.register(base.name, base)
 
 

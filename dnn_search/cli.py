@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import re
 import sys
 from pathlib import Path
@@ -432,7 +433,28 @@ def _add_cache_dir(parser) -> None:
                              "inside --output_folder or --storage (or $DNN_SEARCH_CACHE when set)")
 
 
+def configure_logging() -> None:
+    """The package's library modules report through `logging`: their progress (INFO) goes to stdout
+    as plain lines, warnings and errors to stderr. Replaces the handlers of an earlier call, so that
+    an in-process caller (a test capturing sys.stdout) gets the current streams."""
+    package = logging.getLogger("dnn_search")
+    for handler in [h for h in package.handlers if h.get_name() in ("dnn-search:out", "dnn-search:err")]:
+        package.removeHandler(handler)
+    out, err = logging.StreamHandler(sys.stdout), logging.StreamHandler(sys.stderr)
+    out.set_name("dnn-search:out")
+    out.addFilter(lambda record: record.levelno < logging.WARNING)
+    out.setFormatter(logging.Formatter("%(message)s"))
+    err.set_name("dnn-search:err")
+    err.setLevel(logging.WARNING)
+    err.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    package.addHandler(out)
+    package.addHandler(err)
+    package.setLevel(logging.INFO)
+    package.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
+    configure_logging()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -1,28 +1,31 @@
-"""Datasets: the `Dataset` container, the classification loaders and the validation split.
+"""Datasets: the classification loaders and `load_dataset`, the one entry to every registered dataset.
 
 Loaders: MNIST-1D (generated offline), MNIST (IDX files) and CIFAR-10 (binary version); each returns
-a `Dataset` of float32 inputs flattened to (N, D) and int64 labels. Which names exist and which task
-each serves is the dataset registry's business (`dnn_search.tasks`): `load_dataset` only looks up.
-MNIST and CIFAR-10 are read with numpy from the standard distribution files in --data_path;
-nothing is downloaded. MNIST-1D is generated with the `mnist1d` package (bit-equal to its
-published frozen file) and cached as a pickle-free .npz.
+a `Dataset` (`dnn_search.dataset`) of float32 inputs flattened to (N, D) and int64 labels. Which names
+exist and which task each serves is the dataset registry's business (`dnn_search.tasks`):
+`load_dataset` only looks up. MNIST and CIFAR-10 are read with numpy from the standard distribution
+files in --data_path; nothing is downloaded. MNIST-1D is generated with the `mnist1d` package
+(bit-equal to its published frozen file) and cached as a pickle-free .npz in the cache folder of
+`dnn_search.cache` (never in $HOME). `Dataset` and `split_validation` are re-exported from here.
 """
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import os
 import random
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dnn_search.atomic import atomic_path
+from dnn_search.cache import cache_candidates, read_npz, steer_matplotlib, write_cache
+from dnn_search.dataset import Dataset, split_validation
 from dnn_search.errors import UserError
-from dnn_search.tasks.registry import canonical_dataset, dataset_entry, get_task
+from dnn_search.tasks.registry import canonical_dataset, dataset_entry
+
+__all__ = ["Dataset", "split_validation", "load_dataset", "canonical_name", "load_mnist1d", "load_mnist",
+           "load_cifar10", "generate_mnist1d"]
 
 NUM_CLASSES = 10
 MNIST1D_FILE = "mnist1d.npz"
@@ -42,86 +45,6 @@ CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
 CIFAR_TEST_FILE = "test_batch.bin"
 _CIFAR_PIXELS = 3 * 32 * 32
 _CIFAR_RECORD = 1 + _CIFAR_PIXELS
-
-
-def _targets(y) -> torch.Tensor:
-    """Class labels as int64, regression targets as float32."""
-    y = torch.as_tensor(y)
-    return y.to(torch.float32) if y.is_floating_point() else y.to(torch.int64)
-
-
-@dataclass
-class Dataset:
-    """Inputs x are float32 (N, D); targets y are int64 labels (N,) or float32 values (N, k).
-
-    `task` names the registered task the data serves. `traj_train` / `traj_test` give each sample's
-    trajectory id where samples are states of trajectories (None otherwise), so that held-out splits
-    can take whole trajectories. `trajectories_test` (n_traj, points, d), float64, holds the dense test
-    trajectories that forecasts start from and are scored against, sampled every `dt` (None when the
-    data has no trajectories).
-    """
-
-    name: str
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    task: str = "classification"
-    traj_train: torch.Tensor | None = None
-    traj_test: torch.Tensor | None = None
-    trajectories_test: torch.Tensor | None = None
-    dt: float | None = None
-
-    def __post_init__(self):
-        self.x_train, self.x_test = (torch.as_tensor(x, dtype=torch.float32) for x in (self.x_train, self.x_test))
-        self.y_train, self.y_test = _targets(self.y_train), _targets(self.y_test)
-        for x, y in ((self.x_train, self.y_train), (self.x_test, self.y_test)):
-            if x.ndim != 2 or y.ndim not in (1, 2) or len(x) != len(y) or x.shape[1] != self.x_train.shape[1]:
-                raise ValueError(f"inconsistent dataset shapes: x {tuple(x.shape)}, y {tuple(y.shape)}")
-        for ids, x in ((self.traj_train, self.x_train), (self.traj_test, self.x_test)):
-            if ids is not None and tuple(torch.as_tensor(ids).shape) != (len(x),):
-                raise ValueError(f"trajectory ids of shape {tuple(torch.as_tensor(ids).shape)} for {len(x)} samples")
-        if self.trajectories_test is not None:
-            self.trajectories_test = torch.as_tensor(self.trajectories_test, dtype=torch.float64)
-            if self.trajectories_test.ndim != 3 or self.trajectories_test.shape[2] != self.x_train.shape[1]:
-                raise ValueError(f"test trajectories of shape {tuple(self.trajectories_test.shape)} for "
-                                 f"{self.x_train.shape[1]} state variables")
-
-    def task_object(self):
-        """The Task that this data serves (from the task registry)."""
-        return get_task(self.task)
-
-    def split(self, fraction: float, seed: int):
-        """(x_train, y_train, x_val, y_val): a seeded held-out split of the training data, whole
-        trajectories at a time when the samples come from trajectories."""
-        return split_validation(self.x_train, self.y_train, fraction, seed, groups=self.traj_train)
-
-    def with_rollouts(self, steps: int | None = None, trajectories: int | None = None) -> "Dataset":
-        """The same data with its forecasts limited to the first `trajectories` test trajectories and
-        `steps` time steps (None: all). Forecast metrics read the horizon and the count from the dense
-        test trajectories, so limiting these limits the forecasts."""
-        if self.trajectories_test is None:
-            return self
-        for name, value in (("--rollout_steps", steps), ("--rollout_trajectories", trajectories)):
-            if value is not None and value < 1:
-                raise UserError(f"{name} must be a positive integer, got {value}")
-        n_traj, points = self.trajectories_test.shape[:2]
-        if steps is not None and steps > points - 1:
-            raise UserError(f"--rollout_steps {steps} is beyond the {points - 1} steps of the {self.name} "
-                            "test trajectories")
-        if trajectories is not None and trajectories > n_traj:
-            raise UserError(f"--rollout_trajectories {trajectories} is beyond the {n_traj} {self.name} "
-                            "test trajectories")
-        dense = self.trajectories_test[:trajectories, :None if steps is None else steps + 1]
-        return dataclasses.replace(self, trajectories_test=dense)
-
-    @property
-    def input_size(self) -> int:
-        return self.x_train.shape[1]
-
-    @property
-    def num_classes(self) -> int:
-        return int(max(self.y_train.max(), self.y_test.max())) + 1
 
 
 def canonical_name(name: str) -> str:
@@ -145,19 +68,10 @@ def _local_folder(name: str, data_path) -> Path:
 
 # --------------------------------------------------------------------------------------- MNIST-1D
 
-def default_cache_dir() -> Path:
-    env = os.environ.get("DNN_SEARCH_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "dnn_search"
-
-
 def _read_mnist1d_cache(path: Path) -> dict[str, np.ndarray] | None:
     """The cached arrays, or None when the file is absent or unusable (it is then regenerated)."""
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in _MNIST1D_SHAPES}
-    except Exception:  # any unreadable cache (truncated, not a zip, wrong keys) is just rebuilt
+    arrays = read_npz(path, _MNIST1D_SHAPES)
+    if arrays is None:
         return None
     for key, shape in _MNIST1D_SHAPES.items():
         a = arrays[key]
@@ -170,6 +84,7 @@ def _read_mnist1d_cache(path: Path) -> dict[str, np.ndarray] | None:
 
 def generate_mnist1d() -> dict[str, np.ndarray]:
     """MNIST-1D from its generator with the published arguments: float64 x, int64 y."""
+    steer_matplotlib()  # the mnist1d package imports matplotlib
     from mnist1d.data import get_dataset_args, make_dataset  # slow import, only needed without a cache
 
     # make_dataset reseeds the global `random` and numpy generators; restore them for the caller.
@@ -182,22 +97,6 @@ def generate_mnist1d() -> dict[str, np.ndarray]:
     return {"x": np.asarray(data["x"], dtype=np.float64), "y": np.asarray(data["y"], dtype=np.int64),
             "x_test": np.asarray(data["x_test"], dtype=np.float64),
             "y_test": np.asarray(data["y_test"], dtype=np.int64)}
-
-
-def cache_candidates(file_name: str, data_path: str | os.PathLike | None = None) -> list[Path]:
-    """Where a generated dataset's cache file is looked for, in order: --data_path, then the cache folder."""
-    return [*([Path(data_path) / file_name] if data_path is not None else []), default_cache_dir() / file_name]
-
-
-def write_cache(candidates: list[Path], arrays: dict[str, np.ndarray]) -> None:
-    """Save ARRAYS (pickle-free .npz) to the first writable candidate; none writable: keep them in memory only."""
-    for path in candidates:
-        try:
-            with atomic_path(path) as temp:
-                np.savez(temp, **arrays)
-            return
-        except (UserError, OSError):
-            continue  # not writable: try the next location; the data is still usable in memory
 
 
 def load_mnist1d(data_path: str | os.PathLike | None = None) -> Dataset:
@@ -326,36 +225,3 @@ def load_cifar10(data_path: str | os.PathLike | None) -> Dataset:
     x_train, x_test = _standardised(train_x, test_x)
     return Dataset("CIFAR", x_train, torch.from_numpy(train_y.astype(np.int64)),
                    x_test, torch.from_numpy(test_y.astype(np.int64)))
-
-
-# ------------------------------------------------------------------------------------ validation
-
-def split_validation(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int, groups=None
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Seeded random split: the last round(fraction * N) of a permutation become the validation set.
-
-    With `groups` (a trajectory id per sample), the permutation is of the distinct groups and whole
-    groups go to the validation set, so no trajectory is seen on both sides.
-    """
-    if not 0 <= fraction < 1:
-        raise UserError(f"validation fraction must be in [0, 1), got {fraction}")
-    n = len(x)
-    if len(y) != n:
-        raise ValueError(f"x has {n} rows but y has {len(y)}")
-    if groups is not None:
-        ids, inverse = torch.unique(torch.as_tensor(groups), return_inverse=True)
-        n_val = round(fraction * len(ids))
-        if n_val >= len(ids) and len(ids) > 0:
-            raise UserError(f"validation fraction {fraction} leaves no training trajectories out of {len(ids)}")
-        perm = torch.randperm(len(ids), generator=torch.Generator().manual_seed(int(seed)))
-        is_val = torch.zeros(len(ids), dtype=torch.bool)
-        is_val[perm[len(ids) - n_val:]] = True
-        mask = is_val[inverse].to(x.device)
-        return x[~mask], y[~mask], x[mask], y[mask]
-    n_val = round(fraction * n)
-    if n_val >= n and n > 0:
-        raise UserError(f"validation fraction {fraction} leaves no training examples out of {n}")
-    generator = torch.Generator().manual_seed(int(seed))
-    perm = torch.randperm(n, generator=generator).to(x.device)
-    train_idx, val_idx = perm[:n - n_val], perm[n - n_val:]
-    return x[train_idx], y[train_idx], x[val_idx], y[val_idx]

@@ -17,8 +17,10 @@ The test trajectories are kept dense, because validation forecasts them from the
 `integrate` and `rk4_step` only use arithmetic on the state, so the same code integrates the true field
 (numpy, float64) and a network's learned field (torch, in validation rollouts).
 
-The arrays are cached as a pickle-free .npz under the data cache folder (like MNIST-1D); a missing or
-unusable cache is regenerated, which takes well under a second. Science module: no Ray, no Optuna.
+The arrays are cached as a pickle-free .npz in the cache folder of `dnn_search.cache` (like MNIST-1D);
+a missing or unusable cache is regenerated, which takes well under a second. Science module: no Ray,
+no Optuna; it builds its `Dataset` from `dnn_search.dataset` and never imports the classification
+loaders of `dnn_search.data` (which reach this module through the task registry).
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from dnn_search.cache import cache_candidates, read_npz, write_cache
+from dnn_search.dataset import Dataset
 
 DT = 0.01
 STEPS = 1000  # T = 10 at dt = 0.01: 1001 points per trajectory
@@ -182,13 +186,9 @@ def _shapes(system: System) -> dict[str, tuple]:
 
 def _read_cache(path: Path, system: System) -> dict[str, np.ndarray] | None:
     """The cached arrays, or None when the file is absent or unusable (it is then regenerated)."""
-    if not path.is_file():
-        return None
     shapes = _shapes(system)
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in shapes}
-    except Exception:  # truncated, not a zip, missing keys: just rebuild it
+    arrays = read_npz(path, shapes)
+    if arrays is None:
         return None
     for key, shape in shapes.items():
         a = arrays[key]
@@ -202,8 +202,6 @@ def _read_cache(path: Path, system: System) -> dict[str, np.ndarray] | None:
 
 def cached_arrays(system: System, data_path: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
     """The arrays a Dataset needs (no dense train trajectories), from the cache or generated."""
-    from dnn_search.data import cache_candidates, write_cache  # data imports the task registry, which imports us
-
     candidates = cache_candidates(system.cache_file, data_path)
     for path in candidates:
         arrays = _read_cache(path, system)
@@ -219,8 +217,6 @@ def cached_arrays(system: System, data_path: str | os.PathLike | None = None) ->
 def load_system(system: System, data_path: str | os.PathLike | None = None):
     """The system's Dataset: float32 states and targets with trajectory ids, plus the dense float64
     test trajectories (row k is trajectory id 200 + k) and their time step for forecasts."""
-    from dnn_search.data import Dataset
-
     a = cached_arrays(system, data_path)
     return Dataset(system.name, torch.from_numpy(a["x"]), torch.from_numpy(a["y"]),
                    torch.from_numpy(a["x_test"]), torch.from_numpy(a["y_test"]), task="",

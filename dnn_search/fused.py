@@ -4,7 +4,10 @@ Each hidden neuron h of the classifier applies f(z) = base(z) + 0.2 * g(z), wher
 are those of the neuron's block. The inner loop needs f(z) and f'(z) (the hand-written inner
 gradient uses f'), and the meta-gradient needs their derivatives with respect to z and the
 activation weights. The B x H x Ho tensor tanh(z * w1 + b1) dominates the cost; it is recomputed
-in the backward instead of being stored, so one inner step keeps only z (B x H) alive.
+in the backward instead of being stored, so one inner step keeps only z (B x H) alive. A
+Hamiltonian network's hand-written gradient takes f' and f'' instead (`first_and_second_derivative`,
+its maths in `dnn_search.hnn_kernel`); a task says which it takes (Task.inner_derivatives) and
+`hidden_activation` picks the kernel from `DERIVATIVE_KERNELS`.
 
 Kernel choice, fastest first: the native C++ kernels of `dnn_search.native` (one pass over the
 tile per direction; CPU tensors only; off with DNN_SEARCH_NATIVE=0 or when no compiler works),
@@ -18,7 +21,7 @@ import threading
 
 import torch
 
-from dnn_search import native
+from dnn_search import hnn_kernel, native
 from dnn_search.activations import RESIDUAL_SCALE, base_derivatives
 
 
@@ -55,7 +58,9 @@ def _backward_kernel(z, w1, b1, w2, grad_f, grad_fp, base: str):
     return grad_z, grad_w1, grad_b1, grad_w2, grad_b2
 
 
-_kernels = {"forward": _forward_kernel, "backward": _backward_kernel}
+_kernels = {"forward": _forward_kernel, "backward": _backward_kernel,
+            "derivatives_forward": hnn_kernel.derivatives_forward,
+            "derivatives_backward": hnn_kernel.derivatives_backward}
 _compiled: dict[str, object] = {}
 _lock = threading.Lock()
 
@@ -152,3 +157,57 @@ def activation_and_derivative(z, w1, b1, w2, b2, base: str):
     Differentiable once (the meta-gradient needs first-order autograd only).
     """
     return _LearnedActivation.apply(z, w1, b1, w2, b2, base)
+
+
+class _LearnedDerivatives(torch.autograd.Function):
+    """(f', f'') of the activation tile; saves its inputs only and recomputes the tile backward."""
+
+    @staticmethod
+    def forward(ctx, z, w1, b1, w2, b2, base):
+        ctx.base = base
+        ctx.native = native_module(z)
+        ctx.save_for_backward(z, w1, b1, w2)
+        if ctx.native is not None:
+            _, d1, d2 = base_derivatives(base, z)
+            return tuple(ctx.native.derivatives_forward(z, w1, b1, w2, d1, d2))
+        return _run("derivatives_forward", z, w1, b1, w2, base)
+
+    @staticmethod
+    def backward(ctx, grad_f1, grad_f2):
+        z, w1, b1, w2 = ctx.saved_tensors
+        grad_f1 = torch.zeros_like(z) if grad_f1 is None else grad_f1.contiguous()
+        grad_f2 = torch.zeros_like(z) if grad_f2 is None else grad_f2.contiguous()
+        if ctx.native is not None:
+            _, _, d2, d3 = base_derivatives(ctx.base, z, order=3)
+            grads = ctx.native.derivatives_backward(z, w1, b1, w2, grad_f1, grad_f2, d2, d3)
+        else:
+            grads = _run("derivatives_backward", z, w1, b1, w2, grad_f1, grad_f2, ctx.base)
+        return (*grads, None, None)  # g's output bias b2 changes neither f' nor f'': no gradient
+
+
+def first_and_second_derivative(z, w1, b1, w2, b2, base: str):
+    """f'(z) and f''(z) for z (B, H) and per-neuron weights (H, Ho), bias (H,); differentiable once."""
+    return _LearnedDerivatives.apply(z, w1, b1, w2, b2, base)
+
+
+# Which derivatives of the hidden activation a task's hand-written inner gradient takes
+# (Task.inner_derivatives) -> the kernel that returns them; 0 is f itself.
+DERIVATIVE_KERNELS = {(0, 1): activation_and_derivative, (1, 2): first_and_second_derivative}
+
+
+def hidden_activation(orders, neuron_phi, base: str, residual_noise=None, hidden_noise=None):
+    """The `activation(z)` a task's `inner_loss_and_grads` gets: z -> the derivatives `orders` of f.
+
+    The meta-training noise is constant in z, so it enters f only (order 0) and no derivative.
+    """
+    kernel = DERIVATIVE_KERNELS[tuple(orders)]
+
+    def activation(z):
+        values = list(kernel(z, *neuron_phi, base))
+        if orders[0] == 0:
+            if residual_noise is not None:
+                values[0] = values[0] + RESIDUAL_SCALE * residual_noise
+            if hidden_noise is not None:
+                values[0] = values[0] + hidden_noise
+        return tuple(values)
+    return activation

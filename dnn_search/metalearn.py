@@ -10,7 +10,8 @@ loss and the held-out metrics come from the task (`dnn_search.tasks`); the loop 
   activation written as plain tensor expressions (vectorised over activations, no Python loop).
 - `fast`: the inner gradient is the task's hand-written one, so the meta-gradient needs only
   first-order autograd through the unrolled run, and the activation is the fused,
-  recompute-in-backward kernel of `dnn_search.fused` (native C++ where it builds). A task may also
+  recompute-in-backward kernel of `dnn_search.fused` that returns the derivatives the task's gradient
+  takes (f and f'; f' and f'' for a Hamiltonian network), native C++ where it builds. A task may also
   give its whole inner step as one autograd node with a hand-derived backward
   (`Task.fused_inner_step`; classification: `dnn_search.inner_step`), which cuts the autograd
   bookkeeping of ~70 small ops per unrolled step.
@@ -26,21 +27,18 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 
 from dnn_search import checks
-from dnn_search.activations import (BASES, RESIDUAL_SCALE, ActivationSet, block_sizes, default_init,
+from dnn_search.activations import (BASES, ActivationSet, block_sizes, default_init,
                                     learned_activation, neuron_blocks)
 from dnn_search.errors import UserError
-from dnn_search.fused import activation_and_derivative
+from dnn_search.fused import DERIVATIVE_KERNELS, hidden_activation
 from dnn_search.tasks.registry import DATASETS, task_for_dataset
 
 IMPLEMENTATIONS = ("fast", "reference")
 # `auto` (the default) resolves per task to the fastest exact implementation: fast where the task has a
-# hand-written inner gradient the kernel can serve, reference otherwise (a Hamiltonian network).
+# hand-written inner gradient a kernel can serve, reference otherwise.
 IMPL_CHOICES = (*IMPLEMENTATIONS, "auto")
 RMSPROP_EPS = 1e-8
 GRAD_CLIP = 0.1
-# The fused kernel gives f and f'; a task whose hand-written inner gradient needs f'' (a Hamiltonian
-# network) must run the reference path until a kernel provides it.
-FAST_DERIVATIVE_ORDER = 1
 PARAM_NAMES = ("w1", "b1", "w2", "b2")
 
 
@@ -122,9 +120,12 @@ class MetaConfig:
 
 
 def has_fast_path(task) -> bool:
-    """Whether the fast path can run TASK exactly: its hand-written inner gradient must need no
-    derivative of the activation beyond what the fused kernel provides."""
-    return task.inner_gradient_order <= FAST_DERIVATIVE_ORDER
+    """Whether the fast path can run TASK exactly: a fused kernel must serve the derivatives of the
+    activation that its hand-written inner gradient takes (`Task.inner_derivatives`), and they must
+    reach the order the task says its gradient needs (a task that only raised inner_gradient_order
+    has no hand-written gradient of that order)."""
+    orders = tuple(task.inner_derivatives)
+    return orders in DERIVATIVE_KERNELS and max(orders) >= task.inner_gradient_order
 
 
 def resolve_impl(impl: str, task) -> str:
@@ -134,8 +135,9 @@ def resolve_impl(impl: str, task) -> str:
         return "fast" if has_fast_path(task) else "reference"
     if impl == "fast" and not has_fast_path(task):
         raise UserError(f"--impl fast: no fast path exists for task {task.name} (its inner gradient needs "
-                        f"derivative order {task.inner_gradient_order} of the activation, the fused kernel "
-                        f"provides {FAST_DERIVATIVE_ORDER}): use --impl reference or auto")
+                        f"derivative order {task.inner_gradient_order} of the activation and no fused kernel "
+                        f"serves the derivatives {tuple(task.inner_derivatives)} it takes): use --impl "
+                        "reference or auto")
     return impl
 
 
@@ -206,12 +208,9 @@ def _reference_batch(theta, neuron_phi, base, x, y, act_noise, hidden_noise, tas
 
 
 def _fast_batch(theta, neuron_phi, base, x, y, act_noise, hidden_noise, task):
-    """Loss and the task's hand-written inner gradients, with the fused activation."""
-    def activation(z):
-        f, f_prime = activation_and_derivative(z, *neuron_phi, base)
-        if act_noise is not None:
-            f = f + RESIDUAL_SCALE * act_noise
-        return (f if hidden_noise is None else f + hidden_noise), f_prime
+    """Loss and the task's hand-written inner gradients, with the fused activation kernel that returns
+    the derivatives of f the task's gradient takes."""
+    activation = hidden_activation(task.inner_derivatives, neuron_phi, base, act_noise, hidden_noise)
     return task.inner_loss_and_grads(theta, activation, x, y)
 
 

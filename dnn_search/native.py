@@ -1,4 +1,4 @@
-"""Native CPU kernels for the fast inner step, built at first use (C++, load_inline).
+"""Native CPU kernels for the fast inner step (C++), built once per installation.
 
 Why: per inner step the B x H x Ho tile tanh(z * w1 + b1) is needed once forward (for f and f')
 and once backward (for five reductions). Inductor re-evaluates tanh for each reduction and its
@@ -17,25 +17,39 @@ one odd minimax rational x P(x^2) / Q(x^2) over [0, 9.02] is 5-6 ulp at best (ro
 is amplified); a fitted rational below 0.625 with 1 - 2e / (1 + e) above is 3 ulp but 10 %
 slower forward (both branches run on every lane); this form is 2 ulp (tested <= 4 ulp).
 
-Build cache: $DNN_SEARCH_CACHE/torch_extensions if DNN_SEARCH_CACHE is set, else
-<tempdir>/dnn_search-<uid>/torch_extensions (never under $HOME). The module name carries a hash
-of the source, the compiler flags, the CPU flags and the torch version, so a cache shared between
-different machines never loads a binary built for another CPU. DNN_SEARCH_NATIVE=0 disables it;
-without a working compiler `load()` returns None after one warning and callers use the
-torch.compile/eager kernels of dnn_search.fused.
+Built once per installation: scripts/setup.sh runs `python -m dnn_search.native --build`, which
+compiles into the installation's kernel folder (`dnn_search.cache.kernel_dir()`:
+`.venv/dnn_search_kernels`, or $DNN_SEARCH_KERNELS); every command then loads that build without
+running the compiler (`dnn_search.native_build`: the build key, staging, locking, the fallbacks).
+A build for other sources, flags, CPU or torch is never loaded: a changed source is rebuilt into the
+same folder at first use. Where that folder is read-only, the build goes to the storage's cache
+(logged); where no compiler works, setup says so once (a `.failed` marker), commands do not retry,
+and `load()` returns None so callers use the torch.compile/eager kernels of dnn_search.fused.
+DNN_SEARCH_NATIVE=0 turns the native kernels off.
+
+Adding a kernel: write its C++ (it may use the prelude's helpers, e.g. `tanh_t`) as one more
+`Kernel(name, source, functions)` row of `KERNELS`; the functions become attributes of the module
+`load()` returns, and the new source changes the build key, so installations rebuild once.
 """
 from __future__ import annotations
 
-import hashlib
+import argparse
+import logging
 import os
 import platform
-import tempfile
+import sys
 import threading
-import warnings
+from dataclasses import dataclass
 
-import torch
+from dnn_search import native_build
+from dnn_search.cache import cache_dir, kernel_dir
 
-_SOURCE = r"""
+from dnn_search import hnn_kernel
+
+log = logging.getLogger(__name__)
+
+# Included once, before every kernel: headers and the shared float32 tanh.
+PRELUDE = r"""
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <cmath>
@@ -61,7 +75,19 @@ static inline float tanh_f32(float x) {
 }
 static inline double tanh_t(double x) { return std::tanh(x); }
 static inline float tanh_t(float x) { return tanh_f32(x); }
+"""
 
+
+@dataclass(frozen=True)
+class Kernel:
+    """One group of native functions: C++ SOURCE defining the FUNCTIONS Python calls."""
+
+    name: str
+    source: str
+    functions: tuple[str, ...]
+
+
+TILE_KERNEL = r"""
 // Arrays of shape (B, H) are row-major; each thread copies the columns of its neurons into
 // small contiguous buffers (L2-resident gathers, cheaper than transposing whole arrays) so the
 // innermost loop runs over the batch with unit stride, and writes its results back likewise.
@@ -166,7 +192,9 @@ std::vector<torch::Tensor> backward(torch::Tensor z, torch::Tensor w1, torch::Te
   });
   return {gz, gw1, gb1, gw2, gb2};
 }
+"""
 
+RMSPROP_KERNEL = r"""
 // RMSprop of the inner step for all parameters in one call (forward), and its vector-Jacobian
 // product (backward); the same expressions as dnn_search.inner_step's torch fallback.
 template <typename T>
@@ -232,7 +260,9 @@ std::vector<torch::Tensor> rmsprop_backward(std::vector<torch::Tensor> grads, st
   }
   return out;
 }
+"""
 
+TANH32_KERNEL = r"""
 torch::Tensor tanh32(torch::Tensor x) {
   TORCH_CHECK(x.scalar_type() == torch::kFloat32, "tanh32 takes float32");
   x = x.contiguous();
@@ -248,59 +278,87 @@ torch::Tensor tanh32(torch::Tensor x) {
 }
 """
 
-_FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno"]
-if platform.machine() in ("x86_64", "AMD64"):
-    _FLAGS.append("-mprefer-vector-width=512")  # gcc defaults to 256-bit vectors even with AVX-512
-_FUNCTIONS = ["forward", "backward", "rmsprop_forward", "rmsprop_backward", "tanh32"]
+# The native kernels, compiled together into one module (one build, one load).
+KERNELS = (
+    Kernel("tile", TILE_KERNEL, ("forward", "backward")),
+    Kernel("rmsprop", RMSPROP_KERNEL, ("rmsprop_forward", "rmsprop_backward")),
+    Kernel("tanh32", TANH32_KERNEL, ("tanh32",)),
+    Kernel("hnn", hnn_kernel.NATIVE_SOURCE, tuple(hnn_kernel.NATIVE_FUNCTIONS)),  # the HNN's f'/f'' tile
+)
+
+_FLAGS = ("-O3", "-march=native", "-fopenmp", "-fno-math-errno",
+          # gcc defaults to 256-bit vectors even with AVX-512
+          *(("-mprefer-vector-width=512",) if platform.machine() in ("x86_64", "AMD64") else ()))
 _lock = threading.Lock()
 _state: dict[str, object] = {}
+
+
+def extension() -> native_build.Extension:
+    """What is compiled: the prelude and every kernel of KERNELS, with the flags above."""
+    return native_build.Extension(prefix="dnn_search_native", sources=(PRELUDE, *(k.source for k in KERNELS)),
+                                  functions=tuple(f for k in KERNELS for f in k.functions),
+                                  cflags=_FLAGS, ldflags=("-fopenmp",))
 
 
 def enabled() -> bool:
     return os.environ.get("DNN_SEARCH_NATIVE", "1") != "0"
 
 
-def build_dir() -> str:
-    root = os.environ.get("DNN_SEARCH_CACHE") or os.path.join(tempfile.gettempdir(), f"dnn_search-{os.getuid()}")
-    path = os.path.join(root, "torch_extensions")
-    os.makedirs(path, exist_ok=True)
-    return path
-
-
-def _cpu_signature() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            lines = [ln for ln in fh if ln.startswith(("model name", "flags"))][:2]
-    except OSError:
-        lines = [platform.processor()]
-    return "".join(lines)
-
-
-def _module_name() -> str:
-    key = "\n".join([_SOURCE, " ".join(_FLAGS), _cpu_signature(), torch.__version__, platform.machine()])
-    return "dnn_search_native_" + hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
 def load():
-    """The compiled module, or None (disabled, or the build failed: warned once)."""
+    """The compiled module, or None (disabled, or unavailable: the reason is logged once per process).
+    Loaded from the installation's prebuilt kernels when they match; built (and kept) otherwise."""
     if not enabled():
         return None
     with _lock:
         if "module" not in _state:
-            try:
-                from torch.utils.cpp_extension import load_inline
-                name = _module_name()
-                _state["module"] = load_inline(
-                    name=name, cpp_sources=_SOURCE, functions=_FUNCTIONS, extra_cflags=_FLAGS,
-                    extra_ldflags=["-fopenmp"], build_directory=_ensure(os.path.join(build_dir(), name)),
-                    verbose=False)
-            except Exception as exc:  # no compiler, no headers, no ninja: the torch kernels remain
-                warnings.warn(f"native kernels unavailable ({type(exc).__name__}: {str(exc)[:300]}); "
-                              "using the torch.compile/eager kernels", RuntimeWarning, stacklevel=2)
-                _state["module"] = None
+            _state["module"], _state["report"] = native_build.load_or_build(
+                extension(), kernel_dir(), lambda: cache_dir() / "torch_extensions")
         return _state["module"]
 
 
-def _ensure(path: str) -> str:
-    os.makedirs(path, exist_ok=True)
-    return path
+def load_report() -> native_build.LoadReport | None:
+    """How `load()` obtained the kernels in this process (None before the first call)."""
+    with _lock:
+        return _state.get("report")  # type: ignore[return-value]
+
+
+def build_installation() -> int:
+    """The build step of scripts/setup.sh: the kernels into the installation's kernel folder.
+    0 when they are there (built now or already), 1 when they cannot be built (the reason is
+    logged and recorded, so commands use the torch kernels without retrying)."""
+    if not enabled():
+        log.info("native kernels: not built (DNN_SEARCH_NATIVE=0)")
+        return 0
+    ext, folder = extension(), kernel_dir()
+    if native_build.load_prebuilt(folder, ext) is not None:
+        log.info("native kernels: up to date in %s", folder / ext.module_name())
+        return 0
+    unwritable = native_build.writable_reason(folder)
+    if unwritable is not None:
+        log.warning("native kernels not built: %s; commands build them at first use into their storage's cache "
+                    "(set DNN_SEARCH_KERNELS to a writable folder to build once)", unwritable)
+        return 1
+    try:
+        native_build.build_into(folder, ext)
+    except Exception as exc:  # no compiler, no headers, no ninja: recorded for the commands, and said once
+        reason = f"{type(exc).__name__}: {str(exc).strip()}"
+        native_build.failure_marker(folder, ext).write_text(reason + "\n")
+        log.warning("native kernels not built (%s); dnn_search uses its torch kernels", reason.splitlines()[0][:300])
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dnn_search.native",
+                                     description="Build the native kernels into the installation (scripts/setup.sh).")
+    parser.add_argument("--build", action="store_true", help="build them (or check that they are up to date)")
+    parser.add_argument("--where", action="store_true", help="print the folder commands load them from")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.where:
+        print(kernel_dir() / extension().module_name())
+    return build_installation() if args.build else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

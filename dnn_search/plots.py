@@ -7,9 +7,11 @@ import numpy as np
 
 from dnn_search.activations import ActivationSet, base_value, standard_grid
 from dnn_search.atomic import atomic_path
+from dnn_search.cache import steer_matplotlib
 
 
 def pyplot():
+    steer_matplotlib()  # its font cache goes to our cache folder, never to $HOME
     import matplotlib
     if "matplotlib.pyplot" not in __import__("sys").modules:
         matplotlib.use("Agg")

@@ -13,8 +13,8 @@ the same worker with PYTHONPATH pointing there, so "old fast" is that commit's `
 Sizes: the paper's defaults on MNIST-1D (H=200, Ho=50, 5 epochs of batch 200 = 90 inner steps)
 for n in --n, and the smoke sizes (search_spaces/smoke.yaml: H=100, Ho=20, 2 epochs) for n in
 --smoke-n. `--tasks` adds rows for the physics datasets (VanDerPol, HenonHeiles) at their notebook sizes
-(H=100, Ho=50, 5 epochs of batch 200) for n in --physics-n; an implementation a task does not have
-(the HNN has no fast path) is left out.
+(H=100, Ho=50, 5 epochs of batch 200) for n in --physics-n, fast (the HNN's: the f'/f'' kernel) and
+reference; an implementation a task does not have is left out.
 
     python scripts/bench_metalearn.py --tasks VanDerPol HenonHeiles --n --smoke-n --threads 1 --no-doc
 

@@ -9,6 +9,9 @@
 #                                   dnn_search's Tune patch then warns once and leaves Tune alone.
 #
 # CPU machines get torch's CPU build (pinned first so nothing pulls a multi-GB CUDA build).
+# The native C++ kernels are then compiled once into .venv/dnn_search_kernels (30-50 s; skipped when
+# up to date), so that no command compiles before its first step. Without a working compiler setup
+# says so once and dnn_search uses its torch kernels; DNN_SEARCH_NATIVE=0 skips the build.
 # GPU users: install the torch build for your CUDA into the venv first (see README), and set
 # DNN_SEARCH_TORCH=skip to keep it (the lock's torch pin is then left out).
 set -euo pipefail
@@ -19,7 +22,7 @@ for arg in "$@"; do
     --test) test_tools=1 ;;
     --newest) newest=1 ;;
     --newest-ray) newest=1; newest_ray=1 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -54,4 +57,7 @@ if [ -n "$newest_ray" ]; then
   "${PIP[@]}" install --upgrade "ray[tune]" 2>&1 | quiet
 fi
 .venv/bin/python -c "import dnn_search, ray, optuna, pyhessian" || { echo "dnn_search install failed" >&2; exit 1; }
+# The native kernels, built into the environment once (python -m dnn_search.native prints one line;
+# a failed build is recorded there so that commands use the torch kernels without retrying).
+.venv/bin/python -m dnn_search.native --build || echo "setup.sh: continuing without the native kernels" >&2
 echo "dnn_search installed in .venv ($(.venv/bin/python -c 'import ray, torch; print("torch", torch.__version__, "ray", ray.__version__)'); $([ -n "$newest" ] && echo "newest versions" || echo "versions of requirements.lock"))"

@@ -3,14 +3,18 @@ tool's own one-line UserError, never another exception. (The activation-file rea
 tests/test_actfile.py.)"""
 from __future__ import annotations
 
+import contextlib
 import copy
+import json
 import math
+import signal
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from dnn_search.errors import UserError
+from dnn_search.results.rungs import MAX_RUNGS
 from dnn_search.search import pipeline_spec, samplers, schedulers
 from dnn_search.search.space import PARAM_KEYS, RESOURCE_KEYS, TOP_KEYS, SearchSpace, from_dict, load_space
 
@@ -137,3 +141,88 @@ def test_arbitrary_section_values(section, key, value):
     data = copy.deepcopy(VALID)
     data.setdefault(section, {})[key] = value
     _check(lambda: from_dict(data, source="fuzz.yaml"))
+
+
+# ------------------------------------------------------------------ numbers: parse -> rungs -> summary
+
+numbers = st.one_of(st.none(), st.integers(-3, 40), st.integers(-10**9, 10**9),
+                    st.floats(allow_nan=True, allow_infinity=True), st.floats(1.0, 3.0, exclude_min=True),
+                    st.sampled_from([1.5, 2.5, 1.01, 1.0001, 1 + 2**-40, 1e300, 0.5, 10**18]))
+
+
+def mostly(valid):
+    """Values of the key's valid kind seven times in eight (else any number), so that most examples
+    pass the loader and reach the rungs and the summary (the other fuzzers here cover refusals)."""
+    return st.integers(0, 7).flatmap(lambda pick: numbers if pick == 0 else valid)
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Fail (TimeoutError) instead of hanging: a rung loop that never ends is the bug this guards."""
+    def expired(signum, frame):
+        raise TimeoutError(f"did not finish within {seconds} s")
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _ablation_of(space: SearchSpace) -> tuple[list[int], list[str]]:
+    """The rungs of the space as recorded, and the summary's ablation section on tables holding one
+    trial that reached the top and one stopped at the first rung."""
+    import pandas as pd
+
+    from dnn_search.results.ablation import ablation_markdown, rungs_of
+    recorded = json.loads(json.dumps(space.to_dict()))  # as search.json holds it
+    rungs = rungs_of(recorded)
+    steps = pd.DataFrame([{"trial_id": "a", "step": s, space.metric: 0.5} for s in rungs]
+                         + [{"trial_id": "b", "step": rungs[0], space.metric: 0.25}])
+    trials = pd.DataFrame([{"trial_id": "a", "status": "COMPLETED", "n_activations": 2, "score": 0.5},
+                           {"trial_id": "b", "status": "PRUNED", "n_activations": 1, "score": 0.25}])
+    return rungs, ablation_markdown(trials, steps, recorded, space.metric, space.mode, 1.0, 4)
+
+
+@settings(max_examples=50, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+          suppress_health_check=[HealthCheck.too_slow])
+@example(kind="asha", grace=1, factor=1.5, scheduler_max=None, steps=4, sampled_steps=None, others={})
+@given(kind=st.sampled_from(["asha", "asha", "hyperband", "hyperband", "none", None]),
+       grace=st.one_of(st.none(), mostly(st.integers(1, 12))),
+       factor=st.one_of(st.none(), mostly(st.one_of(st.integers(2, 8), st.floats(1.05, 6.0)))),
+       scheduler_max=st.one_of(st.none(), st.none(), mostly(st.integers(1, 10**4))),
+       steps=mostly(st.one_of(st.integers(1, 400), st.integers(1, 10**7))),
+       sampled_steps=st.one_of(st.none(), st.none(), st.tuples(mostly(st.integers(1, 50)), mostly(st.integers(2, 500)))),
+       others=st.dictionaries(st.sampled_from(["num_samples", "checkpoint_every", "max_failures", "top"]),
+                              mostly(st.integers(2, 20)), max_size=2))
+def test_every_accepted_space_finishes_its_rungs_and_summary(kind, grace, factor, scheduler_max, steps,
+                                                             sampled_steps, others):
+    """Every space file the loader accepts also finishes: its rungs are few, sorted whole steps up to
+    the trials' maximum, and the summary's ablation section comes back (issue 18: factor 1.5 hung)."""
+    data = copy.deepcopy(VALID)
+    data.update(others)
+    data["scheduler"] = {k: v for k, v in (("type", kind), ("grace_period", grace), ("reduction_factor", factor),
+                                           ("max_steps", scheduler_max)) if v is not None}
+    refused = {"hyperband": ("grace_period",), "none": ("grace_period", "reduction_factor")}.get(kind, ())
+    for key in refused:  # keys these types refuse (one line): kept now and then
+        if data["scheduler"].get(key) not in (None, 1, 2):
+            del data["scheduler"][key]
+    data["fixed"]["steps"] = steps
+    if sampled_steps is not None:
+        del data["fixed"]["steps"]
+        data["params"]["steps"] = {"type": "int", "low": sampled_steps[0], "high": sampled_steps[1]}
+    space = _check(lambda: from_dict(data, source="fuzz.yaml"))
+    if space is None:
+        return
+    with time_limit(3.0):
+        rungs, section = _ablation_of(space)
+    top = space.max_steps()
+    assert rungs == sorted(set(rungs)) and all(isinstance(r, int) for r in rungs)
+    # HyperBand: up to s + 1 rungs in bracket s < MAX_RUNGS; ASHA: at most MAX_RUNGS; and the top step
+    assert 1 <= rungs[0] and rungs[-1] == top and len(rungs) <= min(top, MAX_RUNGS * (MAX_RUNGS + 1) // 2 + 1)
+    assert rungs[:-1] == space.milestones()  # the steps the trials checkpoint at
+    assert "### Outer steps" in section
+    shown = [int(line.split("|")[1]) for line in section[section.index("### Outer steps") + 4:]
+             if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
+    assert shown[:len(rungs)] == rungs

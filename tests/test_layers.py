@@ -18,8 +18,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "dnn_search"
 
 
-def _layer(path: Path) -> str:
-    rel = path.relative_to(PACKAGE)
+def _layer(path: Path, package: Path = PACKAGE) -> str:
+    rel = path.relative_to(package)
     if rel.parts[0] in ("search", "results"):
         return rel.parts[0]
     return "cli" if rel.name in ("cli.py", "__main__.py") else "science"
@@ -84,3 +84,75 @@ def test_the_check_can_fail(tmp_path):
     bad = tmp_path / "mod.py"
     bad.write_text("def f():\n    from ray import tune\n    import optuna as o\n")
     assert {"ray", "ray.tune", "optuna"} <= _imports(bad)
+
+
+def _module_name(path: Path, package: Path = PACKAGE) -> str:
+    parts = list(path.relative_to(package.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _package_imports(path: Path, known: set[str], package: Path = PACKAGE) -> set[str]:
+    """The package's own modules that PATH imports, at any depth (function-local imports included)."""
+    return {n for n in _imports(path) if n in known} - {_module_name(path, package)}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import cycles of GRAPH: its strongly connected components of more than one module."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def _science_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    science = {_module_name(p, package): p for p in sorted(package.rglob("*.py")) if _layer(p, package) == "science"}
+    return {m: _package_imports(p, set(science), package) for m, p in science.items()}
+
+
+def test_data_and_dynamics_do_not_import_each_other():
+    """Issue 18: the loaders (data) and the physics trajectories (dynamics) each build their Dataset
+    from dnn_search.dataset and cache through dnn_search.cache; neither imports the other, not even
+    inside a function."""
+    known = {_module_name(p) for p in MODULES}
+    assert "dnn_search.dynamics" not in _package_imports(PACKAGE / "data.py", known)
+    assert "dnn_search.data" not in _package_imports(PACKAGE / "dynamics.py", known)
+
+
+def test_science_layer_has_no_import_cycles():
+    """Imports inside the science layer point one way (function-local imports count): a cycle is how
+    two concepts end up importing each other lazily to dodge an ImportError."""
+    assert _cycles(_science_graph()) == []
+
+
+def test_the_cycle_check_can_fail(tmp_path):
+    """The scan sees a cycle made of function-local imports, so the test above has teeth."""
+    package = tmp_path / "dnn_search"
+    package.mkdir()
+    (package / "a.py").write_text("def f():\n    from dnn_search.b import g\n")
+    (package / "b.py").write_text("from dnn_search import c\n")
+    (package / "c.py").write_text("def h():\n    import dnn_search.a\n")
+    assert _cycles(_science_graph(package)) == [["dnn_search.a", "dnn_search.b", "dnn_search.c"]]

@@ -2,7 +2,8 @@
 
 Data (integration, exact targets, energy, trajectory splits), the HNN's prediction and its derivatives
 (against finite differences and the analytic Hamiltonian), the exact meta-gradient (fast against
-reference for VanDerPol, finite differences of the meta-loss for the HNN), forecast metrics, and the
+reference for VanDerPol, finite differences of the meta-loss for the HNN on both paths; the HNN's fast
+path against its reference is tests/test_hnn_fast.py), forecast metrics, and the
 commands end to end with their refusals.
 """
 from __future__ import annotations
@@ -227,8 +228,9 @@ def test_vanderpol_fast_meta_gradient_matches_reference(base, n, noise):
         assert float(((grads_fast[name] - g).abs() / g.abs()).max()) <= 1e-4, name
 
 
-def test_hnn_meta_gradient_against_finite_differences_of_the_meta_loss():
-    """The exact unrolled second-order meta-gradient of the HNN (reference path) equals central
+@pytest.mark.parametrize("impl", ["reference", "fast"])
+def test_hnn_meta_gradient_against_finite_differences_of_the_meta_loss(impl):
+    """The exact unrolled second-order meta-gradient of the HNN (both paths) equals central
     differences of the meta-loss in the activation weights (noise off, so the meta-loss is a
     deterministic function of phi for a fixed seed)."""
     data = load_dataset("HenonHeiles")
@@ -236,7 +238,7 @@ def test_hnn_meta_gradient_against_finite_differences_of_the_meta_loss():
 
     def learner(phi=None):
         cfg = MetaConfig(dataset="HenonHeiles", activation="tanh", n_activations=2, inner_hidden_size=6,
-                         outer_hidden_size=4, inner_batch_size=40, epochs=2, noise=0.0, inner_lr=0.05)
+                         outer_hidden_size=4, inner_batch_size=40, epochs=2, noise=0.0, inner_lr=0.05, impl=impl)
         m = MetaLearner(cfg, *split, 1, dtype=torch.float64)
         if phi is not None:
             with torch.no_grad():
@@ -245,7 +247,7 @@ def test_hnn_meta_gradient_against_finite_differences_of_the_meta_loss():
         return m
 
     base = learner()
-    assert base.cfg.impl == "reference"  # auto: no fast path for the HNN
+    assert base.cfg.impl == impl
     loss, grads, _, _ = base.meta_gradient()
     phi0 = {k: v.detach().clone() for k, v in base.phi.items()}
     h = 1e-6
@@ -264,7 +266,7 @@ def test_hnn_meta_gradient_against_finite_differences_of_the_meta_loss():
 def test_impl_auto_resolves_per_task_and_is_recorded():
     assert MetaConfig(dataset="MNIST1D").validate().impl == "fast"
     assert MetaConfig(dataset="VanDerPol").validate().impl == "fast"
-    assert MetaConfig(dataset="HenonHeiles").validate().impl == "reference"
+    assert MetaConfig(dataset="HenonHeiles").validate().impl == "fast"
     assert MetaConfig(dataset="HenonHeiles", impl="reference").validate().impl == "reference"
 
 
@@ -333,11 +335,9 @@ def _one_error_line(capsys):
     return err
 
 
-def test_hnn_refuses_the_fast_path_and_elu(tmp_path, capsys):
+def test_hnn_refuses_elu(tmp_path, capsys):
     common = ["metalearn", "--dataset", "HenonHeiles", "--steps", "1", "--output_folder", str(tmp_path)]
-    assert cli.main([*common, "--impl", "fast"]) == 2
-    assert "no fast path exists for task hnn" in _one_error_line(capsys)
-    assert cli.main([*common, "--activation", "elu"]) == 2
+    assert cli.main([*common, "--impl", "fast", "--activation", "elu"]) == 2
     assert "smooth" in _one_error_line(capsys)
     elu = _act_file(tmp_path, "HenonHeiles", "elu")
     assert cli.main(["validate", "--act_path", str(elu), "--runs", "1"]) == 2
@@ -397,7 +397,7 @@ def test_metalearn_validate_hessian_end_to_end(dataset, tmp_path, capsys):
                      "--epochs", "1", "--inner_batch_size", "1000", "--steps", "2", "--n_activations", "2",
                      "--activation", "tanh", "--save_curve", "--output_folder", str(out)]) == 0
     meta = json.loads(next(out.glob("*.json")).read_text())
-    assert meta["config"]["impl"] == ("fast" if dataset == "VanDerPol" else "reference")
+    assert meta["config"]["impl"] == "fast"  # auto: both tasks have a fast path
     assert "final_heldout_mse" in meta
     npz = next(out.glob("*.npz"))
     assert cli.main(["validate", "--act_path", str(npz), "--validation_mode", "all", "--runs", "1",

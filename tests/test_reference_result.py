@@ -92,3 +92,15 @@ def test_readme_quotes_the_summary(result):
             else:
                 text = f"{sum(values) / len(values) * comp.view.scale:.{comp.view.digits}f}"
             assert text in readme, f"{name} {comp.optimizer} {role}: {text} is not in the README"
+
+
+def test_readme_counts_every_failed_trial(result):
+    """The README's account of each committed run says how many of its trials FAILED (diverged): a
+    run's failures are part of its result, not a footnote of the tables."""
+    name, _, tables = result
+    failed = int((tables["trials"]["status"] == "FAILED").sum())
+    readme = (REPO / "README.md").read_text()
+    start = readme.index(f"(results/{name}/)")
+    account = readme[start:readme.find("\n### ", start)]
+    said = "No trial FAILED" if failed == 0 else f"**{failed} FAILED**"
+    assert said in account, f"README's account of {name} does not say '{said}' ({failed} trials FAILED)"

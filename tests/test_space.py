@@ -51,7 +51,7 @@ def test_defaults_and_every_flag_sampleable():
     assert space.params["inner_batch_size"].log
     assert from_dict({"scheduler": {"type": "none"}, "sampler": {"type": "random"}}).milestones() == []
     assert from_dict({"scheduler": {"grace_period": 3, "reduction_factor": 2, "max_steps": 12},
-                      "fixed": {"steps": 12}}).milestones() == [3, 6, 12]
+                      "fixed": {"steps": 12}}).milestones() == [3, 6]  # 12: the last step, not a rung
 
 
 BASE = {"metric": "heldout_accuracy", "fixed": {"steps": 10},

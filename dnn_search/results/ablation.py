@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from dnn_search.results.rungs import SchedulerSpec, horizon
+
 
 def _fmt(value: float, scale: float, digits: int) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value * scale:.{digits}f}"
@@ -39,38 +41,35 @@ def steps_ablation(steps, metric: str, rungs: list[int], scale: float = 1.0, dig
 
 def n_ablation(trials, score: str = "score", direction: str = "max", scale: float = 1.0,
                digits: int = 2) -> list[str]:
-    """Markdown: per number of learned activations n, how many trials ran, how many ASHA kept to the
-    end, and the best and median final search metric (each trial's last reported value)."""
+    """Markdown: per number of learned activations n, how many trials ran to a value (completed or
+    stopped early), how many ASHA kept to the end, the best and median final search metric (each
+    trial's last reported value), and how many FAILED (diverged or errored: no value, but a count a
+    reader needs, or an n whose trials all fail looks merely untried)."""
     if trials is None or "n_activations" not in getattr(trials, "columns", []) or score not in trials.columns:
         return []
-    done = trials[trials["status"].isin(["COMPLETED", "PRUNED"])]
+    ended = trials[trials["status"].isin(["COMPLETED", "PRUNED", "FAILED"])]
     pick = np.nanmax if direction == "max" else np.nanmin
-    lines = ["| n | trials | completed (not stopped early) | best final value | median final value |",
-             "|---|---|---|---|---|"]
-    for n, group in done.groupby("n_activations", sort=True):
-        values = group[score].astype(float).to_numpy()
+    lines = ["| n | trials | completed (not stopped early) | best final value | median final value | failed |",
+             "|---|---|---|---|---|---|"]
+    for n, group in ended.groupby("n_activations", sort=True):
+        done = group[group["status"].isin(["COMPLETED", "PRUNED"])]
+        values = done[score].astype(float).to_numpy()
         finite = values[np.isfinite(values)]
-        lines.append(f"| {int(n)} | {len(group)} | {int((group['status'] == 'COMPLETED').sum())} | "
+        lines.append(f"| {int(n)} | {len(done)} | {int((done['status'] == 'COMPLETED').sum())} | "
                      f"{_fmt(float(pick(finite)) if finite.size else math.nan, scale, digits)} | "
-                     f"{_fmt(float(np.median(finite)) if finite.size else math.nan, scale, digits)} |")
+                     f"{_fmt(float(np.median(finite)) if finite.size else math.nan, scale, digits)} | "
+                     f"{int((group['status'] == 'FAILED').sum())} |")
     return lines
 
 
 def rungs_of(space: dict) -> list[int]:
-    """The outer steps at which the recorded space's scheduler compares trials (ASHA / Hyperband:
-    grace * rf^k below the maximum), and the maximum itself; just the maximum otherwise."""
-    scheduler = space.get("scheduler") or {}
-    top = scheduler.get("max_steps") or (space.get("fixed") or {}).get("steps")
-    if not top:
-        return []
-    top = int(top)
-    rungs, grace, factor = [], scheduler.get("grace_period"), scheduler.get("reduction_factor")
-    if scheduler.get("type") in ("asha", "hyperband") and grace and factor and factor > 1:
-        r = int(grace)
-        while r < top:
-            rungs.append(r)
-            r *= int(factor)
-    return [*rungs, top]
+    """The outer steps at which the recorded space's scheduler compares trials (`SchedulerSpec.rungs`,
+    the formula the search checkpointed at), and the trials' maximum; just the maximum without rungs."""
+    top = horizon(space)
+    if top is None:  # the space left the step count to the meta-learning default
+        from dnn_search.metalearn import MetaConfig
+        top = MetaConfig().steps
+    return [*SchedulerSpec.from_recorded(space.get("scheduler")).rungs(top), top]
 
 
 def ablation_markdown(trials, steps, space: dict, metric: str, direction: str, scale: float,

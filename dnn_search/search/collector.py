@@ -4,11 +4,17 @@ step, and writes them as trials.parquet and steps.parquet.
 The tables are rewritten every 15 s (so a dashboard or report sees a running search), at the end,
 and before each trial is told to Optuna (`DriverState.persist`), so that what the study calls
 finished is on disk. On --resume it starts from the killed run's tables and Tune's result files.
+
+A write that fails (a full disk, a permission) is retried once; a second failure stops the search:
+it is recorded in `DriverState.failure` (so the searcher tells Optuna nothing more and the driver's
+stopper ends the run before Tune's next snapshot) and raised as `TableWriteFailed`, which names the
+reason and the `--resume` that continues.
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import sys
@@ -18,9 +24,16 @@ from pathlib import Path
 from dnn_search.errors import UserError
 from dnn_search.results.layout import RAY_DIR, SEARCH_EXPERIMENT, STEPS_FILE, TRIALS_FILE
 from dnn_search.results.tables import STEP_COLUMNS, TRIAL_COLUMNS, write_table
+from dnn_search.search import faults
 from dnn_search.search.console import progress_text
 from dnn_search.search.space import SearchSpace
 from dnn_search.search.state import DriverState
+
+log = logging.getLogger(__name__)
+
+
+class TableWriteFailed(UserError):
+    """The search's tables could not be written twice in a row: the search stops (resumably)."""
 
 
 def make_collector(exp_dir: Path, space: SearchSpace, quiet: bool, state: DriverState):
@@ -40,6 +53,7 @@ def make_collector(exp_dir: Path, space: SearchSpace, quiet: bool, state: Driver
             self.errors = {}
             self.last_write = 0.0
             self.last_print = 0.0
+            self.persisted = 0  # writes made before a tell (the fault point counts them)
             self.tty = sys.stdout.isatty()
             self.print_every = 5.0 if self.tty else 30.0
             self.started = time.time()
@@ -51,19 +65,27 @@ def make_collector(exp_dir: Path, space: SearchSpace, quiet: bool, state: Driver
             path = exp_dir / STEPS_FILE
             if path.is_file():
                 import pandas as pd
-                with contextlib.suppress(Exception):
+                import pyarrow
+                try:
                     for row in pd.read_parquet(path).to_dict("records"):
                         row["grad_norms"] = list(row.get("grad_norms") if row.get("grad_norms") is not None else [])
                         self.steps[(str(row["trial_id"]), int(row["step"]))] = row
+                except (OSError, ValueError, KeyError, pyarrow.ArrowException) as exc:
+                    log.warning("%s is unreadable (%s): the steps are read back from Tune's result files only",
+                                path, exc)
             for results in (exp_dir / RAY_DIR / SEARCH_EXPERIMENT).glob("*/result.json"):
-                with contextlib.suppress(OSError):
-                    for line in results.read_text(encoding="utf-8", errors="replace").splitlines():
-                        try:
-                            result = json.loads(line)
-                        except ValueError:  # a line cut by the kill
-                            continue
-                        if isinstance(result, dict) and result.get("trial_id"):
-                            self._add_step(str(result["trial_id"]), result)
+                try:
+                    lines = results.read_text(encoding="utf-8", errors="replace").splitlines()
+                except OSError as exc:
+                    log.warning("cannot read %s (%s): its trial's steps come from steps.parquet only", results, exc)
+                    continue
+                for line in lines:
+                    try:
+                        result = json.loads(line)
+                    except ValueError:  # a line cut by the kill
+                        continue
+                    if isinstance(result, dict) and result.get("trial_id"):
+                        self._add_step(str(result["trial_id"]), result)
 
         def _add_step(self, trial_id, result):
             if result.get("diverged") or "step" not in result:
@@ -98,6 +120,9 @@ def make_collector(exp_dir: Path, space: SearchSpace, quiet: bool, state: Driver
         def on_experiment_end(self, trials, **info):
             for t in trials:
                 self.trials[t.trial_id] = t
+            if state.failure is not None:  # the run is being stopped for it: let that error through
+                log.warning("the tables were not written at the end: %s", state.failure)
+                return
             self.write()
             if not quiet:
                 self.print_progress(final=True)
@@ -138,20 +163,37 @@ def make_collector(exp_dir: Path, space: SearchSpace, quiet: bool, state: Driver
             rows.sort(key=lambda r: (r["optuna_number"] is None, r["optuna_number"] or 0, r["trial_id"]))
             return rows
 
-        def write(self):
+        def persist(self):
+            """The write before a trial is told to Optuna (`DriverState.persist`)."""
+            self.persisted += 1
+            self.write(before_tell=self.persisted)
+
+        def write(self, before_tell: int = 0):
+            """Both tables, atomically; retried once; a second failure stops the search (module doc)."""
             self.last_write = time.time()
-            with contextlib.suppress(UserError):
-                write_table(exp_dir / TRIALS_FILE, self.trial_rows(), TRIAL_COLUMNS)
-                rows = sorted(self.steps.values(), key=lambda r: (str(r["trial_id"]), int(r["step"])))
-                write_table(exp_dir / STEPS_FILE,
-                                  [{k: r.get(k) for k in (*step_columns, "wall_time")} for r in rows], step_columns)
+            for attempt in (1, 2):
+                try:
+                    faults.fail_table_write(before_tell, attempt)
+                    self._write_tables()
+                    return
+                except (UserError, OSError) as exc:
+                    if attempt == 1:
+                        log.warning("writing the search tables failed (%s); retrying once", exc)
+                        continue
+                    state.failure = TableWriteFailed(
+                        f"search stopped: cannot write the search tables in {exp_dir} ({exc}); Optuna was not told "
+                        f"about trials that ended since. Fix the cause, then continue with --resume")
+                    raise state.failure from exc
+
+        def _write_tables(self):
+            write_table(exp_dir / TRIALS_FILE, self.trial_rows(), TRIAL_COLUMNS)
+            rows = sorted(self.steps.values(), key=lambda r: (str(r["trial_id"]), int(r["step"])))
+            write_table(exp_dir / STEPS_FILE,
+                        [{k: r.get(k) for k in (*step_columns, "wall_time")} for r in rows], step_columns)
 
         def print_progress(self, final=False):
             text = progress_text(self.trial_rows(), space, time.time() - self.started, self.tty, final)
-            if self.tty and not final:
-                print("\033[2J\033[H" + text, flush=True)
-            else:
-                print(text, flush=True)
+            log.info(("\033[2J\033[H" + text) if self.tty and not final else text)
 
     return Collector()
 
@@ -174,12 +216,16 @@ def _relative(path: str, exp_dir: Path) -> str:
 
 
 def _error_text(trial) -> str:
-    with contextlib.suppress(Exception):
-        path = trial.error_file
-        if path and os.path.isfile(path):
-            lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
-            if lines:
-                return lines[-1].strip()[:500]
+    """The last line of the trial's error file (Tune's traceback), else its error message."""
+    path = getattr(trial, "error_file", None)
+    if path and os.path.isfile(path):
+        try:
+            lines = [line for line in Path(path).read_text(errors="replace").splitlines() if line.strip()]
+        except OSError as exc:
+            log.warning("cannot read the error file of trial %s (%s)", trial.trial_id, exc)
+            lines = []
+        if lines:
+            return lines[-1].strip()[:500]
     return str(getattr(trial, "error_msg", "") or "error")[:500]
 
 
@@ -205,9 +251,13 @@ def _optuna_index(state: DriverState):
     numbers, states = {}, {}
     if study is None:
         return numbers, states
-    with contextlib.suppress(Exception):
-        for t in study.get_trials(deepcopy=False):
-            tid = t.user_attrs.get("ray_trial_id")
-            if tid:
-                numbers[tid], states[tid] = t.number, t.state.name
+    try:
+        frozen = study.get_trials(deepcopy=False)
+    except Exception as exc:  # the storage's own errors (sqlalchemy, journal): the table still gets written
+        log.warning("cannot read the Optuna study (%s): trials.parquet shows Tune's statuses only", exc)
+        return numbers, states
+    for t in frozen:
+        tid = t.user_attrs.get("ray_trial_id")
+        if tid:
+            numbers[tid], states[tid] = t.number, t.state.name
     return numbers, states

@@ -3,10 +3,15 @@
 `run_search` resolves the options, starts (or joins) Ray, runs the Tune experiment whose trials
 Optuna samples, writes the tables and exports the best trials; `then` runs more work in the same
 session (the pipeline's validation and Hessian stages, `pipeline.py`).
+
+A search stops early, resumably, when its tables cannot be written (`collector.py`): the stopper
+here raises the recorded reason at Tune's next check, which comes before Tune's next snapshot of
+its own state, so the snapshot on disk never shows a trial as ended that Optuna was not told about.
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from pathlib import Path
@@ -29,6 +34,26 @@ from dnn_search.search.schedulers import make_scheduler
 from dnn_search.search.space import SearchSpace
 from dnn_search.search.state import DriverState
 from dnn_search.search.study import finished_trials, make_searcher
+
+log = logging.getLogger(__name__)
+
+
+def make_stopper(state: DriverState):
+    """A Tune stopper that ends the run with `state.failure` (checked by Tune after each event, before
+    it snapshots its state). Raising, not returning True: Tune's own stop would mark the running trials
+    finished, and a resume would not continue them."""
+    from ray.tune import Stopper
+
+    class StopOnFailure(Stopper):
+        def __call__(self, trial_id, result):
+            return False
+
+        def stop_all(self):
+            if state.failure is not None:
+                raise state.failure
+            return False
+
+    return StopOnFailure()
 
 
 def trial_settings(space: SearchSpace) -> dict:
@@ -56,7 +81,7 @@ def _search_in_session(space: SearchSpace, exp_dir: Path, record: SearchRecord, 
     state = DriverState()
     collector = make_collector(exp_dir, space, opts.quiet, state)
     state.on_complete = artifact_hook(exp_dir, collector)
-    state.persist = collector.write
+    state.persist = collector.persist
     state.last_result = lambda tid: dict(collector.trials[tid].last_result or {})
     settings = trial_settings(space)
     path = exp_dir / RAY_DIR / SEARCH_EXPERIMENT
@@ -67,15 +92,16 @@ def _search_in_session(space: SearchSpace, exp_dir: Path, record: SearchRecord, 
                                     {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial})
     run_config = tune.RunConfig(
         name=SEARCH_EXPERIMENT, storage_path=str(exp_dir / RAY_DIR), verbose=0,
-        callbacks=[JsonLoggerCallback(), collector],
+        callbacks=[JsonLoggerCallback(), collector], stop=make_stopper(state),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         failure_config=tune.FailureConfig(max_failures=space.max_failures))
     started = time.time()
     if resuming:
         tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
         # RunConfig callbacks are not restored with the tuner: attach ours again; and the restored
-        # searcher carries an empty DriverState (it cannot be pickled): attach the live one.
+        # searcher and stopper carry an empty DriverState (it cannot be pickled): attach the live one.
         tuner._local_tuner._run_config.callbacks = run_config.callbacks
+        tuner._local_tuner._run_config.stop = run_config.stop
         tuner._local_tuner._run_config.verbose = 0
         tuner._local_tuner._tune_config.search_alg._driver = state
     else:
@@ -94,9 +120,9 @@ def _search_in_session(space: SearchSpace, exp_dir: Path, record: SearchRecord, 
         state.study = None
     if not opts.quiet:
         where = record.address or "embedded local Ray"
-        print(f"search {opts.name}: {space.num_samples} trials of {', '.join(p.describe() for p in space.params.values())}"
-              f" on {where}; {space.cpus_per_trial:g} CPU + {space.gpus_per_trial:g} GPU per trial; "
-              f"results in {exp_dir}", flush=True)
+        log.info(f"search {opts.name}: {space.num_samples} trials of {', '.join(p.describe() for p in space.params.values())}"
+                 f" on {where}; {space.cpus_per_trial:g} CPU + {space.gpus_per_trial:g} GPU per trial; "
+                 f"results in {exp_dir}")
     tuner.fit()
     collector.write()
     return {"collector": collector, "seconds": time.time() - started}
@@ -134,8 +160,8 @@ def _run_search(opts: Options, space: SearchSpace, exp_dir: Path, record: Search
             from dnn_search.results.dashboard import start_dashboard_process, stop_dashboard
             dashboard, url = start_dashboard_process(exp_dir, port=opts.dashboard_port)
             stack.callback(stop_dashboard, dashboard)
-            print(f"Dashboard: {url}  (stops with this command; reopen with `dnn-search dashboard "
-                  f"{opts.name}`)", flush=True)
+            log.info(f"Dashboard: {url}  (stops with this command; reopen with `dnn-search dashboard "
+                     f"{opts.name}`)")
         outcome = _search_in_session(space, exp_dir, record, opts)
         exported = []
         trials = read_table(exp_dir / TRIALS_FILE)
@@ -143,8 +169,8 @@ def _run_search(opts: Options, space: SearchSpace, exp_dir: Path, record: Search
             exported = export_trials(exp_dir, space.top, quiet=True)
         if not opts.quiet:
             print_best(exp_dir, space, opts.name, space.top)
-            print(f"search took {outcome['seconds']:.0f} s; exported {len(exported)} trial(s) to "
-                  f"{exp_dir / 'activations'}")
+            log.info(f"search took {outcome['seconds']:.0f} s; exported {len(exported)} trial(s) to "
+                     f"{exp_dir / 'activations'}")
         result = {"exp_dir": exp_dir, "space": space, "exported": exported, "seconds": outcome["seconds"]}
         if then is not None:
             result.update(then(ray, space, exp_dir, exported, opts) or {})

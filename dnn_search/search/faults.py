@@ -59,6 +59,22 @@ def stall_after_tell(told: int) -> None:
         time.sleep(3600)
 
 
+FAIL_WRITE_VARIABLE = "DNN_SEARCH_FAIL_TABLE_WRITE"
+
+
+def fail_table_write(before_tell: int, attempt: int) -> None:
+    """Called by the collector before each attempt to write the tables: with
+    `DNN_SEARCH_FAIL_TABLE_WRITE=K:N[,K:N...]`, the write made before the K-th tell to Optuna fails on
+    its first N attempts (as a full disk would), so a test reaches the retry and the stop on purpose."""
+    spec = os.environ.get(FAIL_WRITE_VARIABLE)
+    if not spec or not before_tell:
+        return
+    for item in spec.split(","):
+        tell, _, count = item.partition(":")
+        if before_tell == int(tell) and attempt <= int(count or 1):
+            raise OSError(28, f"No space left on device (test fault {FAIL_WRITE_VARIABLE}={spec})")
+
+
 STALL_AT_VARIABLE = "DNN_SEARCH_STALL_AT"
 
 

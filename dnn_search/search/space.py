@@ -16,10 +16,11 @@ from pathlib import Path
 
 from dnn_search.errors import UserError
 from dnn_search.metalearn import MetaConfig
+from dnn_search.results.rungs import horizon
 from dnn_search.search.checker import Checker
 from dnn_search.search.pipeline_spec import PipelineSpec, parse_pipeline
 from dnn_search.search.samplers import SamplerSpec, parse_sampler
-from dnn_search.search.schedulers import SchedulerSpec, parse_scheduler
+from dnn_search.search.schedulers import SchedulerSpec, check_scheduler, parse_scheduler
 
 # Metrics every meta-learning trial reports after each outer step, with their natural direction.
 PARAM_TYPES = ("loguniform", "uniform", "int", "categorical")
@@ -93,11 +94,7 @@ class SearchSpace:
 
     def max_steps(self) -> int:
         """The most outer steps any trial can run (the scheduler's max_t)."""
-        if self.scheduler.max_steps:
-            return int(self.scheduler.max_steps)
-        if "steps" in self.params:
-            return int(max(self.params["steps"].corners()))
-        return int(self.fixed.get("steps", _META_DEFAULTS["steps"]))
+        return horizon(self.to_dict()) or int(_META_DEFAULTS["steps"])
 
     def task(self):
         """The task (classification, ...) of this space's dataset: it names the trials' metrics."""
@@ -108,7 +105,7 @@ class SearchSpace:
 
     def milestones(self) -> list[int]:
         """Steps at which the scheduler may stop a trial (trials checkpoint there too)."""
-        return self.scheduler.milestones(self.max_steps())
+        return self.scheduler.rungs(self.max_steps())
 
     def to_dict(self) -> dict:
         """Plain data (YAML/JSON-ready) that `from_dict` reads back into an equal space."""
@@ -270,9 +267,7 @@ def from_dict(data, source: str = "") -> SearchSpace:
 
     space.pipeline = parse_pipeline(c, data.get("pipeline"))
 
-    if space.scheduler.type != "none" and space.scheduler.grace_period > space.max_steps():
-        c.fail("scheduler.grace_period", f"{space.scheduler.grace_period} is beyond the "
-                                         f"{space.max_steps()} steps a trial runs")
+    check_scheduler(c, space.scheduler, space.max_steps())
     if space.scheduler.max_steps and "steps" not in space.params:
         steps = int(space.fixed.get("steps", _META_DEFAULTS["steps"]))
         if space.scheduler.max_steps > steps:

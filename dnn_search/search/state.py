@@ -19,6 +19,9 @@ class DriverState:
         self.persist: Callable[[], None] | None = None        # writes the tables (before each tell)
         self.last_result: Callable[[str], dict] | None = None  # a trial's last result, by Ray trial id
         self.told = 0                       # trials told to Optuna by this driver
+        # why the search must stop (a table write that failed twice): nothing more is told to Optuna,
+        # and the driver's stopper ends the run before Tune's next snapshot of its state
+        self.failure: Exception | None = None
 
     def __reduce__(self):
         return (DriverState, ())

@@ -6,19 +6,26 @@ Ray's OptunaSearch tells every trial that ends COMPLETE, even one that ASHA stop
 intermediate value, attaches the trial's activation plot before it is told, and, after a driver
 was killed, marks the trials it had asked for but never ran as FAIL ("stale"). The study is the
 record of which trials finished: `finished_trials` reads it on --resume.
+
+Nothing is told before the trial's tables are on disk and its record (steps done, error) is in the
+study: when either fails, the searcher tells nothing, records the reason in `DriverState.failure`
+and the driver's stopper ends the run (`--resume` continues, and tells those trials then).
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from pathlib import Path
 
+from dnn_search.errors import UserError
 from dnn_search.results.layout import STEPS_FILE
 from dnn_search.results.tables import plain, read_table
 from dnn_search.search import faults
+from dnn_search.search.collector import TableWriteFailed
 from dnn_search.search.space import SearchSpace
 from dnn_search.search.state import DriverState
+
+log = logging.getLogger(__name__)
 
 
 def distributions(space: SearchSpace) -> dict:
@@ -47,8 +54,8 @@ def make_searcher(space: SearchSpace, name: str, storage, state: DriverState):
             config = super().suggest(trial_id)
             ot_trial = self._ot_trials.get(trial_id)
             if ot_trial is not None:
-                with contextlib.suppress(Exception):
-                    ot_trial.set_user_attr("ray_trial_id", trial_id)
+                # not optional: a resume finds the trial's outcome through it (finished_trials)
+                ot_trial.set_user_attr("ray_trial_id", trial_id)
                 self._driver.numbers[trial_id] = ot_trial.number
             return config
 
@@ -67,11 +74,16 @@ def make_searcher(space: SearchSpace, name: str, storage, state: DriverState):
         def on_trial_complete(self, trial_id, result=None, error=False):
             if trial_id in self._completed_trials or trial_id not in self._ot_trials:
                 return
+            if self._driver.failure is not None:  # the run is stopping: tell nothing more (resume tells)
+                log.warning("trial %s ended; Optuna is told on --resume: %s", trial_id, self._driver.failure)
+                return
             ot_trial = self._ot_trials[trial_id]
             if not result and not error and self._driver.last_result is not None:
                 # A paused trial stopped by the scheduler (HyperBand) arrives without its result.
-                with contextlib.suppress(Exception):
+                try:
                     result = self._driver.last_result(trial_id) or None
+                except KeyError:  # never seen by the collector: no result to tell
+                    log.warning("trial %s ended without a result the collector saw", trial_id)
             value = result.get(self.metric) if result else None
             if result and not error:
                 # The last result reaches the searcher here, not through on_trial_result.
@@ -88,29 +100,42 @@ def make_searcher(space: SearchSpace, name: str, storage, state: DriverState):
                 state, reason = TrialState.PRUNED, ""
             else:
                 state, reason = TrialState.COMPLETE, ""
+            # told before the driver was killed (finished_trials): Tune completes the restored trial
+            # again; the study keeps its record, the tables are written again
+            told_before = ot_trial.storage.get_trial(ot_trial._trial_id).state.is_finished()
             hook = self._driver.on_complete
-            if hook is not None:
-                with contextlib.suppress(Exception):
+            if hook is not None and not told_before:
+                try:
                     hook(trial_id, ot_trial, state.name, result)
-            with contextlib.suppress(Exception):
-                if reason:
-                    ot_trial.set_user_attr("error", reason)
-                if result:
-                    ot_trial.set_user_attr("steps_done", int(result.get("step", 0)))
-            persist = self._driver.persist
-            if persist is not None:
-                # Once Optuna is told, a resume skips this trial (see finished_trials): its steps must be
-                # on disk first, since Tune's copy of them is only synced at its periodic snapshots.
-                persist()
+                except Exception as exc:  # plotting or the artifact store: the trial's outcome still counts
+                    log.warning("trial %s: its activation plot was not attached: %s", trial_id, exc)
             try:
-                if ot_trial.storage.get_trial(ot_trial._trial_id).state.is_finished():
-                    # told before the driver was killed; Tune completes the restored trial again
-                    self._completed_trials.add(trial_id)
-                    return
+                if reason and not told_before:
+                    ot_trial.set_user_attr("error", reason)
+                if result and not told_before:
+                    ot_trial.set_user_attr("steps_done", int(result.get("step", 0)))
+                persist = self._driver.persist
+                if persist is not None:
+                    # Once Optuna is told, a resume skips this trial (see finished_trials): its steps must be
+                    # on disk first, since Tune's copy of them is only synced at its periodic snapshots.
+                    persist()
+            except TableWriteFailed:  # recorded in the driver state; the stopper ends the run
+                log.warning("trial %s ended; Optuna is told on --resume: %s", trial_id, self._driver.failure)
+                return
+            except Exception as exc:  # the study's storage (sqlalchemy, journal file): same, resumable
+                self._driver.failure = UserError(
+                    f"search stopped: cannot record trial {trial_id} in the Optuna study ({exc}); fix the "
+                    f"storage, then continue with --resume")
+                log.warning("%s", self._driver.failure)
+                return
+            if told_before:
+                self._completed_trials.add(trial_id)
+                return
+            try:
                 self._ot_study.tell(ot_trial, float(value) if state == TrialState.COMPLETE else None,
                                     state=state)
-            except Exception as exc:  # e.g. already finished after a restore
-                logging.getLogger(__name__).warning("optuna tell failed for %s: %s", trial_id, exc)
+            except Exception as exc:  # the storage's own errors: logged; a resume's finished_trials decides
+                log.warning("optuna tell failed for %s: %s", trial_id, exc)
                 self._completed_trials.add(trial_id)
                 return
             self._completed_trials.add(trial_id)
@@ -127,9 +152,11 @@ def make_searcher(space: SearchSpace, name: str, storage, state: DriverState):
             storage = self._ot_study._storage
             for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 if frozen.number not in live:
-                    with contextlib.suppress(Exception):
+                    try:
                         storage.set_trial_user_attr(frozen._trial_id, "error", "stale: lost when the driver stopped")
                         storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL)
+                    except Exception as exc:  # finished meanwhile (RuntimeError), or the storage's own errors
+                        log.warning("could not mark stale trial %d failed: %s", frozen.number, exc)
 
     from dnn_search.search.samplers import make_sampler
     searcher = StudySearch(space=distributions(space), metric=space.metric, mode=space.mode,

@@ -38,6 +38,9 @@ class Task:
     primary_metric: str = ""
     metric_directions: dict[str, str] = {}
     inner_gradient_order: int = 1
+    # Which derivatives of the hidden activation `inner_loss_and_grads` gets from `activation(z)`
+    # (0 is f, with the meta-training noise): the fast path picks the fused kernel that returns them.
+    inner_derivatives: tuple[int, ...] = (0, 1)
     requires_smooth_base: bool = False
     # True when predict() differentiates with respect to x (evaluation then keeps autograd on).
     predict_needs_grad: bool = False
@@ -91,8 +94,8 @@ class Task:
 
         `activation(z)` returns (a, a'): the hidden activation (meta-training noise included) and its
         derivative. Returns (loss, (dW1, db1, dW2, db2)). A task whose gradient needs a'' overrides
-        this and raises inner_gradient_order; the fast path then refuses it until its kernel
-        provides that derivative (metalearn.FAST_DERIVATIVE_ORDER).
+        this, raises inner_gradient_order and declares `inner_derivatives` (a Hamiltonian network:
+        (1, 2), activation(z) -> (f', f'')); without a kernel for them the fast path refuses it.
         """
         w1, b1, w2, b2 = theta
         z = x @ w1.T + b1

@@ -4,9 +4,11 @@ An MLP 4 -> H -> 1 outputs a scalar H^(q, p); the prediction is its symplectic g
 (dH^/dp, -dH^/dq), which conserves H^ along the learned flow by construction (the reason an HNN is
 used: its forecasts cannot gain or lose energy the way an unconstrained field does). Because the
 prediction is an input gradient, the loss depends on the activation's f', the inner gradient on
-f'', and the exact meta-gradient through the unrolled run on f''' and df''/dphi; so the task needs a
-smooth base (sin, tanh: elu's f'' jumps at 0) and has no fast path (the fused kernel stops at f'),
-and meta-learning runs the reference implementation (autograd with create_graph=True).
+f'', and the exact meta-gradient through the unrolled run on f''' and df'/dphi, df''/dphi; so the
+task needs a smooth base (sin, tanh: elu's f'' jumps at 0). Its fast path is the inner gradient
+written out with f' and f'' (docs/design.md, "The Hamiltonian network's fast path"), served by the
+f'/f'' kernel of `dnn_search.fused`; the reference path differentiates `symplectic_gradient` with
+create_graph=True.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ class HenonHeiles(ForecastTask):
     name = "hnn"
     system = dynamics.HENON_HEILES
     inner_gradient_order = 2
+    inner_derivatives = (1, 2)  # activation(z) -> (f', f''): the loss and its gradient need no f
     requires_smooth_base = True
     predict_needs_grad = True
     validation_directions = {**ForecastTask.validation_directions, "energy_drift": "min"}
@@ -48,7 +51,20 @@ class HenonHeiles(ForecastTask):
         return symplectic_gradient(net, z, create_graph=False).detach()
 
     def inner_loss_and_grads(self, theta, activation, x, y):
-        raise NotImplementedError("the HNN's inner gradient needs f''; it has no hand-written fast path")
+        """MSE of the symplectic gradient and its gradient in (W1, b1, w2, b2), written out with f' and
+        f'' (docs/design.md, "The Hamiltonian network's fast path"): the same function as `predict`
+        followed by `loss`, with the sign convention of `symplectic_gradient`."""
+        w1, b1, w2, b2 = theta
+        k = x.shape[1] // 2
+        f1, f2 = activation(x @ w1.T + b1)
+        a = f1 * w2                                          # (B, H): dH^/du
+        grad_h = a @ w1                                      # (B, 2k): dH^/dz = W1^T a
+        prediction = torch.cat([grad_h[:, k:], -grad_h[:, :k]], dim=1)
+        loss, r = self.output_loss_and_grad(prediction, y)   # r = dL/dz^
+        s = torch.cat([-r[:, k:], r[:, :k]], dim=1)          # J^T r
+        c = s @ w1.T                                         # (B, H): W1 s
+        d = c * w2 * f2
+        return loss, (a.T @ s + d.T @ x, d.sum(0), (c * f1).sum(0, keepdim=True), torch.zeros_like(b2))
 
     def rollout_summary(self, forecast, truth):
         """Adds energy_drift: max over t of |H(z^_t) - H(z_0)| / H(z_0) with the true H, median over

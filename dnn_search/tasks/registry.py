@@ -44,7 +44,18 @@ DATASETS: Registry[DatasetEntry] = Registry("dataset", _import_task_modules)
 
 
 def register_task(name: str, factory: Callable) -> Callable:
-    """`factory()` returns a Task; usable as a class decorator on a Task subclass."""
+    """Make a task available by name (datasets name the task they serve).
+
+    Args:
+        name: the task's name, e.g. "classification" or "hnn".
+        factory: a callable returning a `Task` (usually the Task subclass itself).
+
+    Returns:
+        `factory`, unchanged, so that this works as a class decorator.
+
+    Raises:
+        ValueError: when `name` is already registered.
+    """
     return TASKS.register(name, factory)
 
 
@@ -58,6 +69,22 @@ def task_names() -> list[str]:
 
 def register_dataset(name: str, loader: Callable, task: str, aliases: tuple[str, ...] = (),
                      description: str = "", needs_data_path: bool = False) -> DatasetEntry:
+    """Make a dataset available by name in every command (`--dataset NAME`) and in `load_dataset`.
+
+    Args:
+        name: the dataset's name, e.g. "MNIST1D".
+        loader: `loader(data_path)` returns a `data.Dataset` (data_path: a folder or None).
+        task: the name of the registered task the data serves.
+        aliases: other names accepted for it (case-insensitive, as the name).
+        description: one line for `--help` and error messages.
+        needs_data_path: whether the loader reads local files (a clear error when no path is given).
+
+    Returns:
+        The registered `DatasetEntry`.
+
+    Raises:
+        ValueError: when the name or an alias is already registered.
+    """
     return DATASETS.register(name, DatasetEntry(name, loader, task, description, needs_data_path), aliases)
 
 

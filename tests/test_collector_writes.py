@@ -1,0 +1,136 @@
+"""A failed table write is retried once, then stops the search with the reason; Optuna is never told
+about a trial before its tables are on disk, and --resume finishes what the stop left (issue 18).
+
+In-process: the real collector and searcher (Ray's callback and OptunaSearch classes, a real Optuna
+journal storage) with the tables' writer failing on purpose. End to end: a real driver whose writes
+fail through the fault point `DNN_SEARCH_FAIL_TABLE_WRITE` (search/faults.py), then --resume."""
+from __future__ import annotations
+
+import logging
+
+import optuna
+import pandas as pd
+import pytest
+
+from conftest import run_cli
+from dnn_search.results.layout import STEPS_FILE, TRIALS_FILE
+from dnn_search.results.storage import open_storage, storage_spec
+from dnn_search.search import collector as collector_module
+from dnn_search.search.collector import TableWriteFailed, make_collector
+from dnn_search.search.driver import make_stopper
+from dnn_search.search.space import from_dict
+from dnn_search.search.state import DriverState
+from dnn_search.search.study import make_searcher
+
+SPACE = {"sampler": {"type": "random", "seed": 0}, "scheduler": {"type": "none"}, "num_samples": 2,
+         "fixed": {"steps": 3}, "params": {"outer_lr": {"type": "loguniform", "low": 0.05, "high": 1.0}}}
+
+
+@pytest.fixture
+def failing_writer(monkeypatch):
+    """The collector's table writer, failing (as a full disk does) the number of times set in `left`."""
+    real = collector_module.write_table
+    left = {"failures": 0, "calls": 0}
+
+    def write_table(path, rows, columns=()):
+        left["calls"] += 1
+        if left["failures"] > 0:
+            left["failures"] -= 1
+            raise OSError(28, "No space left on device")
+        return real(path, rows, columns)
+
+    monkeypatch.setattr(collector_module, "write_table", write_table)
+    return left
+
+
+def _searcher(tmp_path):
+    space = from_dict(SPACE)
+    state = DriverState()
+    collector = make_collector(tmp_path, space, True, state)
+    state.persist = collector.persist
+    storage = open_storage(storage_spec(tmp_path, None))
+    searcher = make_searcher(space, "w", storage, state)
+    state.study = optuna.load_study(study_name="w", storage=storage)
+    return space, state, collector, searcher
+
+
+def _result(space, step=3):
+    return {"step": step, "target_steps": 3, space.metric: 0.5, "meta_loss": 1.0, "diverged": False}
+
+
+def test_one_failed_write_is_retried(tmp_path, failing_writer, caplog):
+    space, state, collector, searcher = _searcher(tmp_path)
+    searcher.suggest("t1")
+    collector._add_step("t1", _result(space))
+    failing_writer["failures"] = 1
+    with caplog.at_level(logging.WARNING, logger="dnn_search"):
+        searcher.on_trial_complete("t1", result=_result(space))
+    assert "retrying once" in caplog.text and "No space left on device" in caplog.text
+    assert state.failure is None and failing_writer["failures"] == 0
+    assert list(pd.read_parquet(tmp_path / STEPS_FILE).trial_id) == ["t1"]
+    (told,) = state.study.get_trials(deepcopy=False)
+    assert told.state.name == "COMPLETE" and told.user_attrs["ray_trial_id"] == "t1"
+    make_stopper(state).stop_all()  # nothing to stop for
+
+
+def test_two_failed_writes_stop_the_search_and_optuna_is_not_told(tmp_path, failing_writer):
+    space, state, collector, searcher = _searcher(tmp_path)
+    searcher.suggest("t1")
+    searcher.suggest("t2")
+    collector._add_step("t1", _result(space))
+    failing_writer["failures"] = 2
+    searcher.on_trial_complete("t1", result=_result(space))  # Tune would turn a raise here into a trial error
+    assert isinstance(state.failure, TableWriteFailed)
+    message = str(state.failure)
+    assert "No space left on device" in message and "--resume" in message and "\n" not in message
+    assert not (tmp_path / STEPS_FILE).exists() and not (tmp_path / TRIALS_FILE).exists()
+    # the study (read back from its storage) was told nothing, and is told nothing more
+    searcher.on_trial_complete("t2", result=_result(space))
+    fresh = optuna.load_study(study_name="w", storage=open_storage(storage_spec(tmp_path, None)))
+    assert [t.state.name for t in fresh.get_trials()] == ["RUNNING", "RUNNING"]
+    assert failing_writer["calls"] == 2  # the failed write and its one retry; no write after the stop
+    with pytest.raises(TableWriteFailed):  # Tune's next check, before its next snapshot
+        make_stopper(state).stop_all()
+    with pytest.raises(TableWriteFailed):  # a periodic write fails the same way
+        failing_writer["failures"] = 2
+        collector.write()
+
+
+@pytest.mark.slow
+def test_search_stops_on_a_failing_write_and_resume_finishes_it(tmp_path, search_env):
+    """A real driver: the write before the 1st tell fails once (retried, the search goes on), the
+    write before the 2nd tell fails twice (the search stops with the reason, exit 2, and that trial is
+    not told); --resume, with the disk back, finishes every trial and tells each exactly once."""
+    from test_reliability import study_of, write_space
+    name, storage = "full", tmp_path / "r"
+    space = write_space(tmp_path, num_samples=4, max_concurrent=2, steps=4)
+    # TUNE_GLOBAL_CHECKPOINT_S=0: Tune snapshots its state at every step, so a snapshot taken between
+    # the untold trial's end and the stop would be on disk (and the resume would never tell it)
+    env = {**search_env, "DNN_SEARCH_FAIL_TABLE_WRITE": "1:1,2:2", "TUNE_GLOBAL_CHECKPOINT_S": "0"}
+    proc = run_cli(["search", "--space", space, "--name", name, "--storage", storage, "--quiet"], env, timeout=400)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "retrying once" in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("dnn-search search: error: search stopped: cannot write the search tables"), last
+    assert "No space left on device" in last and "--resume" in last
+    exp = storage / name
+    study = study_of(exp, name)
+    finished = [t for t in study.trials if t.state.is_finished()]
+    assert len(finished) == 1, [(t.number, t.state.name) for t in study.trials]  # the 2nd was not told
+    untold = [t.user_attrs["ray_trial_id"] for t in study.trials if t.state.name == "RUNNING"]
+    assert untold
+
+    env = {**search_env, "TUNE_GLOBAL_CHECKPOINT_S": "0"}
+    proc = run_cli(["search", "--name", name, "--storage", storage, "--resume", "--quiet"], env, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    trials = pd.read_parquet(exp / TRIALS_FILE)
+    assert len(trials) == 4 and trials.status.isin(["COMPLETED", "FAILED"]).all(), trials.to_string()
+    study = study_of(exp, name)
+    by_tid = {t.user_attrs.get("ray_trial_id"): t for t in study.trials}
+    assert not [t.number for t in study.trials if t.state.name == "RUNNING"]
+    assert finished[0].user_attrs["ray_trial_id"] in set(trials.trial_id)
+    for tid in untold:  # told on the resume, as the table says
+        assert tid in set(trials.trial_id) and by_tid[tid].state.is_finished()
+    steps = pd.read_parquet(exp / STEPS_FILE)
+    for r in trials[trials.status == "COMPLETED"].to_dict("records"):
+        assert sorted(steps[steps.trial_id == r["trial_id"]].step) == [1, 2, 3, 4]
