@@ -14,6 +14,7 @@ Stages, each resumable at its own granularity (`--resume` skips whatever left it
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,8 @@ from dnn_search.results.study_record import Replicate, replicates_of, selection_
 from dnn_search.search.study_plan import (ValidationJob, measure_costs, plan_lines, validation_jobs,
                                           validation_settings)
 from dnn_search.search.study_spec import load_study
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -138,8 +141,8 @@ def _metalearning(exp_dir: Path, spec: StudySpec, settings: dict, name: str, qui
         todo = [r for r in reps if read_result(replicate_folder(exp_dir, r.key)) is None]
         if todo:
             if not quiet:
-                print(f"meta-learning {arm.name}: {len(todo)} of {len(reps)} replicates to run, "
-                      f"{spec.steps} outer steps each", flush=True)
+                log.info("meta-learning %s: %d of %d replicates to run, %d outer steps each", arm.name, len(todo),
+                         len(reps), spec.steps)
             started = time.time()
             jobs = [{"key": r.key, "arm": r.arm, "folder": str(replicate_folder(exp_dir, r.key)),
                      "meta": {**spec.arm_config(arm), "seed": r.meta_seed}} for r in todo]
@@ -149,7 +152,7 @@ def _metalearning(exp_dir: Path, spec: StudySpec, settings: dict, name: str, qui
                 raise UserError(f"meta-learning of {', '.join(missing)} did not finish (see {exp_dir / RAY_DIR}); "
                                 "`--resume` continues it from its last state")
             if not quiet:
-                print(f"meta-learning {arm.name}: done in {time.time() - started:.0f} s", flush=True)
+                log.info("meta-learning %s: done in %.0f s", arm.name, time.time() - started)
         record_replicates(exp_dir, name, spec, reps)
 
 
@@ -163,7 +166,7 @@ def _validation(exp_dir: Path, spec: StudySpec, settings: dict, quiet: bool) -> 
     jobs = [j for j in validation_jobs(spec, completed) if not (out_dir / f"{j.key}.json").exists()]
     total = len(validation_jobs(spec, completed))
     if not quiet:
-        print(f"validation: {len(jobs)} of {total} trainings to run", flush=True)
+        log.info("validation: %d of %d trainings to run", len(jobs), total)
     if not jobs:
         return
     started = time.time()
@@ -177,7 +180,7 @@ def _validation(exp_dir: Path, spec: StudySpec, settings: dict, quiet: bool) -> 
     if left:
         raise UserError(f"{len(left)} validation training(s) did not finish (e.g. {left[0]}); `--resume` runs them")
     if not quiet:
-        print(f"validation: done in {time.time() - started:.0f} s", flush=True)
+        log.info("validation: done in %.0f s", time.time() - started)
 
 
 def _batch(exp_dir: Path, spec: StudySpec, jobs: list[ValidationJob], out_dir: Path) -> dict:
@@ -198,10 +201,10 @@ def run_study(opts: StudyOptions) -> dict:
     spec, exp_dir = resolve_study(opts)
     if opts.dry_run:
         if not opts.quiet:
-            print("measuring unit costs (one outer step and one validation epoch per arm, 1 thread) ...", flush=True)
+            log.info("measuring unit costs (one outer step and one validation epoch per arm, 1 thread) ...")
         for line in plan_lines(spec, measure_costs(spec, opts.data_path)):
-            print(line)
-        print("dry run: nothing started")
+            log.info(line)
+        log.info("dry run: nothing started")
         return {"spec": spec, "exp_dir": exp_dir}
     from dnn_search.search.ray_session import clean_stale_session, ray_session
     from dnn_search.results.study_analysis import write_study_results
@@ -232,7 +235,7 @@ def run_study(opts: StudyOptions) -> dict:
     stages["analysis_seconds"] = time.time() - started
     atomic_write_text(exp_dir / "stages.json", json.dumps(stages, indent=2) + "\n")
     if not opts.quiet:
-        print("\n" + summary)
-        print(f"\nresults in {exp_dir} (summary.md, replicates.parquet, comparisons.parquet); "
-              f"dashboard: dnn-search dashboard {opts.name}; journal {exp_dir / JOURNAL_FILE}")
+        log.info("\n%s", summary)
+        log.info("results in %s (summary.md, replicates.parquet, comparisons.parquet); dashboard: dnn-search "
+                 "dashboard %s; journal %s", exp_dir, opts.name, exp_dir / JOURNAL_FILE)
     return {"spec": spec, "exp_dir": exp_dir, **stages}
