@@ -16,6 +16,7 @@ eagerly. All three compute the same maths and are tested against each other.
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 
@@ -63,6 +64,7 @@ _kernels = {"forward": _forward_kernel, "backward": _backward_kernel,
             "derivatives_backward": hnn_kernel.derivatives_backward}
 _compiled: dict[str, object] = {}
 _lock = threading.Lock()
+log = logging.getLogger(__name__)
 
 
 def compile_enabled() -> bool:
@@ -77,7 +79,9 @@ def _kernel(name: str):
         if name not in _compiled:
             try:
                 _compiled[name] = torch.compile(_kernels[name], dynamic=False, fullgraph=True)
-            except Exception:  # no compiler backend at all: the eager kernel is the same maths
+            except Exception as exc:  # no compiler backend at all: the eager kernel is the same maths
+                log.warning("torch.compile is unavailable (%s: %s); using the eager %s kernel",
+                            type(exc).__name__, exc, name)
                 _compiled[name] = _kernels[name]
         return _compiled[name]
 
@@ -91,9 +95,7 @@ def _run(name: str, *args):
     except Exception as exc:  # a compiler that fails at first call (missing toolchain): fall back
         if os.environ.get("DNN_SEARCH_COMPILE_STRICT") == "1":
             raise
-        import warnings
-        warnings.warn(f"torch.compile failed ({type(exc).__name__}: {exc}); using the eager kernels",
-                      RuntimeWarning, stacklevel=2)
+        log.warning("torch.compile failed (%s: %s); using the eager %s kernel", type(exc).__name__, exc, name)
         with _lock:
             _compiled[name] = _kernels[name]
         return _kernels[name](*args)

@@ -154,7 +154,7 @@ def validate(act_path, *, validation_mode="all", dataset=None, data_path=None, r
         for run in range(runs):
             run_seed = seed + run
             result, net = run_mode(acts, data, mode, run_seed, cfg, device)
-            metrics = {k: result[k] for k in metric_columns(result)}
+            metrics = {k: result[k] for k in metric_columns(result, task)}
             row = {"dataset": dataset_name, "optimizer": cfg.optimizer, "mode": mode, "run": run, "seed": run_seed,
                    **metrics, "epochs": cfg.epochs, "kind": net.spec.kind,
                    "activation_file": str(act_path), "seconds": result["seconds"]}
@@ -170,7 +170,7 @@ def validate(act_path, *, validation_mode="all", dataset=None, data_path=None, r
     progress.close()
     write_parquet(out / "validation.parquet", rows)
     if not quiet:
-        print(format_summary(summarise(rows)))
+        print(format_summary(summarise(rows, task)))
         print(f"wrote {out / 'validation.parquet'}")
     return rows
 

@@ -168,3 +168,14 @@ def holm(pvalues) -> list[float]:
         running = max(running, min(1.0, (m - rank) * p))
         out[i] = running
     return out
+
+
+def holm_distinct(pvalues, keys) -> list[float]:
+    """Holm over the distinct tests among PVALUES: entries with equal KEYS are the same test (e.g. a
+    comparison table whose "best standard" is pure repeats pure's rows), counted once in the family;
+    every entry gets the adjusted p of its test. The first entry of a key gives that test's p."""
+    first: dict = {}
+    for key, p in zip(keys, pvalues):
+        first.setdefault(key, p)
+    adjusted = dict(zip(first, holm(list(first.values()))))
+    return [adjusted[key] for key in keys]

@@ -27,6 +27,7 @@ import torch
 from dnn_search.activations import neuron_blocks
 from dnn_search.errors import UserError
 from dnn_search.metalearn import RMSPROP_EPS  # the inner update that `rmsprop` reproduces
+from dnn_search.modes import Mode, learned_modes
 from dnn_search.stats import mean_std
 from dnn_search.models import STANDARD_ACTIVATIONS, ValidationNet, build_net
 
@@ -141,47 +142,48 @@ def parse_modes(spec: str, n_activations: int, standard: tuple[str, ...] = STAND
 
 
 def _parse_mode(text: str, n_activations: int, spec, standard: tuple[str, ...]) -> list[str]:
-    if text in ("diverse", "0", "false"):
-        return ["diverse"]
-    if text == "pure":
-        return ["pure"]
+    if text in ("0", "false"):  # the original's spellings of diverse
+        text = "diverse"
     if text in ("std", "standard"):
         return list(standard)
-    if text.startswith("std:"):
-        if text not in STANDARD_MODES:
+    if text == "all":
+        return ["pure", *standard, *(str(m) for m in learned_modes(n_activations))]
+    if text.isdigit():  # the original's 1-based activation index
+        text = f"single:{text}"
+    head, _, index = text.partition(":")
+    if head == "single" and index.isdigit() and not 1 <= int(index) <= n_activations:
+        raise UserError(f"validation mode {spec!r}: the file has {n_activations} activation(s); "
+                        f"choose an index from 1 to {n_activations}")
+    try:
+        mode = Mode.parse(text)
+    except ValueError:
+        raise UserError(f"unknown validation mode {spec!r}: use pure, std:<{'|'.join(STANDARD_ACTIVATIONS)}>, std, "
+                        f"diverse, all or an activation index 1..{n_activations} (comma-separated for several)") from None
+    if mode.kind == "std":
+        if str(mode) not in STANDARD_MODES:
             raise UserError(f"validation mode {text!r}: standard activations are {', '.join(STANDARD_MODES)}")
-        if text not in standard:
+        if str(mode) not in standard:
             raise UserError(f"validation mode {text!r}: this task differentiates through the activation's "
                             f"derivative and needs a smooth one: {', '.join(standard)}")
-        return [text]
-    if text == "all":
-        singles = [f"single:{k}" for k in range(1, n_activations + 1)]
-        return ["pure", *standard, *singles, *(["diverse"] if n_activations > 1 else [])]
-    index = text.split(":", 1)[1] if text.startswith("single:") else text
-    if index.isdigit():
-        k = int(index)
-        if not 1 <= k <= n_activations:
-            raise UserError(f"validation mode {spec!r}: the file has {n_activations} activation(s); "
-                            f"choose an index from 1 to {n_activations}")
-        return [f"single:{k}"]
-    raise UserError(f"unknown validation mode {spec!r}: use pure, std:<{'|'.join(STANDARD_ACTIVATIONS)}>, std, "
-                    f"diverse, all or an activation index 1..{n_activations} (comma-separated for several)")
+    return [str(mode)]
 
 
-def build_for_mode(mode: str, acts, input_size: int, num_classes: int, hidden: int) -> ValidationNet:
+def build_for_mode(mode: str | Mode, acts, input_size: int, num_classes: int, hidden: int) -> ValidationNet:
     """The network of one mode, with fresh (global-RNG) classifier weights. `acts`: LoadedActivations."""
-    if mode == "pure":
+    mode = Mode.parse(mode)
+    if mode.kind == "pure":
         return build_net(input_size, hidden, num_classes, acts.base)
-    if mode.startswith("std:"):
-        return build_net(input_size, hidden, num_classes, acts.base, standard=mode[len("std:"):])
-    if mode == "diverse":
+    if mode.kind == "std":
+        return build_net(input_size, hidden, num_classes, acts.base, standard=mode.name)
+    if mode.kind == "diverse":
         index = neuron_blocks(hidden, acts.n) if acts.n <= hidden else None
         if index is None:
             raise UserError(f"diverse mode needs at most {hidden} activations, the file has {acts.n}")
         rows = None
+    elif mode.kind == "single" and mode.index is not None:
+        index, rows = torch.zeros(hidden, dtype=torch.long), mode.index - 1
     else:
-        k = int(mode.split(":")[1]) - 1
-        index, rows = torch.zeros(hidden, dtype=torch.long), k
+        raise UserError(f"validation mode {mode} builds no network here")
     if acts.exact is not None:
         exact = acts.exact if rows is None else acts.exact.subset(rows)
         return build_net(input_size, hidden, num_classes, acts.base, exact=exact, neuron_index=index)
@@ -246,25 +248,22 @@ def run_mode(acts, dataset, mode: str, seed: int, cfg: ValidationConfig, device=
     return result, net
 
 
-# Prefixes of a validation row's metric columns: the task's metrics on the test and validation
-# splits, and forecast metrics of tasks with trajectories (rollout_mse, rollout_diverged, energy_drift).
-METRIC_PREFIXES = ("test_", "val_", "rollout_", "energy_")
+def metric_columns(row: dict, task) -> list[str]:
+    """The metric columns of a result row that TASK declares (Task.validation_columns), in row order.
+    A metric the task does not declare is not a column, whatever its name."""
+    declared = set(task.validation_columns())
+    return [k for k in row if k in declared and isinstance(row[k], (int, float))]
 
 
-def metric_columns(row: dict) -> list[str]:
-    """The metric columns of a result row (see METRIC_PREFIXES), in row order."""
-    return [k for k in row if k.startswith(METRIC_PREFIXES) and isinstance(row[k], (int, float))]
-
-
-def summarise(rows: list[dict]) -> list[dict]:
-    """Mean and sample std of every metric column per (dataset, mode), in first-seen order."""
+def summarise(rows: list[dict], task) -> list[dict]:
+    """Mean and sample std of every metric column of TASK per (dataset, mode), in first-seen order."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault((row.get("dataset"), row.get("optimizer", "sgd"), row["mode"]), []).append(row)
     out = []
     for (dataset, optimizer, mode), items in groups.items():
         summary = {"dataset": dataset, "optimizer": optimizer, "mode": mode, "runs": len(items)}
-        for column in metric_columns(items[0]):
+        for column in metric_columns(items[0], task):
             summary[f"{column}_mean"], summary[f"{column}_std"], _ = mean_std([r[column] for r in items])
         out.append(summary)
     return out

@@ -11,7 +11,9 @@ in their own folder (`metalearn_fast`) so they can be re-recorded alone after su
 the reference-path, validation and Hessian goldens stay fixed.
 
 Everything runs in float32, eager (DNN_SEARCH_COMPILE=0) and single-threaded so that a rerun on the
-same torch build reproduces the bits.
+same torch build reproduces the bits. Goldens live in `tests/golden/<machine key>/` (`machine_key()`):
+the bits are the same only on the same kind of CPU, so a new kind gets its own set, recorded from a
+commit whose outputs are trusted (checked out in a worktree), never from the code under test.
 """
 from __future__ import annotations
 
@@ -20,7 +22,22 @@ import shutil
 import sys
 from pathlib import Path
 
-GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "golden"
+
+
+def machine_key() -> str:
+    """The kind of CPU goldens are recorded on: vendor and widest vector instruction set. Bit-equality
+    holds only on the same kind (torch's BLAS and vector kernels pick different code paths on an AMD
+    and an Intel CPU with the same AVX-512 flags), so each kind has its own set."""
+    import platform
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    vendor = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("vendor_id")),
+                  platform.machine() or "unknown")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    isa = next((name for name in ("avx512f", "avx2") if name in flags), "base").replace("avx512f", "avx512")
+    return f"{vendor}-{isa}"
+
+
+GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "golden" / machine_key()
 
 # Small enough to run in seconds, varied enough to cover each base, the noise branch, uneven blocks
 # (16 neurons in 3 blocks) and an outer batch of two classifiers.

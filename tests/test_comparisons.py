@@ -14,7 +14,9 @@ import pandas as pd
 import pytest
 
 from dnn_search import stats
-from dnn_search.results import summary, tables
+from dnn_search.metrics import Metric
+from dnn_search.results import comparison, summary, tables
+from dnn_search.tasks import Task
 
 from conftest import markdown_table_rows
 
@@ -183,18 +185,18 @@ def _section(md: str, heading: str) -> str:
 
 
 def test_picks_are_made_on_validation_not_test(validation, trials_table, tmp_path):
-    comps = {(c.dataset, c.optimizer): c for c in summary.compare(validation, trials_table)}
+    comps = {(c.dataset, c.optimizer): c for c in comparison.compare(validation, trials_table)}
     sgd = comps[("MNIST1D", "sgd")]
     assert sgd.split == "val" and _picks(sgd) == VAL_PICKS
     assert _picks(comps[("MNIST1D", "rmsprop")])["best standard"] == ("pure", None)
     md = summary.summary_markdown("s", validation, None, trials_table)
     section = _section(md, "## MNIST1D, optimizer sgd")
-    assert summary.NO_VALIDATION not in md.lower() and "Picked on validation" in section
+    assert comparison.NO_VALIDATION not in md.lower() and "Picked on validation" in section
     picks = markdown_table_rows(section, "| row | picked |")
-    assert [picks[r][1] for r in summary.PICK_ROLES] == ["pure", "std:relu", "single:1", "diverse"]
+    assert [picks[r][1] for r in comparison.PICK_ROLES] == ["pure", "std:relu", "single:1", "diverse"]
     assert picks["best diverse"][2].startswith("T2 (n = 3, 10 outer steps, early-stopped)")
     assert picks["best homogeneous"][2].startswith("T1 (n = 2, 40 outer steps, completed)")
-    assert [picks[r][3] for r in summary.PICK_ROLES] == ["reference", "val", "val", "val"]
+    assert [picks[r][3] for r in comparison.PICK_ROLES] == ["reference", "val", "val", "val"]
     assert picks["best standard"][4] == "74.00" and picks["best standard"][5] == "67.00 ± 1.58"
     # test numbers only for the picks and pure: the test-best modes' test means appear only in the detail
     above_detail = md.split("## Every mode", 1)[0]
@@ -206,28 +208,45 @@ def test_picks_are_made_on_validation_not_test(validation, trials_table, tmp_pat
     # every test value gone: the same picks
     blank = [{**r, **{k: math.nan for k in r if k.startswith("test_")}} for r in _validation_rows()]
     no_test = _write(tmp_path, blank, "no_test.parquet")
-    (comp,) = summary.compare(no_test, trials_table)
+    (comp,) = comparison.compare(no_test, trials_table)
     assert comp.split == "val" and _picks(comp) == VAL_PICKS
     summary.summary_markdown("s", no_test, None, trials_table)  # renders, with "–" for the statistics
+
+
+def test_holm_counts_each_distinct_test_once(trials_table, tmp_path):
+    """With pure as the best standard, "diverse − pure" and "diverse − standard" are one test (and so are
+    the two homogeneous rows): Holm's family is the 3 distinct tests, not the 5 rows of the table."""
+    levels = {**LEVELS, ("T1", "std:relu"): (0.60, 0.67), ("T1", "std:gelu"): (0.65, 0.81)}
+    (comp,) = comparison.compare(_write(tmp_path, _validation_rows(levels)), trials_table)
+    assert comp.picks["best standard"] is comp.picks["pure"]
+    rows = {r.label: r for r in comp.rows}
+    distinct = [rows["diverse − pure"], rows["diverse − homogeneous"], rows["homogeneous − pure"]]
+    for kind in ("welch",):  # (every mode has the same per-seed spread: the paired differences have none)
+        raw = [getattr(r, kind).p for r in distinct]
+        assert all(0 < p < 1 for p in raw) and len(set(raw)) == 3
+        assert [getattr(r, f"{kind}_p_holm") for r in distinct] == pytest.approx(stats.holm(raw), rel=1e-12)
+        assert getattr(rows["diverse − standard"], f"{kind}_p_holm") == getattr(rows["diverse − pure"], f"{kind}_p_holm")
+        assert getattr(rows["homogeneous − standard"], f"{kind}_p_holm") == \
+            getattr(rows["homogeneous − pure"], f"{kind}_p_holm")
 
 
 def test_without_a_validation_split_the_summary_says_it_picked_on_test(validation, trials_table, tmp_path):
     rows = [{k: v for k, v in r.items() if not k.startswith("val_") and k != "optimizer"}
             for r in _validation_rows()]
     old = _write(tmp_path, rows, "old.parquet")
-    (comp,) = summary.compare(old, trials_table)
+    (comp,) = comparison.compare(old, trials_table)
     assert comp.split == "test" and comp.optimizer == "sgd"
     assert _picks(comp) == {"pure": ("pure", None), "best standard": ("std:gelu", None),
                             "best homogeneous": ("single:2", "T1"), "best diverse": ("diverse", "T1")}
     md = summary.summary_markdown("s", old, None, trials_table)
-    assert summary.NO_VALIDATION in md.lower()
+    assert comparison.NO_VALIDATION in md.lower()
     assert [c[3] for c in markdown_table_rows(md, "| row | picked |").values()] == ["reference", "test", "test", "test"]
 
 
 def test_a_one_activation_trial_is_never_reported_as_diverse(validation, trials_table, tmp_path):
     # T0's diverse network is the best on both splits; it has one activation, so it is not diverse
     for table, trials in ((validation, trials_table), (validation, None)):  # n from trials.parquet, or counted
-        comps = summary.compare(table, trials)
+        comps = comparison.compare(table, trials)
         assert all(c.picks["best diverse"] is None or c.picks["best diverse"].trial_id != "T0" for c in comps)
         assert not any(a.trial_id == "T0" and a.kind == "diverse" for c in comps for a in c.arms)
         sgd = next(c for c in comps if c.optimizer == "sgd")
@@ -238,7 +257,7 @@ def test_a_one_activation_trial_is_never_reported_as_diverse(validation, trials_
         assert "| T0 | diverse |" not in md
     # only the one-activation trial: there is no diverse network at all
     only_t0 = _write(tmp_path, [r for r in _validation_rows() if r["trial_id"] == "T0"], "t0.parquet")
-    (comp,) = summary.compare(only_t0, trials_table)
+    (comp,) = comparison.compare(only_t0, trials_table)
     assert comp.picks["best diverse"] is None
     rows = markdown_table_rows(summary.summary_markdown("s", only_t0, None, trials_table), "| comparison (A − B) |")
     assert rows["diverse − pure"][1] == "–" and rows["diverse − pure"][5] == "–"
@@ -253,10 +272,21 @@ def test_a_one_activation_trial_is_never_reported_as_diverse(validation, trials_
 #   paired t = log 0.5 / 0.0577350 = -12.00566, p (df 2) = 1 - 12.00566/sqrt(2 + 144.1359)
 #   = 1 - 12.00566/12.08867 = 0.006867
 
-class _MseToy:
+class _MseToy(Task):
+    """A regression task; the summary reads only its declared metrics (mse on log scale, minimised)."""
+
     name = "mse_toy"
     primary_metric = "mse"
-    metric_directions = {"mse": "min"}
+    metrics = (Metric("mse", "min", log=True),)
+
+    def output_size(self, data) -> int:
+        return 1
+
+    def loss(self, prediction, y):
+        return ((prediction - y) ** 2).mean()
+
+    def metric_sums(self, prediction, y):
+        return {"mse": float(((prediction - y) ** 2).sum())}
 
 
 @pytest.fixture
@@ -279,7 +309,7 @@ def test_mse_metrics_are_compared_as_ratios(mse_task, tmp_path):
                          "seed": s, "test_mse": test[s], "val_mse": val[s] + 0.001 * s})
     table = _write(tmp_path, rows)
     trials = pd.DataFrame({"trial_id": ["T"], "n_activations": [2]})
-    (comp,) = summary.compare(table, trials)
+    (comp,) = comparison.compare(table, trials)
     assert comp.view.log and comp.view.direction == "min"
     row = next(r for r in comp.rows if r.label == "diverse − pure")
     assert math.exp(row.paired.estimate) == pytest.approx(0.5)
@@ -325,8 +355,9 @@ def test_report_shows_the_bars_with_cis_and_marks_the_picks(validation, tmp_path
 
 
 def test_the_bars_figure_hatches_exactly_the_marked_bars(tmp_path, monkeypatch):
-    """plots.plot_mode_comparison: a marked bar is hatched and labelled, the others are not."""
+    """figures_validation.plot_mode_comparison: a marked bar is hatched and labelled, the others are not."""
     from dnn_search import plots
+    from dnn_search.results.figures_validation import plot_mode_comparison
     seen = []
     plt = plots.pyplot()
     real = plt.Axes.bar
@@ -337,5 +368,5 @@ def test_the_bars_figure_hatches_exactly_the_marked_bars(tmp_path, monkeypatch):
     monkeypatch.setattr(plt.Axes, "bar", spy)
     bars = [{"label": "pure", "mean": 0.7, "lo": 0.6, "hi": 0.8, "mark": None},
             {"label": "diverse", "mean": 0.8, "lo": 0.75, "hi": 0.85, "mark": "picked on val"}]
-    plots.plot_mode_comparison([("panel", bars)], tmp_path / "bars.png", ylabel="test accuracy")
+    plot_mode_comparison([("panel", bars)], tmp_path / "bars.png", ylabel="test accuracy")
     assert seen == [(0.0, None), (1.0, "//")]

@@ -1,4 +1,4 @@
-"""The science layer reproduces its recorded outputs bit for bit (tests/golden, scripts/make_golden.py).
+"""The science layer reproduces its recorded outputs bit for bit (tests/golden/<CPU kind>, scripts/make_golden.py).
 
 Each case regenerates one golden into a temporary folder with the same writers and compares every
 number exactly: tensors with torch.equal, arrays with np.array_equal, table cells and JSON values with
@@ -17,10 +17,18 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-GOLDEN = REPO / "tests" / "golden"
 _spec = importlib.util.spec_from_file_location("make_golden", REPO / "scripts" / "make_golden.py")
 make_golden = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(make_golden)
+GOLDEN = make_golden.GOLDEN
+
+
+@pytest.fixture(autouse=True)
+def recorded_for_this_cpu():
+    if not GOLDEN.is_dir():
+        pytest.skip(f"no goldens recorded for this kind of CPU ({make_golden.machine_key()}; recorded: "
+                    f"{', '.join(p.name for p in GOLDEN.parent.iterdir() if p.is_dir())}): bits are only "
+                    "reproducible on the kind that recorded them; see scripts/make_golden.py")
 
 VOLATILE = {"seconds", "activation_file", "model_path", "model", "versions", "files"}
 

@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 
-from dnn_search.results import export, summary, tables
+from dnn_search.results import ranking, summary, tables
 from dnn_search.results.layout import TRIALS_FILE
 
 from conftest import markdown_table_rows
@@ -42,18 +42,57 @@ def trials(tmp_path):
     return tables.read_table(path)
 
 
+def exportable(trials, direction, top, per=None):
+    """The ranking export and the terminal use: only trials with a checkpoint."""
+    return ranking.rank_trials(trials, direction, top, per, need_checkpoint=True)
+
+
 @pytest.mark.parametrize("mode, expected", [("max", BEST_MAX), ("min", BEST_MIN)])
 def test_rank_trials_both_directions(trials, mode, expected):
     for top in range(1, len(expected) + 2):
-        assert list(export.rank_trials(trials, mode, top)["trial_id"]) == expected[:top], (mode, top)
+        assert list(exportable(trials, mode, top)["trial_id"]) == expected[:top], (mode, top)
 
 
 def test_rank_trials_pruned_fill_up_only_after_completed(trials):
     only_pruned = trials[trials.status != "COMPLETED"]
-    assert list(export.rank_trials(only_pruned, "max", 5)["trial_id"]) == ["t2", "t9"]
-    assert list(export.rank_trials(only_pruned, "min", 5)["trial_id"]) == ["t9", "t2"]
+    assert list(exportable(only_pruned, "max", 5)["trial_id"]) == ["t2", "t9"]
+    assert list(exportable(only_pruned, "min", 5)["trial_id"]) == ["t9", "t2"]
     nothing = trials[trials.status.isin(["FAILED", "RUNNING"])]
-    assert export.rank_trials(nothing, "max", 3).empty
+    assert exportable(nothing, "max", 3).empty
+
+
+def test_report_export_and_terminal_rank_alike(trials):
+    """One ranking: the report ranks every finished trial with a score (t8 too, which has no checkpoint);
+    export and the terminal rank the same way among the trials they can export."""
+    for direction in ("max", "min"):
+        everything = list(ranking.rank_trials(trials, direction)["trial_id"])
+        assert "t8" in everything
+        assert [t for t in everything if t != "t8"] == list(exportable(trials, direction, None)["trial_id"])
+
+
+def test_a_table_rebuilt_from_the_study_honours_a_minimised_metric(tmp_path):
+    """Without trials.parquet the report rebuilds the table from the Optuna study: best_<metric> is the
+    best in the metric's direction (the minimum of an MSE), and the trials rank lowest first."""
+    import optuna
+
+    from dnn_search.results.record import SearchRecord, write_record
+    from dnn_search.results.report_data import load_results, ranked_trials
+    folder = tmp_path / "min-search"
+    folder.mkdir()
+    write_record(folder, SearchRecord("min-search", {"metric": "heldout_mse", "mode": "min",
+                                                     "fixed": {"dataset": "VanDerPol"}}))
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(folder / "optuna_journal.log")))
+    study = optuna.create_study(study_name="min-search", storage=storage, direction="minimize")
+    for curve in ([0.9, 0.4, 0.6], [0.5, 0.2, 0.3]):
+        trial = study.ask()
+        for step, value in enumerate(curve, start=1):
+            trial.report(value, step)
+        study.tell(trial, curve[-1])
+    res = load_results(folder)
+    assert list(res.trials["best_heldout_mse"]) == [0.4, 0.2]
+    ranked, score = ranked_trials(res)
+    assert score == "score" and list(ranked["score"]) == [0.3, 0.6] and list(ranked["trial_id"]) == ["1", "0"]
 
 
 @pytest.mark.parametrize("mode, top, expected", [
@@ -64,14 +103,14 @@ def test_rank_trials_pruned_fill_up_only_after_completed(trials):
     ("min", 3, {3: ["t0", "t9"], 1: ["t6", "t7", "t2"], 2: ["t1"]}),
 ])
 def test_top_per_picks_the_best_of_each_value(trials, mode, top, expected):
-    picked = export.rank_trials(trials, mode, top, per="n_activations")
+    picked = exportable(trials, mode, top, per="n_activations")
     groups = {}
     for tid, n in zip(picked.trial_id, picked.n_activations):
         groups.setdefault(int(n), []).append(tid)
     assert groups == expected
     assert list(groups) == list(expected)  # group order: by each group's best trial
     # a column that the table lacks: plain top-k
-    assert list(export.rank_trials(trials, mode, top, per="no_such_column").trial_id) == \
+    assert list(exportable(trials, mode, top, per="no_such_column").trial_id) == \
         (BEST_MAX if mode == "max" else BEST_MIN)[:top]
 
 

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from dnn_search.actfile import read_activation_file
-from dnn_search.results.summary import compare, write_summary
+from dnn_search.results.comparison import compare
+from dnn_search.results.summary import write_summary
 
 REPO = Path(__file__).resolve().parent.parent
 # name -> (script, space, hours allowed, standard baselines, plan)

@@ -3,7 +3,8 @@
 ToySine is a regression task: y = sin(3x) on x ~ U(-1, 1), mean squared error, direction min. Nothing
 in the package knows it, yet meta-learning (both implementations), validation and Hessian analysis
 run on it through the registries, and report its metric under its own names (heldout_mse,
-test_mse, val_mse).
+test_mse, val_mse). It also declares a validation metric with a name no module knows (max_error):
+it reaches validation.parquet, summary.md and the report only because the task declares it.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from dnn_search.actfile import read_activation_file, write_activation_files
 from dnn_search.data import Dataset, load_dataset
 from dnn_search.errors import UserError
 from dnn_search.hessian import analyze
+from dnn_search.metrics import Metric
 from dnn_search.metalearn import MetaConfig, MetaLearner
 from dnn_search.tasks import Task, dataset_names, get_task
 from dnn_search.tasks.registry import DATASETS, TASKS, DatasetEntry
@@ -29,7 +31,8 @@ from dnn_search.validation import ValidationConfig, run_mode
 class ToySine(Task):
     name = "toy_sine"
     primary_metric = "mse"
-    metric_directions = {"mse": "min"}
+    metrics = (Metric("mse", "min", "mean squared error", log=True),)
+    extra_metrics = (Metric("max_error", "min", "largest absolute error on test", digits=3, detail=True),)
 
     def output_size(self, data) -> int:
         return data.y_train.shape[1]
@@ -43,6 +46,10 @@ class ToySine(Task):
 
     def metric_sums(self, prediction, y):
         return {"mse": float(((prediction - y) ** 2).mean(1).sum())}
+
+    def validation_metrics(self, net, data, device="cpu"):
+        with torch.no_grad():
+            return {"max_error": float((self.predict(net, data.x_test) - data.y_test).abs().max())}
 
     def figures(self, net, data, folder):
         """A figure per trained network: here just its predictions on the test inputs, as text."""
@@ -265,3 +272,51 @@ def test_summary_uses_the_task_metric_and_its_direction(tmp_path):
     line = next(ln for ln in text.splitlines() if ln.startswith("| ToySine | T | 2 |"))
     assert f"({best_single})" in line
     assert f"{means[best_single]:.4f}" in line
+
+
+def test_a_declared_validation_metric_reaches_the_summary_and_the_report(tmp_path):
+    """The toy task's max_error (a name no module knows) is declared once, in ToySine.extra_metrics: the
+    real validation job writes it to validation.parquet, and the real summary and report writers show
+    it (its label from the declaration, its value with the declared 3 digits) in their detail tables."""
+    import re
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from fixtures_results import build_results
+
+    from dnn_search.results.report import write_report
+    from dnn_search.results.summary import write_summary
+    from dnn_search.stats import format_mean_std
+    folder = build_results(tmp_path, "toy", pipeline=False)
+    jobs.validate(_activation_file(tmp_path), validation_mode="pure,1,2,diverse", runs=2, epochs=2, lr=0.05,
+                  hidden_size=12, val_fraction=0.25, output_folder=folder, quiet=True)
+    written = pd.read_parquet(folder / "validation.parquet")
+    assert written["max_error"].notna().all()
+    text = write_summary(folder, "toy")
+    assert (folder / "summary.md").read_text() == text
+    detail = text.split("## Every mode", 1)[1]
+    assert "| val mse | test mse | max error | top eigenvalue | trace |" in detail
+    shown = format_mean_std(written[written["mode"] == "pure"]["max_error"], 1.0, 3)
+    assert re.search(rf"\| pure \| 2 \| [^|]+ \| [^|]+ \| {re.escape(shown)} \|", detail), detail
+    page = write_report(folder).read_text(encoding="utf-8")
+    every_mode = page.split("Every mode (detail, not used for picks)</h3>", 1)[1].split("</table>", 1)[0]
+    assert "<th" in every_mode and "max error</th>" in every_mode
+    assert "max error" in page.split("<h2>Summary</h2>", 1)[1]  # summary.md, rendered
+
+
+def test_task_is_abstract():
+    """A task that forgets a required method fails when it is made, not halfway through a search."""
+    class NoLoss(Task):
+        name = "no_loss"
+
+        def output_size(self, data) -> int:
+            return 1
+
+        def metric_sums(self, prediction, y):
+            return {}
+    with pytest.raises(TypeError, match="loss"):
+        NoLoss()
+    ToySine()  # everything required is there

@@ -126,3 +126,24 @@ def test_validate_command_optimizer_and_standard_modes(tmp_path):
     assert {r["optimizer"] for r in rows} == {"rmsprop"}
     assert all(np.isfinite(r["val_accuracy"]) for r in rows)
     assert [r["kind"] for r in rows] == ["pure", *["standard"] * 5, "exact"]
+
+
+def test_mode_is_one_value_type_with_one_order():
+    """Mode: every spelling the tables hold parses and prints back; its kind, index and word; one order
+    for every table and figure (pure, std:* by name, single:k by k, diverse: single:10 after single:2)."""
+    from dnn_search.modes import Mode, is_shared, learned_modes, sorted_modes
+    texts = ["diverse", "single:10", "std:relu", "single:2", "pure", "std:gelu", "single:1"]
+    for text in texts:
+        assert str(Mode.parse(text)) == text and Mode.parse(Mode.parse(text)) == Mode.parse(text)
+    assert Mode.parse("single:3") == Mode.single(3) and Mode.parse("single:3").index == 3
+    assert Mode.parse("std:gelu").name == "gelu" and Mode.parse("std:gelu") == Mode.standard("gelu")
+    assert [Mode.parse(t).word for t in ("pure", "std:elu", "single:1", "diverse")] == \
+        ["pure", "standard", "homogeneous", "diverse"]
+    assert [is_shared(t) for t in ("pure", "std:elu", "single:1", "diverse")] == [True, True, False, False]
+    assert sorted_modes(texts + ["pure"]) == ["pure", "std:gelu", "std:relu", "single:1", "single:2", "single:10",
+                                              "diverse"]
+    assert [str(m) for m in learned_modes(2)] == ["single:1", "single:2", "diverse"]
+    assert [str(m) for m in learned_modes(1)] == ["single:1"]
+    for bad in ("single:0", "single:x", "single", "std:", "std", "diverse:1", "pure:1", "mix", ""):
+        with pytest.raises(ValueError):
+            Mode.parse(bad)

@@ -1,47 +1,23 @@
-"""Ranking a search's trials and exporting the best ones' learned activations.
-
-A trial's score is its last reported value of the search metric. Completed trials rank before
-pruned ones (a pruned trial's score is measured at an earlier rung, so it is not comparable), and
-pruned ones fill up when too few completed. Failed and running trials, and trials without a
-checkpoint to export, never rank.
-"""
+"""Exporting the best trials' learned activations (ranked by `results.ranking.rank_trials`, among the
+trials with a checkpoint)."""
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 
 from dnn_search.errors import UserError
 from dnn_search.results.checkpoint import load_trial_activations
 from dnn_search.results.layout import ACTIVATIONS_DIR, TRIALS_FILE
+from dnn_search.results.ranking import rank_trials
 from dnn_search.results.record import read_record
 from dnn_search.results.tables import plain, read_table
 
 
-def rank_trials(trials, metric_mode: str, top: int, per: str | None = None):
-    """Best first: completed trials by their final score, then pruned ones to fill up to `top`.
-
-    With `per` (a parameter column), the best `top` of each value of that parameter, in overall rank
-    order: e.g. the best homogeneous (n=1) and the best diverse trial.
-    """
-    import pandas as pd
-    ok = trials[trials["status"].isin(["COMPLETED", "PRUNED"]) & trials["checkpoint_path"].notna()
-                & (trials["checkpoint_path"].astype(str) != "")].copy()
-    finite = [v is not None and math.isfinite(float(v)) for v in ok["score"]]
-    ok = ok.loc[pd.Series(finite, index=ok.index, dtype=bool)] if len(ok) else ok
-    ok["_completed"] = (ok["status"] == "COMPLETED").astype(int)
-    ok["_key"] = ok["score"].astype(float) * (-1 if metric_mode == "max" else 1)
-    ok = ok.sort_values(["_completed", "_key"], ascending=[False, True], kind="stable")
-    ok = ok.drop(columns=["_completed", "_key"])
-    if per is None or per not in ok.columns:
-        return ok.head(top)
-    return ok.groupby(per, sort=False).head(top)
-
-
-def _config_fields() -> set:
+def _config_defaults() -> dict:
+    """The meta-learning settings and their defaults (a trial's config holds those it set)."""
     from dnn_search.metalearn import MetaConfig
-    return set(MetaConfig().to_dict())
+    return MetaConfig().to_dict()
 
 
 def export_trials(exp_dir: str | os.PathLike, top: int, out: str | os.PathLike | None = None,
@@ -58,19 +34,21 @@ def export_trials(exp_dir: str | os.PathLike, top: int, out: str | os.PathLike |
         raise UserError(f"--top must be a positive integer, got {top}")
     record = read_record(exp_dir)
     trials = read_table(exp_dir / TRIALS_FILE)
-    best = rank_trials(trials, record.mode, top, record.top_per)
+    best = rank_trials(trials, record.mode, top, record.top_per, metric=record.metric, need_checkpoint=True)
     if best.empty:
         raise UserError(f"no finished trial with a checkpoint in {exp_dir / TRIALS_FILE}: nothing to export")
     out = Path(out) if out else exp_dir / ACTIVATIONS_DIR
-    param_cols = [c for c in trials.columns if c in _config_fields()]
+    defaults = _config_defaults()
+    param_cols = [c for c in trials.columns if c in defaults]
     exported = []
     for rank, (_, row) in enumerate(best.iterrows(), start=1):
         config = {c: plain(row[c]) for c in param_cols}
         acts = load_trial_activations(exp_dir, row["checkpoint_path"], config.get("activation", "sin"))
         folder = out / str(row["trial_id"])
-        steps = int(row["steps_done"]) if row["steps_done"] == row["steps_done"] else config.get("steps")
-        stem = original_stem(config.get("dataset", "MNIST1D"), config.get("activation", "sin"), acts.n, "cpu",
-                             config.get("seed", 0), config.get("inner_lr"), config.get("outer_lr"), steps, 0)
+        setting = {**defaults, **{k: v for k, v in config.items() if v is not None}}
+        steps = int(row["steps_done"]) if row["steps_done"] == row["steps_done"] else int(setting["steps"])
+        stem = original_stem(setting["dataset"], setting["activation"], acts.n, "cpu", int(setting["seed"]),
+                             float(setting["inner_lr"]), float(setting["outer_lr"]), steps, 0)
         metadata = {"config": config, "search": record.name, "trial_id": str(row["trial_id"]),
                     "optuna_number": plain(row.get("optuna_number")), "rank": rank, "status": row["status"],
                     "metric": record.metric, "mode": record.mode, "score": plain(row["score"]),

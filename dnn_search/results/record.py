@@ -43,6 +43,18 @@ class SearchRecord:
         return str(self.space.get("mode") or "max")
 
     @property
+    def dataset(self) -> str:
+        """The (first) dataset the search meta-learns on: its task names and shows the metrics."""
+        choice = (self.space.get("params") or {}).get("dataset")
+        if isinstance(choice, dict) and choice.get("choices"):
+            return str(choice["choices"][0])
+        fixed = (self.space.get("fixed") or {}).get("dataset")
+        if fixed:
+            return str(fixed)
+        from dnn_search.metalearn import MetaConfig
+        return MetaConfig().dataset
+
+    @property
     def params(self) -> list[str]:
         """The sampled hyperparameters, in the space file's order."""
         return list(self.space.get("params") or {})
@@ -67,7 +79,7 @@ class SearchRecord:
     def from_json(cls, data, where: str = SEARCH_FILE) -> "SearchRecord":
         if not isinstance(data, dict) or not isinstance(data.get("space"), dict) or not data.get("name"):
             raise UserError(f"{where} is not a search record (expected a name and a space)")
-        options = data.get("options") if isinstance(data.get("options"), dict) else {}
+        options: dict = data["options"] if isinstance(data.get("options"), dict) else {}
         known = {"name", "space_file", "space", "options", "created"}
         return cls(name=str(data["name"]), space=data["space"], space_file=data.get("space_file"),
                    address=options.get("address"), optuna_storage=options.get("optuna_storage"),

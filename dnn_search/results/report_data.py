@@ -8,20 +8,27 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dnn_search.errors import UserError
 from dnn_search.results.layout import (HESSIAN_FILE, STEPS_FILE, SUMMARY_FILE, TRIALS_FILE,
                                        VALIDATION_FILE, find_search)
+from dnn_search.results.ranking import RANKED_STATUSES, best_of, rank_trials, score_column
 from dnn_search.results.record import SearchRecord, has_record, read_record
 from dnn_search.results.study_record import StudyResults, is_study, load_study_results
 from dnn_search.results.storage import load_study, locate_study
 
+if TYPE_CHECKING:
+    import optuna
+    import pandas as pd
+
 FIGURE_DIR = "report_figures"
 REPORT_NAME = "report.html"
 # trials.parquet columns that are not sampled hyperparameters
-_NOT_PARAMS = {"trial_id", "optuna_number", "status", "error", "node_id", "steps_done", "final_meta_loss",
+_NOT_PARAMS = {"trial_id", "optuna_number", "status", "error", "node_id", "steps_done", "final_meta_loss", "score",
+               "retries", "started_at", "ended_at", "checkpoint_path",
                "final_heldout_accuracy", "best_heldout_accuracy", "wall_seconds", "final_heldout_loss",
                "final_train_loss", "best_meta_loss", "logdir", "path", "seed"}
 _STATE_TO_STATUS = {"COMPLETE": "COMPLETED", "PRUNED": "PRUNED", "FAIL": "FAILED", "RUNNING": "RUNNING",
@@ -35,13 +42,22 @@ class SearchResults:
     metric: str
     mode: str
     record: SearchRecord | None
-    trials: object            # pandas.DataFrame (maybe empty)
-    steps: object             # pandas.DataFrame (maybe empty)
-    study: object | None      # optuna Study or None
-    validation: object | None
-    hessian: object | None
+    trials: pd.DataFrame      # maybe empty
+    steps: pd.DataFrame       # maybe empty
+    study: optuna.Study | None
+    validation: pd.DataFrame | None
+    hessian: pd.DataFrame | None
     summary_md: str | None
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def dataset(self) -> str:
+        """The search's dataset (its task labels the metrics); without search.json the default one,
+        whose task's metric (heldout_accuracy) is the one assumed."""
+        if self.record is not None:
+            return self.record.dataset
+        from dnn_search.metalearn import MetaConfig
+        return MetaConfig().dataset
 
 
 # ------------------------------------------------------------------------------------- loading
@@ -67,8 +83,9 @@ def _load_study(folder: Path, notes: list[str]):
         return None
 
 
-def _trials_from_study(study, metric: str):
-    """trials/steps tables rebuilt from the Optuna study, when the parquet files are missing."""
+def _trials_from_study(study, metric: str, direction: str):
+    """trials/steps tables rebuilt from the Optuna study, when the parquet files are missing: the score
+    is the trial's value, else its last intermediate value; best_<metric> the best in DIRECTION."""
     import pandas as pd
     rows, steps = [], []
     for t in study.trials:
@@ -78,8 +95,8 @@ def _trials_from_study(study, metric: str):
         rows.append({"trial_id": tid, "optuna_number": t.number,
                      "status": _STATE_TO_STATUS.get(t.state.name, t.state.name), **t.params,
                      "steps_done": len(values),
-                     f"final_{metric}": t.value if t.value is not None else (values[-1] if values else np.nan),
-                     f"best_{metric}": max(values) if values else np.nan})
+                     "score": t.value if t.value is not None else (values[-1] if values else np.nan),
+                     f"best_{metric}": best_of(values, direction)})
         steps += [{"trial_id": tid, "step": k, metric: v} for k, v in sorted(iv.items())]
     return pd.DataFrame(rows), pd.DataFrame(steps, columns=["trial_id", "step", metric])
 
@@ -98,7 +115,7 @@ def load_results(folder: str | os.PathLike) -> SearchResults:
     trials = _read_parquet(folder / TRIALS_FILE, notes)
     steps = _read_parquet(folder / STEPS_FILE, notes)
     if trials is None and study is not None:
-        trials, rebuilt_steps = _trials_from_study(study, metric)
+        trials, rebuilt_steps = _trials_from_study(study, metric, mode)
         steps = rebuilt_steps if steps is None else steps
         notes.append("trials.parquet is missing: the trial table was rebuilt from the Optuna study.")
     if trials is None or len(trials) == 0:
@@ -122,13 +139,6 @@ def load_results(folder: str | os.PathLike) -> SearchResults:
 
 # ------------------------------------------------------------------------------------- analysis
 
-def score_column(res: SearchResults) -> str | None:
-    for col in (f"final_{res.metric}", f"best_{res.metric}", res.metric):
-        if col in res.trials.columns and res.trials[col].notna().any():
-            return col
-    return None
-
-
 def param_columns(res: SearchResults) -> list[str]:
     """Sampled hyperparameters: the search record's if known, else the non-result columns."""
     cols = res.trials.columns
@@ -147,15 +157,13 @@ def varying(trials, params) -> list[str]:
 
 
 def ranked_trials(res: SearchResults):
-    col = score_column(res)
-    finished = res.trials[res.trials["status"].isin(["COMPLETED", "PRUNED"])]
-    if col is None:
-        return finished, None
-    finished = finished[finished[col].notna()]
-    # completed trials first: a pruned trial's value is truncated, so it ranks behind them
-    ordered = finished.assign(_pruned=finished["status"] != "COMPLETED")
-    ordered = ordered.sort_values(["_pruned", col], ascending=[True, res.mode == "min"], kind="stable")
-    return ordered.drop(columns="_pruned"), col
+    """(finished trials best first with their `score`, "score"), or (the finished trials, None) when
+    the table has no score at all: `results.ranking.rank_trials`, every finished trial (not only
+    those with a checkpoint, which is export's concern)."""
+    ranked = rank_trials(res.trials, res.mode, metric=res.metric)
+    if score_column(res.trials, res.metric) is None:
+        return res.trials[res.trials["status"].isin(RANKED_STATUSES)], None
+    return ranked, "score"
 
 
 def param_importance(res: SearchResults, params: list[str]):

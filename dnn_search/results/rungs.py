@@ -64,7 +64,7 @@ class SchedulerSpec:
 
     def milestone_count(self, max_steps: int) -> int:
         """How many milestones Ray's scheduler keeps for a horizon of MAX_STEPS."""
-        return self.rule().count(self, int(max_steps))
+        return self.rule().milestones(self, int(max_steps))
 
     def rungs(self, max_steps: int) -> list[int]:
         """The whole steps below MAX_STEPS at which the scheduler compares a trial that reports every
@@ -80,14 +80,26 @@ class SchedulerSpec:
 class RungRule(NamedTuple):
     """One scheduler type's arithmetic: its milestone count, its rung steps, and the keys it uses."""
 
-    count: Callable[[SchedulerSpec, int], int]
+    milestones: Callable[[SchedulerSpec, int], int]
     steps: Callable[[SchedulerSpec, int], list[int]]
     keys: tuple[str, ...]
 
 
+def _grace(spec: SchedulerSpec) -> int:
+    if spec.grace_period is None:
+        raise ValueError(f"scheduler {spec.type} needs a grace_period")
+    return spec.grace_period
+
+
+def _factor(spec: SchedulerSpec) -> float:
+    if spec.reduction_factor is None:
+        raise ValueError(f"scheduler {spec.type} needs a reduction_factor")
+    return spec.reduction_factor
+
+
 def _asha_count(spec: SchedulerSpec, max_t: int) -> int:
     # Ray: MAX_RUNGS = int(np.log(max_t / min_t) / np.log(self.rf) - s + 1), with s = 0 (one bracket)
-    return max(0, int(np.log(max_t / spec.grace_period) / np.log(spec.reduction_factor) + 1))
+    return max(0, int(np.log(max_t / _grace(spec)) / np.log(_factor(spec)) + 1))
 
 
 def _asha_steps(spec: SchedulerSpec, max_t: int) -> list[int]:
@@ -96,7 +108,7 @@ def _asha_steps(spec: SchedulerSpec, max_t: int) -> list[int]:
     # free whole steps at or after each milestone, in order.
     steps: list[int] = []
     for k in range(_asha_count(spec, max_t)):
-        step = max(math.ceil(spec.grace_period * spec.reduction_factor ** k), steps[-1] + 1 if steps else 1)
+        step = max(math.ceil(_grace(spec) * _factor(spec) ** k), steps[-1] + 1 if steps else 1)
         if step >= max_t:  # Ray stops a trial at max_t before consulting its rungs
             break
         steps.append(step)
@@ -105,11 +117,11 @@ def _asha_steps(spec: SchedulerSpec, max_t: int) -> list[int]:
 
 def _hyperband_count(spec: SchedulerSpec, max_t: int) -> int:
     # Ray: self._s_max_1 = int(np.round(np.log(max_t) / np.log(reduction_factor))) + 1 (brackets)
-    return int(np.round(np.log(max_t) / np.log(spec.reduction_factor))) + 1
+    return int(np.round(np.log(max_t) / np.log(_factor(spec)))) + 1
 
 
 def _hyperband_steps(spec: SchedulerSpec, max_t: int) -> list[int]:
-    eta, found = spec.reduction_factor, set()
+    eta, found = _factor(spec), set()
     for s in range(_hyperband_count(spec, max_t)):
         r = int(max_t * eta ** (-s))  # Ray: _get_r0(s); a bracket with r0 == 0 is skipped
         if r == 0:

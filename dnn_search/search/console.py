@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dnn_search.results.export import rank_trials
+from dnn_search.results.ranking import rank_trials
 from dnn_search.results.layout import TRIALS_FILE
 from dnn_search.results.tables import STATUSES, format_table, plain, read_table
 from dnn_search.search.space import SearchSpace
@@ -30,7 +30,7 @@ def _short(v):
 
 def print_best(exp_dir: Path, space: SearchSpace, name: str, top: int) -> None:
     trials = read_table(exp_dir / TRIALS_FILE)
-    best = rank_trials(trials, space.mode, top, space.top_per)
+    best = rank_trials(trials, space.mode, top, space.top_per, metric=space.metric, need_checkpoint=True)
     counts = trials["status"].value_counts().to_dict()
     print(f"\n{len(trials)} trials: " + ", ".join(f"{v} {k.lower()}" for k, v in counts.items()))
     cols = ["trial_id", "optuna_number", "status", *space.params, "steps_done", "score", f"best_{space.task().search_metric}"]

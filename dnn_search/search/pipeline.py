@@ -10,8 +10,8 @@ settings) is trained once.
 """
 from __future__ import annotations
 
+import logging
 import shutil
-import sys
 import time
 from dataclasses import astuple
 from pathlib import Path
@@ -24,6 +24,8 @@ from dnn_search.search.driver import run_search, trial_settings
 from dnn_search.search.options import Options
 from dnn_search.search.pipeline_spec import PipelineSpec
 from dnn_search.search.space import SearchSpace
+
+log = logging.getLogger(__name__)
 
 
 def _grid_run(name: str, trainable, jobs: list[dict], exp_dir: Path, space: SearchSpace, settings: dict,
@@ -43,7 +45,7 @@ def _grid_run(name: str, trainable, jobs: list[dict], exp_dir: Path, space: Sear
                                   failure_config=tune.FailureConfig(max_failures=space.max_failures)))
     started = time.time()
     if not quiet:
-        print(f"{label}: {len(jobs)} trials", flush=True)
+        log.info("%s: %d trials", label, len(jobs))
     grid = tuner.fit()
     rows, failed = [], []
     for res in grid:
@@ -52,9 +54,9 @@ def _grid_run(name: str, trainable, jobs: list[dict], exp_dir: Path, space: Sear
             continue
         rows.append(res.metrics)
     if not quiet:
-        print(f"{label}: {len(rows)} done, {len(failed)} failed in {time.time() - started:.0f} s", flush=True)
+        log.info("%s: %d done, %d failed in %.0f s", label, len(rows), len(failed), time.time() - started)
     for line in failed[:5]:
-        print(f"  failed: {line}", file=sys.stderr)
+        log.warning("failed: %s", line)
     return rows, time.time() - started
 
 
@@ -71,12 +73,13 @@ def _validation_plan(exported: list[dict], p: PipelineSpec, exp_dir: Path) -> tu
 
     from dnn_search.actfile import read_activation_file
     from dnn_search.tasks import task_for_dataset
-    from dnn_search.validation import STANDARD_MODES, config_for, standard_modes
+    from dnn_search.modes import Mode, learned_modes
+    from dnn_search.validation import config_for, standard_modes
 
     wanted, keys = [], []
     for e in exported:
         acts = read_activation_file(e["npz"])
-        learned = [f"single:{k}" for k in range(1, e["n"] + 1)] + (["diverse"] if e["n"] > 1 else [])
+        learned = [str(m) for m in learned_modes(e["n"])]
         for optimizer in p.optimizers:
             cfg = config_for(acts.metadata, **p.settings(optimizer))
             for dataset in p.datasets:
@@ -91,7 +94,7 @@ def _validation_plan(exported: list[dict], p: PipelineSpec, exp_dir: Path) -> tu
                         wanted.append({"trial_id": e["trial_id"], "act_path": str(e["npz"]), "dataset": dataset,
                                        "optimizer": cfg.optimizer, "mode": mode, "run": run, "seed": seed,
                                        "model_dir": model_dir, "validation": asdict(cfg)})
-                        if mode in ("pure", *STANDARD_MODES):
+                        if Mode.parse(mode).shared:
                             keys.append((mode, acts.base, dataset, seed, run, astuple(cfg)))
                         else:
                             keys.append((e["trial_id"], mode, dataset, seed, run, astuple(cfg)))
@@ -100,8 +103,7 @@ def _validation_plan(exported: list[dict], p: PipelineSpec, exp_dir: Path) -> tu
 
 def _pipeline_stages(ray, space: SearchSpace, exp_dir: Path, exported: list[dict], opts: Options) -> dict:
     from dnn_search.search.trainables import hessian_trial, validation_trial
-    from dnn_search.tasks import dataset_entry
-    from dnn_search.validation import METRIC_PREFIXES
+    from dnn_search.tasks import dataset_entry, task_for_dataset
     if not exported:
         raise UserError("the search produced no finished trial to validate")
     p = space.pipeline
@@ -118,8 +120,8 @@ def _pipeline_stages(ray, space: SearchSpace, exp_dir: Path, exported: list[dict
         trained_by.setdefault(key, job)
     jobs = list(trained_by.values())
     if not opts.quiet and len(jobs) < len(wanted):
-        print(f"validation: {len(wanted)} (trial, dataset, optimizer, mode, run) results from {len(jobs)} "
-              "trainings (trials with equal settings share their pure and std:* networks)")
+        log.info("validation: %d (trial, dataset, optimizer, mode, run) results from %d trainings (trials with "
+                 "equal settings share their pure and std:* networks)", len(wanted), len(jobs))
     rows, v_seconds = _grid_run("validation", validation_trial, jobs, exp_dir, space, settings, opts.quiet,
                                 "validation")
     results = {_job_key(r["trial_id_meta"], r["dataset"], r["optimizer"], r["mode"], r["run"]): r for r in rows}
@@ -129,10 +131,11 @@ def _pipeline_stages(ray, space: SearchSpace, exp_dir: Path, exported: list[dict
         r = results.get(_job_key(src["trial_id"], src["dataset"], src["optimizer"], src["mode"], src["run"]))
         if r is None:  # that training failed
             continue
-        # the task's metric columns (test_*, val_*, ...) and curves (curve_*) as the trial reported them
+        # the task's metric columns (test_*, val_*, its extra metrics) and curves (curve_*) as the trial reported them
+        declared = set(task_for_dataset(job["dataset"]).validation_columns())
         v_rows.append({"trial_id": job["trial_id"], "dataset": job["dataset"], "optimizer": job["optimizer"],
                        "mode": job["mode"], "run": job["run"], "seed": job["seed"],
-                       **{k: v for k, v in r.items() if k.startswith((*METRIC_PREFIXES, "curve_"))},
+                       **{k: v for k, v in r.items() if k in declared or k.startswith("curve_")},
                        **{k: r[k] for k in ("epochs", "seconds", "node_id", "model_path")}})
     write_table(exp_dir / VALIDATION_FILE, v_rows, ("trial_id", "dataset", "optimizer", "mode", "run", "seed"))
     h_rows, h_seconds = [], 0.0
@@ -159,7 +162,7 @@ def _pipeline_stages(ray, space: SearchSpace, exp_dir: Path, exported: list[dict
     started = time.time()
     summary = write_summary(exp_dir, opts.name)
     if not opts.quiet:
-        print("\n" + summary)
+        log.info("\n%s", summary)
     return {"validation_seconds": v_seconds, "hessian_seconds": h_seconds, "summary_seconds": time.time() - started}
 
 

@@ -24,6 +24,8 @@ from dnn_search.errors import UserError
 from dnn_search.search import tune_patches
 from dnn_search.search.space import SearchSpace
 
+log = logging.getLogger(__name__)
+
 ADDRESS_TIMEOUT_S = 30
 SESSION_FILE = ".ray_session.json"
 
@@ -133,8 +135,7 @@ def clean_stale_session(exp_dir: Path, quiet: bool = False) -> int:
     with contextlib.suppress(OSError):
         record_path.unlink()
     if pids and not quiet:
-        print(f"note: stopped {len(pids)} Ray process(es) left behind by the killed run (pid {pid})",
-              file=sys.stderr)
+        log.warning("stopped %d Ray process(es) left behind by the killed run (pid %s)", len(pids), pid)
     return len(pids)
 
 
@@ -211,7 +212,6 @@ def check_resources(ray, space: SearchSpace) -> list[dict]:
 def warn_storage(address, exp_dir: Path, nodes: list[dict], quiet: bool) -> None:
     if address is None or len(nodes) <= 1:
         return
-    print(f"note: this cluster has {len(nodes)} nodes and the results go to the local path {exp_dir}. "
-          "Every node must see that path (a shared NFS mount at the same path); otherwise checkpoints, "
-          "exports and validation models written on workers are lost. Pass --storage /shared/path.",
-          file=sys.stderr)
+    log.warning("this cluster has %d nodes and the results go to the local path %s. Every node must see that "
+                "path (a shared NFS mount at the same path); otherwise checkpoints, exports and validation "
+                "models written on workers are lost. Pass --storage /shared/path.", len(nodes), exp_dir)

@@ -115,7 +115,7 @@ def validation_trial(config: dict, settings: dict) -> None:
         model_path = str(save_validation_model(Path(job["model_dir"]), net, job["dataset"], job["mode"],
                                                int(job["seed"]), job["act_path"]))
     # the task's metric columns (classification: test_accuracy, test_loss), and their curves per epoch
-    metrics = {k: result[k] for k in metric_columns(result)}
+    metrics = {k: result[k] for k in metric_columns(result, data.task_object())}
     curves = {f"curve_{k[len('test_'):]}": [c[k] for c in result["curve"]] for k in metrics if k.startswith("test_")}
     tune.report({"trial_id_meta": job["trial_id"], "dataset": job["dataset"], "optimizer": cfg.optimizer,
                  "mode": job["mode"], "run": int(job["run"]), "seed": int(job["seed"]), **metrics, "epochs": cfg.epochs,

@@ -17,26 +17,36 @@ outer step), validation and Hessian trials are shared by every task; a task fixe
 - `inner_gradient_order`: the highest derivative of the activation f that the hand-written
   gradient uses (1: f'); the meta-gradient differentiates it once more, so the base must provide
   one order more, continuously when `requires_smooth_base`;
-- its metrics, with their directions (`metric_directions`, e.g. accuracy: max, loss: min). A metric
-  m is reported as `heldout_m` during meta-learning (on the split carved from the training data),
-  `test_m` and `val_m` by validation trials. The search optimises `heldout_<primary_metric>`;
+- its metrics (`metrics`: a `dnn_search.metrics.Metric` each, with its direction, label and display).
+  A metric m is reported as `heldout_m` during meta-learning (on the split carved from the training
+  data), `test_m` and `val_m` by validation trials. The search optimises `heldout_<primary_metric>`.
+  `extra_metrics`: what only validation trials report, under its own name (a forecast's
+  rollout_mse). Every table, summary and figure reads them from here, so a new task's metrics reach
+  them without any consumer knowing its names;
 - optional figures.
 """
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import torch
 
 from dnn_search.activations import get_base
 from dnn_search.errors import UserError
+from dnn_search.metrics import SPLITS, Metric
 
 
-class Task:
+class Task(ABC):
+    """Abstract: a task must say how big its output is, what its loss is and how its metrics add up
+    over a chunk; everything else has a default."""
+
     name: str = ""
     primary_metric: str = ""
-    metric_directions: dict[str, str] = {}
+    metrics: tuple[Metric, ...] = ()
+    extra_metrics: tuple[Metric, ...] = ()
+    loss_label: str = "loss"  # the inner loss in words, for axes: "cross-entropy, nats"
     inner_gradient_order: int = 1
     # Which derivatives of the hidden activation `inner_loss_and_grads` gets from `activation(z)`
     # (0 is f, with the meta-training noise): the fast path picks the fused kernel that returns them.
@@ -59,13 +69,45 @@ class Task:
     def search_mode(self) -> str:
         return self.metric_directions[self.primary_metric]
 
+    @property
+    def metric_directions(self) -> dict[str, str]:
+        """Metric name -> direction ('max'/'min') of the metrics measured on a split."""
+        return {m.name: m.direction for m in self.metrics}
+
+    @property
+    def validation_directions(self) -> dict[str, str]:
+        """Extra metric name -> direction, for the metrics only validation trials report."""
+        return {m.name: m.direction for m in self.extra_metrics}
+
+    def metric(self, column: str) -> Metric | None:
+        """The Metric behind a column name: an extra metric's own name, or <split>_<metric>
+        (heldout_accuracy, test_mse, val_mse); None when the column is not this task's."""
+        extra = {m.name: m for m in self.extra_metrics}
+        if column in extra:
+            return extra[column]
+        split, _, name = column.partition("_")
+        return next((m for m in self.metrics if m.name == name), None) if split in SPLITS else None
+
+    def primary(self) -> Metric:
+        """The declared Metric of primary_metric (a task that does not declare it is a programming error)."""
+        for m in self.metrics:
+            if m.name == self.primary_metric:
+                return m
+        raise TypeError(f"task {self.name}: primary_metric {self.primary_metric!r} is not among its metrics")
+
+    def validation_columns(self) -> tuple[str, ...]:
+        """The metric columns of a validation row: test_ and val_ of each metric, then the extras."""
+        return (*(m.column(s) for s in ("test", "val") for m in self.metrics),
+                *(m.column() for m in self.extra_metrics))
+
     def columns(self, prefix: str) -> dict[str, str]:
         """Column name -> direction ('max'/'min') of this task's metrics under `prefix` (test, val, ...)."""
         return {f"{prefix}_{m}": d for m, d in self.metric_directions.items()}
 
     # --------------------------------------------------------------------------- data and model
+    @abstractmethod
     def output_size(self, data) -> int:
-        raise NotImplementedError
+        """The network's output width for DATA (classes, state dimension, 1 for a scalar H)."""
 
     def check_base(self, base: str) -> str:
         """The base name if this task can use it; a UserError saying why not otherwise."""
@@ -82,8 +124,9 @@ class Task:
         return net(x)
 
     # --------------------------------------------------------------------------- losses
+    @abstractmethod
     def loss(self, prediction: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The mean inner loss, differentiable by autograd."""
 
     def output_loss_and_grad(self, out: torch.Tensor, y: torch.Tensor):
         """(mean loss, d loss / d out) written out, for tasks that predict the network output."""
@@ -106,9 +149,9 @@ class Task:
         return loss, (d_z.T @ x, d_z.sum(0), d_out.T @ a, d_out.sum(0))
 
     # --------------------------------------------------------------------------- metrics
+    @abstractmethod
     def metric_sums(self, prediction: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """Each metric summed over the examples of one chunk (so chunks add up exactly)."""
-        raise NotImplementedError
 
     def evaluate(self, net, x: torch.Tensor, y: torch.Tensor, chunk: int = 1024) -> dict[str, float]:
         """Every metric's mean over a whole split, evaluated in chunks; NaN for an empty split."""
@@ -122,12 +165,8 @@ class Task:
                     sums[m] = sums.get(m, 0) + value
         return {m: v / x.shape[0] for m, v in sums.items()}
 
-    # Metrics that only validation trials report, beyond test_/val_ of metric_directions (e.g. a
-    # forecast's rollout_mse), with their directions.
-    validation_directions: dict[str, str] = {}
-
     def validation_metrics(self, net, data, device="cpu") -> dict[str, float]:
-        """Extra metrics of a trained validation network on DATA (keys: validation_directions); none by default."""
+        """Extra metrics of a trained validation network on DATA (keys: extra_metrics' names); none by default."""
         return {}
 
     def figures(self, net, data, folder: Path) -> dict[str, Path]:

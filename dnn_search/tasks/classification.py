@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from dnn_search import data
 from dnn_search.inner_step import inner_step
+from dnn_search.metrics import Metric
 from dnn_search.tasks.base import Task
 from dnn_search.tasks.registry import register_dataset, register_task
 
@@ -17,7 +18,9 @@ from dnn_search.tasks.registry import register_dataset, register_task
 class Classification(Task):
     name = "classification"
     primary_metric = "accuracy"
-    metric_directions = {"accuracy": "max", "loss": "min"}
+    metrics = (Metric("accuracy", "max", "accuracy (fraction correct)", scale=100.0, digits=2, unit="%"),
+               Metric("loss", "min", "loss (cross-entropy, nats)", detail=True))
+    loss_label = "cross-entropy, nats"
     inner_gradient_order = 1
     # the cross-entropy inner step as one autograd node (dnn_search.inner_step): ~2x the fast path
     fused_inner_step = staticmethod(inner_step)

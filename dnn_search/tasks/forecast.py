@@ -19,13 +19,17 @@ import numpy as np
 import torch
 
 from dnn_search import dynamics
+from dnn_search.metrics import Metric
 from dnn_search.tasks.base import Task
 
 
 class ForecastTask(Task):
     primary_metric = "mse"
-    metric_directions = {"mse": "min"}
-    validation_directions = {"rollout_mse": "min", "rollout_diverged": "min"}
+    # errors span decades between networks: compared on log scale, as ratios
+    metrics = (Metric("mse", "min", "mean squared error of the derivative", log=True),)
+    extra_metrics = (Metric("rollout_mse", "min", "forecast mean squared error (median over trajectories)"),
+                     Metric("rollout_diverged", "min", "diverged forecasts", digits=0))
+    loss_label = "mean squared error"
     system: dynamics.System
 
     def output_size(self, data) -> int:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from dnn_search import dynamics
+from dnn_search.metrics import Metric
 from dnn_search.tasks.forecast import ForecastTask
 from dnn_search.tasks.registry import register_dataset, register_task
 
@@ -39,7 +40,7 @@ class HenonHeiles(ForecastTask):
     inner_derivatives = (1, 2)  # activation(z) -> (f', f''): the loss and its gradient need no f
     requires_smooth_base = True
     predict_needs_grad = True
-    validation_directions = {**ForecastTask.validation_directions, "energy_drift": "min"}
+    extra_metrics = (*ForecastTask.extra_metrics, Metric("energy_drift", "min", "relative energy drift (median)"))
 
     def output_size(self, data) -> int:
         return 1
