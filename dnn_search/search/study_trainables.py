@@ -64,6 +64,6 @@ def study_validation_trial(config: dict, settings: dict) -> None:
         row = {"key": job["key"], "arm": batch["arm"], "replicate": batch["replicate"],
                "meta_seed": int(batch["meta_seed"]), "mode": job["mode"], "run": int(job["run"]),
                "seed": int(job["seed"]), "optimizer": cfg.optimizer, "lr": cfg.lr, "epochs": cfg.epochs,
-               **{k: result[k] for k in metric_columns(result)}, "seconds": result["seconds"], "node_id": node_id}
+               **{k: result[k] for k in metric_columns(result, data.task_object())}, "seconds": result["seconds"], "node_id": node_id}
         atomic_write_text(out, json.dumps(row, allow_nan=True) + "\n")
         tune.report({"key": job["key"], "replicate": batch["replicate"]})
