@@ -141,10 +141,46 @@ def test_retraining_seeds_nested_in_replicates(study):
     for rep, seeds in per_replicate.items():
         assert len(seeds) == RUNS, rep  # every network of a replicate uses the same R seeds
     assert len(set().union(*per_replicate)) == RUNS * 3 * K  # distinct across replicates
+    pick = _picks(study["exp"])
     primary = v[(v["arm"] == "n2") & (v["mode"] == "diverse")]
-    assert set(primary["optimizer"]) == {"rmsprop"} and set(primary["lr"]) == {0.03}
-    assert set(v[(v["arm"] == "frozen") & (v["mode"] == "single:1")]["lr"]) == {1e-5}
-    assert set(v[(v["arm"] == "frozen") & (v["mode"] == "pure")]["lr"]) == {0.03}  # the n = 1 arm's
+    # the primary protocol trains at the arm's calibrated inner lr
+    assert set(primary["optimizer"]) == {"rmsprop"} and set(primary["lr"]) == {pick["n2"]["inner_lr"]}
+    assert set(v[(v["arm"] == "frozen") & (v["mode"] == "single:1")]["lr"]) == {1e-5}  # its own, never calibrated
+    assert set(v[(v["arm"] == "frozen") & (v["mode"] == "pure")]["lr"]) == {pick["n1"]["inner_lr"]}  # the n = 1 arm's
+
+
+def _picks(exp: Path) -> dict[str, dict]:
+    import pandas as pd
+    table = pd.read_parquet(exp / "calibration.parquet")
+    return {row["arm"]: {c[len("param_"):]: row[c] for c in table.columns
+                         if c.startswith("param_") and row[c] == row[c]}
+            for _, row in table[table["picked"]].iterrows()}
+
+
+def test_calibration_inside_each_arm_on_meta_seeds_of_its_own(study):
+    """Every arm ran its calibration trials (the same number and steps), one pick per arm, on meta-seeds
+    that no replicate ran (as recorded by the runs themselves), and the replicates meta-learned at the
+    pick; the frozen arm's own inner lr was never calibrated."""
+    import dnn_search
+    exp = study["exp"]
+    table = dnn_search.open_search(study["name"], storage=study["storage"]).calibration
+    assert table.groupby("arm").size().to_dict() == {"n1": 2, "n2": 2, "frozen": 2}
+    assert table.groupby("arm")["picked"].sum().to_dict() == {"n1": 1, "n2": 1, "frozen": 1}
+    assert set(table["steps"]) == {3} and not table["dropped"].any()
+    assert table[table["arm"] == "frozen"]["param_inner_lr"].isna().all()
+    seeds = lambda folder: {json.loads(p.read_text())["meta_seed"] for p in (exp / folder).glob("*/result.json")}
+    calibration, replicates = seeds("calibration"), seeds("replicates")
+    assert len(calibration) == 6 and len(replicates) == 3 * K and not calibration & replicates
+    pick = _picks(exp)
+    for folder in (exp / "replicates").iterdir():
+        config = json.loads((folder / "activations.json").read_text())["config"]
+        arm = folder.name.rsplit("-m", 1)[0]
+        assert {k: config[k] for k in pick[arm]} == pick[arm], folder.name
+        if arm == "frozen":
+            assert config["inner_lr"] == 1e-5
+    # the resumed driver never ran a calibration trial again (they had all finished before the first kill)
+    after = [e for e in study["trace"] if e["event"] == "replicate_step" and e["time"] > study["killed"]["metalearning"]]
+    assert after and not [e for e in after if "-c" in e["replicate"]]
 
 
 def test_known_answers_get_the_right_verdicts(study):
@@ -196,4 +232,5 @@ def test_dry_run_prints_costs_and_starts_nothing(tmp_path, search_env):
                     "--storage", tmp_path, "--dry-run"], search_env)
     assert proc.returncode == 0, proc.stderr
     assert "4 meta-learning runs, 32 trainings" in proc.stdout and "core-hours" in proc.stdout
+    assert "calibration: 4 trials (2 per arm x 3 steps" in proc.stdout
     assert "s/step" in proc.stdout and not (tmp_path / "dry").exists()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from dnn_search.results.study_calibration import summary_lines as calibration_summary
 from dnn_search.results.study_record import COMPARISONS_TABLE, REPLICATES_TABLE, read_spec
 from dnn_search.stats import format_number, mean_ci
 
@@ -109,6 +110,7 @@ def render_summary(exp_dir: Path, name: str) -> str:
              "meta-learning inner update at the arm's own inner lr and epochs; pure and std:* at the n = 1 arm's); "
              "networks are scored on the study's selection split, which meta-learning never saw, and on test.", "",
              *arm_table(replicates, spec, scale.metric, scale.log), ""]
+    lines += calibration_summary(exp_dir, spec)
     failed = replicates[replicates["status"] == "FAILED"]
     lines += ["## FAILED replicates", ""]
     if failed.empty:

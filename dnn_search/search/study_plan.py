@@ -122,7 +122,26 @@ def plan_lines(spec: StudySpec, costs: list[UnitCost] | None = None) -> list[str
             total_s += seconds
             line += f"; {c.step_s:.2f} s/step, {c.training_s:.2f} s/training -> {seconds / 3600:.3g} core-h"
         lines.append(line)
+    cal_lines, cal_s = calibration_lines(spec, by_arm)
+    lines += cal_lines
+    total_s += cal_s
     lines.append(f"  total: {total_runs} meta-learning runs, {total_trainings} trainings"
                  + (f", {total_s / 3600:.3g} core-hours ({total_s / 3600 / max(1, spec.max_concurrent or 1):.3g} h "
                     f"wall at {spec.max_concurrent or 1} at once)" if costs else ""))
     return lines
+
+
+def calibration_lines(spec: StudySpec, by_arm: dict[str, UnitCost]) -> tuple[list[str], float]:
+    """The calibration's line (its trials per arm, the settings each arm searches) and its seconds."""
+    from dnn_search.results.study_record import calibration_trials
+    cal = spec.calibration
+    if cal is None:
+        return [], 0.0
+    runs = sum(len(calibration_trials(spec, arm)) for arm in spec.arms)
+    seconds = sum(cal.trials * cal.steps * by_arm[a.name].step_s for a in spec.arms if a.name in by_arm)
+    searched = "; ".join(f"{a.name}: {', '.join(cal.params_for(a))}" for a in spec.arms)
+    line = (f"  calibration: {runs} trials ({cal.trials} per arm x {cal.steps} steps, {cal.scheduler}, "
+            f"{cal.sampler['type']} sampler per arm; {searched})")
+    if by_arm:
+        line += f" -> {seconds / 3600:.3g} core-h"
+    return [line], seconds

@@ -1,6 +1,8 @@
 """`dnn-search study`: a diversity study from its file to its answer, on one Ray session.
 
 Stages, each resumable at its own granularity (`--resume` skips whatever left its file behind):
+0. **calibration** (when the file has a `calibration` section): a short search inside each arm
+   (`study_calibrate.py`); every later stage runs each arm at its pick;
 1. **meta-learning**: per arm, one Tune experiment (`ray/study_<arm>`) of its K replicates, every one
    to the same number of outer steps (no scheduler stops any); a replicate folder's `result.json`
    marks it finished (COMPLETED or FAILED), its `state.pt` lets an interrupted one continue. Each
@@ -27,6 +29,7 @@ from dnn_search.results.study_record import (REPLICATES_DIR, SPLIT_FILE, STUDY_F
 from dnn_search.results.study_record import Replicate, replicates_of, selection_seed
 from dnn_search.search.study_plan import (ValidationJob, measure_costs, plan_lines, validation_jobs,
                                           validation_settings)
+from dnn_search.search.study_calibrate import calibrate
 from dnn_search.search.study_spec import load_study
 
 
@@ -221,6 +224,9 @@ def run_study(opts: StudyOptions) -> dict:
     address = opts.address
     with ray_session(address, opts.quiet, exp_dir):
         settings = _settings(spec)
+        started = time.time()
+        spec = calibrate(exp_dir, spec, settings, opts.name, opts.quiet)  # each arm at its pick from here on
+        stages["calibration_seconds"] = time.time() - started
         started = time.time()
         _metalearning(exp_dir, spec, settings, opts.name, opts.quiet)
         stages["metalearning_seconds"] = time.time() - started

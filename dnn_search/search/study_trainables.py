@@ -32,7 +32,9 @@ def replicate_trial(config: dict, settings: dict) -> None:
         faults.trace("replicate_step", replicate=job["key"], step=row["step"], node_id=node_id)
         tune.report({**{k: v for k, v in row.items() if isinstance(v, (int, float))}, "replicate": job["key"]})
 
-    outcome = run_replicate(cfg, data, rest, Path(job["folder"]), grad_norm_limit=settings["grad_norm_limit"],
+    # a calibration trial carries the calibration's own threshold; a replicate, the study's
+    limit = job.get("grad_norm_limit", settings["grad_norm_limit"])
+    outcome = run_replicate(cfg, data, rest, Path(job["folder"]), grad_norm_limit=limit,
                             checkpoint_every=settings["checkpoint_every"], device=device, on_step=report,
                             metadata={"arm": job["arm"], "replicate": job["key"], "meta_seed": cfg.seed})
     tune.report({"replicate": job["key"], "status": outcome.status, "steps_done": outcome.steps, "done": True})
