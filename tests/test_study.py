@@ -131,7 +131,9 @@ def test_resume_loses_nothing_and_never_trains_a_finished_network_again(study):
     assert all(trained[key] == 1 for key in study["finished_trainings"]), trained
     rows = [json.loads(p.read_text()) for p in (study["exp"] / "study_validation").glob("*.json")]
     # n1, frozen: single:1, pure, std:gelu; n2: diverse, single:1, single:2, pure, std:gelu
-    assert len(rows) == K * RUNS * (3 + 3 + 5)
+    assert sum(r["protocol"] == "primary" for r in rows) == K * RUNS * (3 + 3 + 5)
+    # the secondary protocol: primary network and pure, 2 lrs x 2 pick seeds each (R = 2: no more runs)
+    assert sum(r["protocol"] == "secondary" for r in rows) == 3 * K * 2 * (2 * 2)
 
 
 def test_retraining_seeds_nested_in_replicates(study):
@@ -142,6 +144,7 @@ def test_retraining_seeds_nested_in_replicates(study):
         assert len(seeds) == RUNS, rep  # every network of a replicate uses the same R seeds
     assert len(set().union(*per_replicate)) == RUNS * 3 * K  # distinct across replicates
     pick = _picks(study["exp"])
+    v = v[v["protocol"] == "primary"]
     primary = v[(v["arm"] == "n2") & (v["mode"] == "diverse")]
     # the primary protocol trains at the arm's calibrated inner lr
     assert set(primary["optimizer"]) == {"rmsprop"} and set(primary["lr"]) == {pick["n2"]["inner_lr"]}
@@ -231,6 +234,36 @@ def test_dry_run_prints_costs_and_starts_nothing(tmp_path, search_env):
     proc = run_cli(["study", "--space", REPO / "search_spaces" / "study_smoke.yaml", "--name", "dry",
                     "--storage", tmp_path, "--dry-run"], search_env)
     assert proc.returncode == 0, proc.stderr
-    assert "4 meta-learning runs, 32 trainings" in proc.stdout and "core-hours" in proc.stdout
+    assert "4 meta-learning runs, 64 trainings" in proc.stdout and "secondary protocol (sgd" in proc.stdout and "core-hours" in proc.stdout
     assert "calibration: 4 trials (2 per arm x 3 steps" in proc.stdout
     assert "s/step" in proc.stdout and not (tmp_path / "dry").exists()
+
+
+def test_secondary_protocol_picks_an_lr_per_network_on_the_selection_split(study):
+    """Under the secondary protocol each replicate's primary network and pure trained with SGD at every
+    lr of the grid on the same seeds; the pick is the lr with the best mean selection-split accuracy;
+    the rows carry it; its primary contrasts are a family of their own, Holm within it."""
+    import pandas as pd
+
+    from dnn_search.stats import holm
+    exp = study["exp"]
+    v = pd.read_parquet(exp / "validation.parquet")
+    sec = v[v["protocol"] == "secondary"]
+    assert set(sec["optimizer"]) == {"sgd"} and set(sec["lr"]) == {0.03, 0.1}
+    assert set(zip(sec["arm"], sec["mode"])) == {("n1", "single:1"), ("n1", "pure"), ("n2", "diverse"),
+                                                 ("n2", "pure"), ("frozen", "single:1"), ("frozen", "pure")}
+    seeds = v[v["protocol"] == "primary"].groupby("replicate")["seed"].apply(frozenset)
+    for (rep, mode), group in sec.groupby(["replicate", "mode"]):
+        assert frozenset(group["seed"]) == seeds[rep]
+        means = group.groupby("lr")["val_accuracy"].mean()
+        picked = group["picked_lr"].dropna()
+        assert len(picked) == RUNS and set(group[group["picked_lr"].notna()]["lr"]) == {picked.iloc[0]}
+        assert means[picked.iloc[0]] == means.max(), (rep, mode)
+    c = pd.read_parquet(exp / "comparisons.parquet")
+    family = c[c["family"] == "secondary protocol"]
+    assert set(family["protocol"]) == {"secondary"} and set(c[c["family"] == "primary"]["protocol"]) == {"primary"}
+    assert list(family["contrast"]) == list(c[c["family"] == "primary"]["contrast"])  # every one is covered
+    assert list(family["holm_p"]) == pytest.approx(holm(list(family["p"])))
+    assert set(family["verdict"]) <= {"better", "equivalent", "worse", "inconclusive"}
+    summary = (exp / "summary.md").read_text()
+    assert "## Secondary protocol: SGD (momentum 0.9)" in summary and "## Calibration inside each arm" in summary

@@ -102,3 +102,31 @@ def test_an_arm_that_sets_every_calibrated_setting_is_refused():
     calibrated = spec.calibrated({"n2": {"outer_lr": 0.7}})
     assert calibrated.arm_config(calibrated.arm("n2")) == {**spec.arm_config(spec.arms[1]), "outer_lr": 0.7}
     assert calibrated.arm_config(calibrated.arm("n2"))["inner_lr"] == 0.05
+
+
+def test_secondary_pick_is_the_best_mean_on_the_selection_split():
+    """The secondary protocol's pick: best mean val metric over the pick seeds; an MSE on the log scale
+    (a geometric mean, so one huge seed does not decide); ties: the smaller lr; no finite value at
+    any lr: the smallest lr."""
+    from dnn_search.results.study_secondary import pick_lr
+    rows = lambda pairs, col="val_accuracy": [{"lr": lr, col: v} for lr, v in pairs]
+    assert pick_lr(rows([(0.1, 0.5), (0.1, 0.7), (0.01, 0.65), (0.01, 0.5)]), "accuracy", "max", False) == 0.1
+    assert pick_lr(rows([(0.1, 0.6), (0.01, 0.6)]), "accuracy", "max", False) == 0.01
+    assert pick_lr(rows([(0.1, float("nan")), (0.1, 0.9), (0.01, 0.2)]), "accuracy", "max", False) == 0.01
+    mse = rows([(0.1, 1e-4), (0.1, 10.0), (0.01, 0.05), (0.01, 0.05)], "val_mse")
+    assert pick_lr(mse, "mse", "min", True) == 0.1  # geometric mean 0.0316 < 0.05 (arithmetic: 5.0)
+    assert pick_lr(rows([(0.1, float("nan")), (0.03, float("inf"))]), "accuracy", "max", False) == 0.03
+
+
+@pytest.mark.parametrize("secondary, message", [
+    ({"lrs": []}, "study.secondary.lrs: give a small list"),
+    ({"lrs": [0.1, 0.1]}, "contains duplicates"),
+    ({"lrs": [0.1], "momentum": 1.0}, "must be in \\[0, 1\\)"),
+    ({"lrs": [-0.1]}, "study.secondary.lrs\\[0\\]"),
+    ({"lrs": [0.1], "pick_seeds": 0}, "study.secondary.pick_seeds"),
+])
+def test_bad_secondary_is_one_line(secondary, message):
+    data = _smoke()
+    data["study"]["secondary"] = secondary
+    with pytest.raises(UserError, match=message):
+        parse_study(data)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from dnn_search.results.study_calibration import summary_lines as calibration_summary
 from dnn_search.results.study_record import COMPARISONS_TABLE, REPLICATES_TABLE, read_spec
+from dnn_search.results.study_secondary import summary_lines as secondary_protocol_summary
 from dnn_search.stats import format_number, mean_ci
 
 FIGURE = "report_figures/study_arms.png"
@@ -86,6 +87,20 @@ def comparison_table(comparisons, family: str) -> list[str]:
     return lines
 
 
+def verdict_table(comparisons, family: str) -> list[str]:
+    """A family of contrasts with their TOST intervals and verdicts (the secondary protocol's)."""
+    rows = comparisons[comparisons["family"] == family]
+    if rows.empty:
+        return ["(none of the primary contrasts is between networks this protocol trains)"]
+    lines = ["| contrast | test | estimate | 95 % CI | 90 % CI | Holm p | verdict |", "|---|---|---|---|---|---|---|"]
+    for _, r in rows.iterrows():
+        unit = r["unit"]
+        lines.append(f"| {r['contrast']} | {r['test']} (K = {int(r['n_a'])}) | {_fmt_estimate(r['estimate'], unit)} | "
+                     f"{_interval(r['ci_lo'], r['ci_hi'], unit)} | {_interval(r['ci90_lo'], r['ci90_hi'], unit)} | "
+                     f"{_p(r['holm_p'])} | **{r['verdict']}** |")
+    return lines
+
+
 def render_summary(exp_dir: Path, name: str) -> str:
     import pandas as pd
 
@@ -118,6 +133,7 @@ def render_summary(exp_dir: Path, name: str) -> str:
     else:
         lines += [f"- {r['replicate']} (arm {r['arm']}, meta-seed {r['meta_seed']}): step {r['steps']}: {r['reason']}"
                   for _, r in failed.iterrows()] + [""]
+    lines += secondary_protocol_summary(exp_dir, spec, comparisons, verdict_table)
     lines += ["## Secondary contrasts (within replicates, one-sample t on the per-replicate differences)", "",
               *comparison_table(comparisons, "secondary"), ""]
     for family, title in (("sensitivity", "Sensitivity: failures at their arm's worst value"),
