@@ -267,3 +267,26 @@ def test_secondary_protocol_picks_an_lr_per_network_on_the_selection_split(study
     assert set(family["verdict"]) <= {"better", "equivalent", "worse", "inconclusive"}
     summary = (exp / "summary.md").read_text()
     assert "## Secondary protocol: SGD (momentum 0.9)" in summary and "## Calibration inside each arm" in summary
+
+
+def test_views_curves_activations_variance_and_controls_beside_the_arms(study):
+    """The analysis stage draws the per-arm learning curves, the learned activations per arm and the
+    variance components; each replicate's plateau numbers come from its own steps.json; the comparison
+    figure puts the controls (pure, std:*: the n = 1 arm's) to the right of the arms' primary networks."""
+    import pandas as pd
+
+    from dnn_search.results.study_record import read_spec
+    from dnn_search.results.study_summary import figure_networks
+    exp = study["exp"]
+    for name in ("study_curves.png", "study_activations.png", "study_variance.png", "study_arms.png"):
+        assert (exp / "report_figures" / name).stat().st_size > 5000, name
+    reps = pd.read_parquet(exp / "replicates.parquet").set_index("replicate")
+    for key, row in reps.iterrows():
+        acc = [r["heldout_accuracy"] for r in json.loads((exp / "replicates" / key / "steps.json").read_text())]
+        assert row["heldout_last"] == acc[-1]
+        assert row["heldout_change_last_quarter"] == pytest.approx(acc[-1] - acc[-2])  # 6 steps: quarters of 1
+    summary = (exp / "summary.md").read_text()
+    assert "## Views" in summary and "![learning curves](report_figures/study_curves.png)" in summary
+    spec = read_spec(exp)
+    assert figure_networks(spec, reps.reset_index(), "accuracy") == [
+        ("n1", "single:1"), ("n2", "diverse"), ("frozen", "single:1"), ("n1", "pure"), ("n1", "std:gelu")]

@@ -29,6 +29,7 @@ from dnn_search.results.study_record import (COMPARISONS_TABLE, REPLICATES_TABLE
                                              replicates_of)
 from dnn_search.results.study_record import secondary_networks
 from dnn_search.results.study_secondary import picked_rows
+from dnn_search.results.study_views import curves, plateau_columns, write_views
 from dnn_search.results.tables import write_table
 from dnn_search.stats import holm, welch
 from dnn_search.study_stats import fisher_failures, one_sample, tost, variance_components, verdict, worst_case
@@ -251,8 +252,11 @@ def write_study_results(exp_dir: Path, spec: StudySpec | None = None, name: str 
     reps = read_replicates(exp_dir, spec)
     every_row = read_validation_rows(exp_dir)
     rows = [r for r in every_row if r.get("protocol", "primary") == "primary"]
+    curve_of = {key: values for arm_curves in curves(exp_dir, spec, "heldout_" + scale.metric).values()
+                for key, _, values in arm_curves}
     for r in reps:
         r["meta_seconds"] = _meta_seconds(exp_dir, r["replicate"])
+        r.update(plateau_columns(curve_of.get(r["replicate"], [])))
     obs = observations(rows, scale, "test")
     val = observations(rows, scale, "val")
     for r in reps:
@@ -273,6 +277,7 @@ def write_study_results(exp_dir: Path, spec: StudySpec | None = None, name: str 
                                                           "estimate", "ci_lo", "ci_hi", "p", "holm_p", "verdict"))
     variance = components(spec, reps, rows, scale)
     write_table(exp_dir / "variance.parquet", variance, ("arm", "network"))
+    write_views(exp_dir, spec, "heldout_" + scale.metric, variance)
     text = render_summary(exp_dir, name or exp_dir.name)
     atomic_write_text(exp_dir / "summary.md", text)
     return text

@@ -21,7 +21,7 @@ import logging
 import math
 from pathlib import Path
 
-from dnn_search.results.study_record import Replicate, StudySpec, retraining_seed
+from dnn_search.results.study_record import Replicate, StudySpec, retraining_seed, secondary_networks
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,10 @@ def summary_lines(exp_dir: Path, spec: StudySpec, comparisons, table_lines) -> l
              f"picked, then all {spec.runs} seeds at the pick. The primary contrasts it covers, Holm within "
              "this table:", "", *table_lines(comparisons, "secondary protocol"), "",
              "| arm | network | picked lr: replicates |", "|---|---|---|"]
-    for (arm, mode), group in sec.drop_duplicates(["replicate", "mode"]).groupby(["arm", "mode"], sort=False):
-        counts = group["picked_lr"].value_counts().sort_index()
-        lines.append(f"| {arm} | {mode} | {', '.join(f'{lr:g}: {n}' for lr, n in counts.items())} |")
+    once = sec.drop_duplicates(["replicate", "mode"])
+    for arm in spec.arms:
+        for mode in secondary_networks(spec, arm):
+            counts = once[(once["arm"] == arm.name) & (once["mode"] == mode)]["picked_lr"].value_counts().sort_index()
+            if len(counts):
+                lines.append(f"| {arm.name} | {mode} | {', '.join(f'{lr:g}: {n}' for lr, n in counts.items())} |")
     return lines + [""]
