@@ -2,8 +2,8 @@
 
 The fixture runs the smoke study's file with a third arm whose answer is known by construction
 (`frozen`: n = 1 at an inner learning rate of 1e-5, so its networks barely train) and contrasts whose
-verdicts are therefore known. The driver is killed (-9) once in the middle of meta-learning and once
-in the middle of validation, at test-only fault points (`faults.stall_at`), and resumed each time;
+verdicts are therefore known. The driver is killed (-9) in the middle of calibration, of meta-learning
+and of validation, at test-only fault points (`faults.stall_at`), and resumed each time;
 every other test reads what that one study left behind: the recorded indices, the tables, the
 Optuna study, the trace of what was computed where.
 """
@@ -66,9 +66,12 @@ def study(tmp_path_factory, search_env):
     exp = storage / name
     args = ["study", "--space", _study_file(root), "--name", name, "--storage", storage]
     killed = {}
-    killed["metalearning"] = _run_until_stall(args, env, "metalearning:18", root / "stalled1")
-    finished_replicates = {p.parent.name for p in (exp / "replicates").glob("*/result.json")}
     resume = ["study", "--name", name, "--storage", storage, "--resume"]
+    killed["calibration"] = _run_until_stall(args, env, "calibration:3", root / "stalled0")
+    calibration_asked = {p.parent.name: p.read_text() for p in (exp / "calibration").glob("*/params.json")}
+    calibration_finished = {p.parent.name for p in (exp / "calibration").glob("*/result.json")}
+    killed["metalearning"] = _run_until_stall(resume, env, "metalearning:18", root / "stalled1")
+    finished_replicates = {p.parent.name for p in (exp / "replicates").glob("*/result.json")}
     killed["validation"] = _run_until_stall(resume, env, "validation:10", root / "stalled2")
     finished_trainings = {p.stem for p in (exp / "study_validation").glob("*.json")}
     proc = run_cli(resume, env)
@@ -76,7 +79,7 @@ def study(tmp_path_factory, search_env):
     from dnn_search.search.faults import read_trace
     return {"exp": exp, "name": name, "storage": storage, "stdout": proc.stdout, "trace": read_trace(trace),
             "killed": killed, "finished_replicates": finished_replicates, "finished_trainings": finished_trainings,
-            "env": env}
+            "calibration_asked": calibration_asked, "calibration_finished": calibration_finished, "env": env}
 
 
 def test_selection_split_disjoint_from_what_meta_learning_recorded(study):
@@ -181,9 +184,24 @@ def test_calibration_inside_each_arm_on_meta_seeds_of_its_own(study):
         assert {k: config[k] for k in pick[arm]} == pick[arm], folder.name
         if arm == "frozen":
             assert config["inner_lr"] == 1e-5
-    # the resumed driver never ran a calibration trial again (they had all finished before the first kill)
-    after = [e for e in study["trace"] if e["event"] == "replicate_step" and e["time"] > study["killed"]["metalearning"]]
-    assert after and not [e for e in after if "-c" in e["replicate"]]
+    # killed during calibration: the trials asked before the kill ran at their recorded settings (not
+    # asked again), a finished one never ran again, and the Optuna study of each arm holds its 2 trials
+    import optuna
+
+    from dnn_search.results.storage import open_storage, storage_spec
+    asked, finished = study["calibration_asked"], study["calibration_finished"]
+    assert asked and set(asked) < {f"{a}-c{i}" for a in ("n1", "n2", "frozen") for i in range(2)}
+    assert all((exp / "calibration" / key / "params.json").read_text() == text for key, text in asked.items())
+    after = [e for e in study["trace"] if e["event"] == "replicate_step" and e["time"] > study["killed"]["calibration"]
+             and "-c" in e["replicate"]]
+    assert {e["replicate"] for e in after} >= set(asked) - finished and not {e["replicate"] for e in after} & finished
+    storage = open_storage(storage_spec(exp, None))
+    for arm in ("n1", "n2", "frozen"):
+        trials = optuna.load_study(study_name=f"{study['name']}:calibration:{arm}", storage=storage).trials
+        assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"], arm
+    # and after the second kill (in meta-learning) no calibration trial ran again
+    later = [e for e in study["trace"] if e["event"] == "replicate_step" and e["time"] > study["killed"]["metalearning"]]
+    assert later and not [e for e in later if "-c" in e["replicate"]]
 
 
 def test_known_answers_get_the_right_verdicts(study):
