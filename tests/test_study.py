@@ -2,8 +2,8 @@
 
 The fixture runs the smoke study's file with a third arm whose answer is known by construction
 (`frozen`: n = 1 at an inner learning rate of 1e-5, so its networks barely train) and contrasts whose
-verdicts are therefore known. The driver is killed (-9) once in the middle of meta-learning and once
-in the middle of validation, at test-only fault points (`faults.stall_at`), and resumed each time;
+verdicts are therefore known. The driver is killed (-9) in the middle of calibration, of meta-learning
+and of validation, at test-only fault points (`faults.stall_at`), and resumed each time;
 every other test reads what that one study left behind: the recorded indices, the tables, the
 Optuna study, the trace of what was computed where.
 """
@@ -66,9 +66,12 @@ def study(tmp_path_factory, search_env):
     exp = storage / name
     args = ["study", "--space", _study_file(root), "--name", name, "--storage", storage]
     killed = {}
-    killed["metalearning"] = _run_until_stall(args, env, "metalearning:18", root / "stalled1")
-    finished_replicates = {p.parent.name for p in (exp / "replicates").glob("*/result.json")}
     resume = ["study", "--name", name, "--storage", storage, "--resume"]
+    killed["calibration"] = _run_until_stall(args, env, "calibration:3", root / "stalled0")
+    calibration_asked = {p.parent.name: p.read_text() for p in (exp / "calibration").glob("*/params.json")}
+    calibration_finished = {p.parent.name for p in (exp / "calibration").glob("*/result.json")}
+    killed["metalearning"] = _run_until_stall(resume, env, "metalearning:18", root / "stalled1")
+    finished_replicates = {p.parent.name for p in (exp / "replicates").glob("*/result.json")}
     killed["validation"] = _run_until_stall(resume, env, "validation:10", root / "stalled2")
     finished_trainings = {p.stem for p in (exp / "study_validation").glob("*.json")}
     proc = run_cli(resume, env)
@@ -76,7 +79,7 @@ def study(tmp_path_factory, search_env):
     from dnn_search.search.faults import read_trace
     return {"exp": exp, "name": name, "storage": storage, "stdout": proc.stdout, "trace": read_trace(trace),
             "killed": killed, "finished_replicates": finished_replicates, "finished_trainings": finished_trainings,
-            "env": env}
+            "calibration_asked": calibration_asked, "calibration_finished": calibration_finished, "env": env}
 
 
 def test_selection_split_disjoint_from_what_meta_learning_recorded(study):
@@ -131,7 +134,9 @@ def test_resume_loses_nothing_and_never_trains_a_finished_network_again(study):
     assert all(trained[key] == 1 for key in study["finished_trainings"]), trained
     rows = [json.loads(p.read_text()) for p in (study["exp"] / "study_validation").glob("*.json")]
     # n1, frozen: single:1, pure, std:gelu; n2: diverse, single:1, single:2, pure, std:gelu
-    assert len(rows) == K * RUNS * (3 + 3 + 5)
+    assert sum(r["protocol"] == "primary" for r in rows) == K * RUNS * (3 + 3 + 5)
+    # the secondary protocol: primary network and pure, 2 lrs x 2 pick seeds each (R = 2: no more runs)
+    assert sum(r["protocol"] == "secondary" for r in rows) == 3 * K * 2 * (2 * 2)
 
 
 def test_retraining_seeds_nested_in_replicates(study):
@@ -141,10 +146,62 @@ def test_retraining_seeds_nested_in_replicates(study):
     for rep, seeds in per_replicate.items():
         assert len(seeds) == RUNS, rep  # every network of a replicate uses the same R seeds
     assert len(set().union(*per_replicate)) == RUNS * 3 * K  # distinct across replicates
+    pick = _picks(study["exp"])
+    v = v[v["protocol"] == "primary"]
     primary = v[(v["arm"] == "n2") & (v["mode"] == "diverse")]
-    assert set(primary["optimizer"]) == {"rmsprop"} and set(primary["lr"]) == {0.03}
-    assert set(v[(v["arm"] == "frozen") & (v["mode"] == "single:1")]["lr"]) == {1e-5}
-    assert set(v[(v["arm"] == "frozen") & (v["mode"] == "pure")]["lr"]) == {0.03}  # the n = 1 arm's
+    # the primary protocol trains at the arm's calibrated inner lr
+    assert set(primary["optimizer"]) == {"rmsprop"} and set(primary["lr"]) == {pick["n2"]["inner_lr"]}
+    assert set(v[(v["arm"] == "frozen") & (v["mode"] == "single:1")]["lr"]) == {1e-5}  # its own, never calibrated
+    assert set(v[(v["arm"] == "frozen") & (v["mode"] == "pure")]["lr"]) == {pick["n1"]["inner_lr"]}  # the n = 1 arm's
+
+
+def _picks(exp: Path) -> dict[str, dict]:
+    import pandas as pd
+    table = pd.read_parquet(exp / "calibration.parquet")
+    return {row["arm"]: {c[len("param_"):]: row[c] for c in table.columns
+                         if c.startswith("param_") and row[c] == row[c]}
+            for _, row in table[table["picked"]].iterrows()}
+
+
+def test_calibration_inside_each_arm_on_meta_seeds_of_its_own(study):
+    """Every arm ran its calibration trials (the same number and steps), one pick per arm, on meta-seeds
+    that no replicate ran (as recorded by the runs themselves), and the replicates meta-learned at the
+    pick; the frozen arm's own inner lr was never calibrated."""
+    import dnn_search
+    exp = study["exp"]
+    table = dnn_search.open_search(study["name"], storage=study["storage"]).calibration
+    assert table.groupby("arm").size().to_dict() == {"n1": 2, "n2": 2, "frozen": 2}
+    assert table.groupby("arm")["picked"].sum().to_dict() == {"n1": 1, "n2": 1, "frozen": 1}
+    assert set(table["steps"]) == {3} and not table["dropped"].any()
+    assert table[table["arm"] == "frozen"]["param_inner_lr"].isna().all()
+    seeds = lambda folder: {json.loads(p.read_text())["meta_seed"] for p in (exp / folder).glob("*/result.json")}
+    calibration, replicates = seeds("calibration"), seeds("replicates")
+    assert len(calibration) == 6 and len(replicates) == 3 * K and not calibration & replicates
+    pick = _picks(exp)
+    for folder in (exp / "replicates").iterdir():
+        config = json.loads((folder / "activations.json").read_text())["config"]
+        arm = folder.name.rsplit("-m", 1)[0]
+        assert {k: config[k] for k in pick[arm]} == pick[arm], folder.name
+        if arm == "frozen":
+            assert config["inner_lr"] == 1e-5
+    # killed during calibration: the trials asked before the kill ran at their recorded settings (not
+    # asked again), a finished one never ran again, and the Optuna study of each arm holds its 2 trials
+    import optuna
+
+    from dnn_search.results.storage import open_storage, storage_spec
+    asked, finished = study["calibration_asked"], study["calibration_finished"]
+    assert asked and set(asked) < {f"{a}-c{i}" for a in ("n1", "n2", "frozen") for i in range(2)}
+    assert all((exp / "calibration" / key / "params.json").read_text() == text for key, text in asked.items())
+    after = [e for e in study["trace"] if e["event"] == "replicate_step" and e["time"] > study["killed"]["calibration"]
+             and "-c" in e["replicate"]]
+    assert {e["replicate"] for e in after} >= set(asked) - finished and not {e["replicate"] for e in after} & finished
+    storage = open_storage(storage_spec(exp, None))
+    for arm in ("n1", "n2", "frozen"):
+        trials = optuna.load_study(study_name=f"{study['name']}:calibration:{arm}", storage=storage).trials
+        assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"], arm
+    # and after the second kill (in meta-learning) no calibration trial ran again
+    later = [e for e in study["trace"] if e["event"] == "replicate_step" and e["time"] > study["killed"]["metalearning"]]
+    assert later and not [e for e in later if "-c" in e["replicate"]]
 
 
 def test_known_answers_get_the_right_verdicts(study):
@@ -195,5 +252,59 @@ def test_dry_run_prints_costs_and_starts_nothing(tmp_path, search_env):
     proc = run_cli(["study", "--space", REPO / "search_spaces" / "study_smoke.yaml", "--name", "dry",
                     "--storage", tmp_path, "--dry-run"], search_env)
     assert proc.returncode == 0, proc.stderr
-    assert "4 meta-learning runs, 32 trainings" in proc.stdout and "core-hours" in proc.stdout
+    assert "4 meta-learning runs, 64 trainings" in proc.stdout and "secondary protocol (sgd" in proc.stdout and "core-hours" in proc.stdout
+    assert "calibration: 4 trials (2 per arm x 3 steps" in proc.stdout
     assert "s/step" in proc.stdout and not (tmp_path / "dry").exists()
+
+
+def test_secondary_protocol_picks_an_lr_per_network_on_the_selection_split(study):
+    """Under the secondary protocol each replicate's primary network and pure trained with SGD at every
+    lr of the grid on the same seeds; the pick is the lr with the best mean selection-split accuracy;
+    the rows carry it; its primary contrasts are a family of their own, Holm within it."""
+    import pandas as pd
+
+    from dnn_search.stats import holm
+    exp = study["exp"]
+    v = pd.read_parquet(exp / "validation.parquet")
+    sec = v[v["protocol"] == "secondary"]
+    assert set(sec["optimizer"]) == {"sgd"} and set(sec["lr"]) == {0.03, 0.1}
+    assert set(zip(sec["arm"], sec["mode"])) == {("n1", "single:1"), ("n1", "pure"), ("n2", "diverse"),
+                                                 ("n2", "pure"), ("frozen", "single:1"), ("frozen", "pure")}
+    seeds = v[v["protocol"] == "primary"].groupby("replicate")["seed"].apply(frozenset)
+    for (rep, mode), group in sec.groupby(["replicate", "mode"]):
+        assert frozenset(group["seed"]) == seeds[rep]
+        means = group.groupby("lr")["val_accuracy"].mean()
+        picked = group["picked_lr"].dropna()
+        assert len(picked) == RUNS and set(group[group["picked_lr"].notna()]["lr"]) == {picked.iloc[0]}
+        assert means[picked.iloc[0]] == means.max(), (rep, mode)
+    c = pd.read_parquet(exp / "comparisons.parquet")
+    family = c[c["family"] == "secondary protocol"]
+    assert set(family["protocol"]) == {"secondary"} and set(c[c["family"] == "primary"]["protocol"]) == {"primary"}
+    assert list(family["contrast"]) == list(c[c["family"] == "primary"]["contrast"])  # every one is covered
+    assert list(family["holm_p"]) == pytest.approx(holm(list(family["p"])))
+    assert set(family["verdict"]) <= {"better", "equivalent", "worse", "inconclusive"}
+    summary = (exp / "summary.md").read_text()
+    assert "## Secondary protocol: SGD (momentum 0.9)" in summary and "## Calibration inside each arm" in summary
+
+
+def test_views_curves_activations_variance_and_controls_beside_the_arms(study):
+    """The analysis stage draws the per-arm learning curves, the learned activations per arm and the
+    variance components; each replicate's plateau numbers come from its own steps.json; the comparison
+    figure puts the controls (pure, std:*: the n = 1 arm's) to the right of the arms' primary networks."""
+    import pandas as pd
+
+    from dnn_search.results.study_record import read_spec
+    from dnn_search.results.study_summary import figure_networks
+    exp = study["exp"]
+    for name in ("study_curves.png", "study_activations.png", "study_variance.png", "study_arms.png"):
+        assert (exp / "report_figures" / name).stat().st_size > 5000, name
+    reps = pd.read_parquet(exp / "replicates.parquet").set_index("replicate")
+    for key, row in reps.iterrows():
+        acc = [r["heldout_accuracy"] for r in json.loads((exp / "replicates" / key / "steps.json").read_text())]
+        assert row["heldout_last"] == acc[-1]
+        assert row["heldout_change_last_quarter"] == pytest.approx(acc[-1] - acc[-2])  # 6 steps: quarters of 1
+    summary = (exp / "summary.md").read_text()
+    assert "## Views" in summary and "![learning curves](report_figures/study_curves.png)" in summary
+    spec = read_spec(exp)
+    assert figure_networks(spec, reps.reset_index(), "accuracy") == [
+        ("n1", "single:1"), ("n2", "diverse"), ("frozen", "single:1"), ("n1", "pure"), ("n1", "std:gelu")]

@@ -27,6 +27,9 @@ import numpy as np
 from dnn_search.results.study_record import (COMPARISONS_TABLE, REPLICATES_TABLE, SCHEMA_VERSION,
                                              STUDY_VALIDATION_DIR, StudySpec, read_spec, replicate_folder,
                                              replicates_of)
+from dnn_search.results.study_record import secondary_networks
+from dnn_search.results.study_secondary import picked_rows
+from dnn_search.results.study_views import curves, plateau_columns, write_views
 from dnn_search.results.tables import write_table
 from dnn_search.stats import holm, welch
 from dnn_search.study_stats import fisher_failures, one_sample, tost, variance_components, verdict, worst_case
@@ -109,29 +112,39 @@ def compare(spec: StudySpec, replicates: list[dict], rows: list[dict], scale: Sc
     """The comparisons table: primary family (with TOST, verdicts, sensitivity), secondary family,
     failures."""
     obs, val = observations(rows, scale, "test"), observations(rows, scale, "val")
-    done = {a.name: [r["replicate"] for r in replicates if r["arm"] == a.name and r["status"] == "COMPLETED"]
+    done = completed_by_arm(spec, replicates)
+    out = primary_family(spec, spec.contrasts, obs, done, scale, "primary")
+    out += _sensitivity(spec, replicates, obs, done, scale)
+    out += _secondary(spec, obs, val, done, scale)
+    out += _failures(spec, replicates, scale)
+    return out
+
+
+def completed_by_arm(spec: StudySpec, replicates: list[dict]) -> dict[str, list[str]]:
+    return {a.name: [r["replicate"] for r in replicates if r["arm"] == a.name and r["status"] == "COMPLETED"]
             for a in spec.arms}
-    out: list[dict] = []
-    primary = []
-    for c in spec.contrasts:
+
+
+def primary_family(spec: StudySpec, contrasts, obs: dict, done: dict, scale: Scale, family: str) -> list[dict]:
+    """CONTRASTS as one family: Welch or one-sample t, TOST at the margin, Holm within the family and
+    a verdict each (the primary protocol's primary contrasts, or the secondary protocol's)."""
+    rows = []
+    for c in contrasts:
         a = _per_arm(obs, done, c.a_arm, c.a_mode)
         b = _per_arm(obs, done, c.b_arm, c.b_mode)
         if c.independent:
             diff, kind = welch(list(a.values()), list(b.values())), "welch"
         else:
             diff, kind = one_sample([a[k] - b[k] for k in a]), "one-sample"
-        row = _comparison("primary", c.label, diff, scale, kind, f"{c.a_arm}/{c.a_mode}", f"{c.b_arm}/{c.b_mode}")
+        row = _comparison(family, c.label, diff, scale, kind, f"{c.a_arm}/{c.a_mode}", f"{c.b_arm}/{c.b_mode}")
         eq = tost(diff, *spec.margin, alpha=spec.alpha)
         row.update(ci90_lo=eq.lo, ci90_hi=eq.hi, tost_p=eq.p, margin_lo=spec.margin[0], margin_hi=spec.margin[1])
-        primary.append((row, diff, eq))
-    adjusted = holm([row["p"] for row, _, _ in primary])
-    for (row, diff, eq), p_adj in zip(primary, adjusted):
+        rows.append((row, diff, eq))
+    out = []
+    for (row, diff, eq), p_adj in zip(rows, holm([row["p"] for row, _, _ in rows])):
         row["holm_p"] = p_adj
         row["verdict"] = verdict(diff, eq, scale.direction, spec.alpha, p_adj)
         out.append(row)
-    out += _sensitivity(spec, replicates, obs, done, scale)
-    out += _secondary(spec, obs, val, done, scale)
-    out += _failures(spec, replicates, scale)
     return out
 
 
@@ -215,6 +228,19 @@ def components(spec: StudySpec, replicates: list[dict], rows: list[dict], scale:
     return out
 
 
+def secondary_protocol_family(spec: StudySpec, replicates: list[dict], rows: list[dict], scale: Scale) -> list[dict]:
+    """The secondary protocol's own family: the plan's primary contrasts whose two networks it trains
+    (each arm's primary network, pure), on its observations (the R runs at each network's picked lr),
+    Holm within it."""
+    if spec.secondary is None:
+        return []
+    obs = observations(picked_rows(rows, spec, scale.metric, scale.direction, scale.log), scale, "test")
+    covered = [c for c in spec.contrasts if c.a_mode in secondary_networks(spec, spec.arm(c.a_arm))
+               and c.b_mode in secondary_networks(spec, spec.arm(c.b_arm))]
+    out = primary_family(spec, covered, obs, completed_by_arm(spec, replicates), scale, "secondary protocol")
+    return [{**r, "protocol": "secondary"} for r in out]
+
+
 def write_study_results(exp_dir: Path, spec: StudySpec | None = None, name: str = "") -> str:
     """Tables (replicates, validation, comparisons) and summary.md from the study's files; returns
     the summary's text. The summary is rebuilt from the tables alone (`study_summary.render`)."""
@@ -224,9 +250,13 @@ def write_study_results(exp_dir: Path, spec: StudySpec | None = None, name: str 
     spec = spec or read_spec(exp_dir)
     scale = study_scale(spec)
     reps = read_replicates(exp_dir, spec)
-    rows = read_validation_rows(exp_dir)
+    every_row = read_validation_rows(exp_dir)
+    rows = [r for r in every_row if r.get("protocol", "primary") == "primary"]
+    curve_of = {key: values for arm_curves in curves(exp_dir, spec, "heldout_" + scale.metric).values()
+                for key, _, values in arm_curves}
     for r in reps:
         r["meta_seconds"] = _meta_seconds(exp_dir, r["replicate"])
+        r.update(plateau_columns(curve_of.get(r["replicate"], [])))
     obs = observations(rows, scale, "test")
     val = observations(rows, scale, "val")
     for r in reps:
@@ -237,11 +267,17 @@ def write_study_results(exp_dir: Path, spec: StudySpec | None = None, name: str 
                 r[f"val_{scale.metric}[{mode}]"] = scale.natural(val.get((rep, mode), math.nan))
     write_table(exp_dir / REPLICATES_TABLE, reps, ("schema_version", "arm", "n", "replicate", "meta_seed",
                                                    "status", "steps", "reason"))
-    write_table(exp_dir / VALIDATION_TABLE, rows, ("arm", "replicate", "meta_seed", "mode", "run", "seed"))
     comparisons = compare(spec, reps, rows, scale)
+    comparisons += secondary_protocol_family(spec, reps, every_row, scale)
+    comparisons = [{"protocol": "primary", **r} for r in comparisons]
+    picked = {r["key"]: r["picked_lr"] for r in picked_rows(every_row, spec, scale.metric, scale.direction, scale.log)}
+    write_table(exp_dir / VALIDATION_TABLE, [{**r, "picked_lr": picked.get(r["key"])} for r in every_row],
+                ("arm", "replicate", "meta_seed", "mode", "protocol", "run", "seed", "lr", "picked_lr"))
     write_table(exp_dir / COMPARISONS_TABLE, comparisons, ("schema_version", "family", "contrast", "a", "b", "test",
                                                           "estimate", "ci_lo", "ci_hi", "p", "holm_p", "verdict"))
-    write_table(exp_dir / "variance.parquet", components(spec, reps, rows, scale), ("arm", "network"))
+    variance = components(spec, reps, rows, scale)
+    write_table(exp_dir / "variance.parquet", variance, ("arm", "network"))
+    write_views(exp_dir, spec, "heldout_" + scale.metric, variance)
     text = render_summary(exp_dir, name or exp_dir.name)
     atomic_write_text(exp_dir / "summary.md", text)
     return text

@@ -5,6 +5,8 @@ API read a study through here; `search/study_spec.py` parses the file into these
     STORAGE/NAME/
       study.json            the resolved spec, the space file, creation time, every resume
       split.npz             the selection split (indices into the training data), its seed, fraction
+      calibration/<arm>-c<i>/  one calibration trial: params.json (its sampled settings) and a replicate's files
+      calibration.parquet   every calibration trial: params, score, dropped or not, the pick per arm
       replicates/<arm>-m<j>/  one replicate: state.pt, steps.json, indices.npz, result.json, activations.*
       study_validation/<key>.json   one finished validation training
       replicates.parquet, validation.parquet, comparisons.parquet, summary.md, stages.json
@@ -22,6 +24,8 @@ from dnn_search.splits import derive_seed
 STUDY_FILE = "study.json"
 SPLIT_FILE = "split.npz"
 REPLICATES_DIR = "replicates"
+CALIBRATION_DIR = "calibration"
+CALIBRATION_TABLE = "calibration.parquet"
 STUDY_VALIDATION_DIR = "study_validation"
 REPLICATES_TABLE = "replicates.parquet"
 COMPARISONS_TABLE = "comparisons.parquet"
@@ -86,6 +90,41 @@ class Contrast:
 
 
 @dataclass(frozen=True)
+class CalibrationSpec:
+    """The study file's `calibration` section: a short search inside each arm before its replicates.
+
+    `params` maps a MetaConfig key to its range as a search space writes it ({type, low, high} or
+    {type, choices}); every arm gets `trials` trials of `steps` outer steps from its own seeded
+    `sampler` (a search space's sampler section) under `scheduler` (the trials of one arm only); a
+    trial whose meta-gradient norm exceeds `grad_norm` (or whose values stop being finite) is
+    dropped; the pick is the best mean held-out metric over the last `last` steps."""
+
+    params: dict
+    trials: int
+    steps: int
+    grad_norm: float
+    sampler: dict
+    scheduler: str = "fifo"
+    last: int = 10
+
+    def params_for(self, arm: "Arm") -> dict:
+        """The parameters calibrated in ARM: those it does not set itself (an arm's own setting is
+        what it is compared on, so calibration never moves it)."""
+        return {k: v for k, v in self.params.items() if k not in arm.settings}
+
+
+@dataclass(frozen=True)
+class SecondarySpec:
+    """The study file's `secondary` section: the secondary protocol, plain SGD with heavy-ball
+    `momentum` at an lr picked per network (and replicate) from `lrs` on the selection split with the
+    replicate's first `pick_seeds` retraining seeds, then all R seeds at the pick."""
+
+    lrs: tuple
+    momentum: float = 0.9
+    pick_seeds: int = 2
+
+
+@dataclass(frozen=True)
 class StudySpec:
     arms: tuple
     fixed: dict = field(default_factory=dict)
@@ -109,6 +148,8 @@ class StudySpec:
     compile: bool = False
     description: str = ""
     source: str = ""
+    calibration: CalibrationSpec | None = None
+    secondary: SecondarySpec | None = None
 
     def arm(self, name: str) -> Arm:
         return next(a for a in self.arms if a.name == name)
@@ -126,6 +167,9 @@ class StudySpec:
         out = asdict(self)
         out["arms"] = [asdict(a) for a in self.arms]
         out["contrasts"] = [asdict(c) for c in self.contrasts]
+        out["calibration"] = None if self.calibration is None else asdict(self.calibration)
+        out["secondary"] = None if self.secondary is None else {**asdict(self.secondary),
+                                                                "lrs": list(self.secondary.lrs)}
         return out
 
     @classmethod
@@ -135,7 +179,17 @@ class StudySpec:
         values["contrasts"] = tuple(Contrast(**c) for c in data["contrasts"])
         for key in ("standard", "margin"):
             values[key] = tuple(data[key])
+        values["calibration"] = CalibrationSpec(**data["calibration"]) if data.get("calibration") else None
+        values["secondary"] = (SecondarySpec(**{**data["secondary"], "lrs": tuple(data["secondary"]["lrs"])})
+                               if data.get("secondary") else None)
         return cls(**values)
+
+    def calibrated(self, picks: dict[str, dict]) -> "StudySpec":
+        """This spec with each arm's calibration pick (PICKS: arm name -> settings) merged into its
+        settings: what its replicates meta-learn with and its primary validation trains with."""
+        from dataclasses import replace
+        arms = tuple(Arm(a.name, {**a.settings, **picks.get(a.name, {})}) for a in self.arms)
+        return replace(self, arms=arms)
 
 
 # ---------------------------------------------------------------------------- the plan's seeds
@@ -143,7 +197,9 @@ class StudySpec:
 # Seeds are derived (`splits.derive_seed`) from the study seed, never counted up, so that adding an
 # arm or a replicate changes no other replicate's seeds: the selection split (study seed, 0); replicate
 # j of arm a: meta-seed (study seed, 1, a, j); its retraining seed r: (study seed, 2, meta-seed, r),
-# shared by every network validated for that replicate and distinct across replicates.
+# shared by every network validated for that replicate and distinct across replicates; calibration
+# trial i of arm a: meta-seed (study seed, 3, a, i), a stream of its own, so calibration never runs a
+# replicate's meta-seed (`calibration_trials` refuses a collision rather than trusting the odds).
 
 @dataclass(frozen=True)
 class Replicate:
@@ -165,8 +221,41 @@ def replicates_of(spec: StudySpec) -> list[Replicate]:
             for a, arm in enumerate(spec.arms) for j in range(spec.replicates)]
 
 
+@dataclass(frozen=True)
+class CalibrationTrial:
+    arm: str
+    index: int
+    meta_seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.arm}-c{self.index}"
+
+
+def calibration_trials(spec: StudySpec, arm: Arm) -> list[CalibrationTrial]:
+    """ARM's calibration trials (none without a calibration section), on meta-seeds of their own."""
+    if spec.calibration is None:
+        return []
+    a = [x.name for x in spec.arms].index(arm.name)
+    trials = [CalibrationTrial(arm.name, i, derive_seed(spec.seed, 3, a, i)) for i in range(spec.calibration.trials)]
+    taken = {r.meta_seed for r in replicates_of(spec)} & {t.meta_seed for t in trials}
+    if taken:
+        raise ValueError(f"calibration meta-seeds {sorted(taken)} collide with replicates' (change study.seed)")
+    return trials
+
+
+def calibration_folder(exp_dir: Path, key: str) -> Path:
+    return Path(exp_dir) / CALIBRATION_DIR / key
+
+
 def retraining_seed(spec: StudySpec, rep: Replicate, run: int) -> int:
     return derive_seed(spec.seed, 2, rep.meta_seed, run)
+
+
+def secondary_networks(spec: StudySpec, arm: Arm) -> list[str]:
+    """The networks validated under the secondary protocol for each replicate of ARM: its primary
+    network and pure (every arm's, so a `matched` arm's too); none without a secondary section."""
+    return [] if spec.secondary is None else [arm.primary, "pure"]
 
 
 def networks(spec: StudySpec, arm: Arm) -> list[str]:
@@ -183,8 +272,9 @@ class StudyResults:
     """A study's results for a notebook (`dnn_search.open_search(name)` on a study's folder):
     `.replicates` (one row per arm × meta-seed: status, steps, per-network means), `.comparisons`
     (contrast, estimate, CIs, p, Holm p, verdict), `.validation` (one row per training),
-    `.variance` (variance components), `.spec`, `.record` (study.json), `.summary_md`; None where a
-    stage has not written its table yet."""
+    `.variance` (variance components), `.calibration` (every calibration trial, the pick per arm
+    flagged), `.spec`, `.record` (study.json), `.summary_md`; None where a stage has not written its
+    table yet."""
 
     folder: Path
     name: str
@@ -195,6 +285,7 @@ class StudyResults:
     validation: object
     variance: object
     summary_md: str | None
+    calibration: object = None
 
 
 def load_study_results(folder: Path) -> StudyResults:
@@ -208,4 +299,5 @@ def load_study_results(folder: Path) -> StudyResults:
     summary = folder / "summary.md"
     return StudyResults(folder, record.get("name", folder.name), StudySpec.from_dict(record["spec"]), record,
                         table(REPLICATES_TABLE), table(COMPARISONS_TABLE), table("validation.parquet"),
-                        table("variance.parquet"), summary.read_text() if summary.is_file() else None)
+                        table("variance.parquet"), summary.read_text() if summary.is_file() else None,
+                        table(CALIBRATION_TABLE))

@@ -8,7 +8,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from dnn_search.results.study_calibration import summary_lines as calibration_summary
 from dnn_search.results.study_record import COMPARISONS_TABLE, REPLICATES_TABLE, read_spec
+from dnn_search.results.study_secondary import summary_lines as secondary_protocol_summary
+from dnn_search.results.study_views import summary_lines as views_summary
 from dnn_search.stats import format_number, mean_ci
 
 FIGURE = "report_figures/study_arms.png"
@@ -85,6 +88,20 @@ def comparison_table(comparisons, family: str) -> list[str]:
     return lines
 
 
+def verdict_table(comparisons, family: str) -> list[str]:
+    """A family of contrasts with their TOST intervals and verdicts (the secondary protocol's)."""
+    rows = comparisons[comparisons["family"] == family]
+    if rows.empty:
+        return ["(none of the primary contrasts is between networks this protocol trains)"]
+    lines = ["| contrast | test | estimate | 95 % CI | 90 % CI | Holm p | verdict |", "|---|---|---|---|---|---|---|"]
+    for _, r in rows.iterrows():
+        unit = r["unit"]
+        lines.append(f"| {r['contrast']} | {r['test']} (K = {int(r['n_a'])}) | {_fmt_estimate(r['estimate'], unit)} | "
+                     f"{_interval(r['ci_lo'], r['ci_hi'], unit)} | {_interval(r['ci90_lo'], r['ci90_hi'], unit)} | "
+                     f"{_p(r['holm_p'])} | **{r['verdict']}** |")
+    return lines
+
+
 def render_summary(exp_dir: Path, name: str) -> str:
     import pandas as pd
 
@@ -109,6 +126,7 @@ def render_summary(exp_dir: Path, name: str) -> str:
              "meta-learning inner update at the arm's own inner lr and epochs; pure and std:* at the n = 1 arm's); "
              "networks are scored on the study's selection split, which meta-learning never saw, and on test.", "",
              *arm_table(replicates, spec, scale.metric, scale.log), ""]
+    lines += calibration_summary(exp_dir, spec)
     failed = replicates[replicates["status"] == "FAILED"]
     lines += ["## FAILED replicates", ""]
     if failed.empty:
@@ -116,6 +134,7 @@ def render_summary(exp_dir: Path, name: str) -> str:
     else:
         lines += [f"- {r['replicate']} (arm {r['arm']}, meta-seed {r['meta_seed']}): step {r['steps']}: {r['reason']}"
                   for _, r in failed.iterrows()] + [""]
+    lines += secondary_protocol_summary(exp_dir, spec, comparisons, verdict_table)
     lines += ["## Secondary contrasts (within replicates, one-sample t on the per-replicate differences)", "",
               *comparison_table(comparisons, "secondary"), ""]
     for family, title in (("sensitivity", "Sensitivity: failures at their arm's worst value"),
@@ -131,25 +150,51 @@ def render_summary(exp_dir: Path, name: str) -> str:
         lines.append(f"| {v['arm']} | {v['network']} | {int(v['k'])} | {format_number(v['sigma2_meta'], 3)} | "
                      f"{format_number(v['sigma2_ret'], 3)} | {format_number(v['icc'], 2)} | {best} |")
     lines.append("")
+    lines += views_summary(replicates, spec)
     _figure(exp_dir / FIGURE, replicates, spec, scale)
     return "\n".join(lines)
 
 
+# The controls drawn beside the arms in the comparison figure, by mode prefix: `reference` draws the
+# n = 1 arm's replicates only (pure and std:* are one network for every arm); `each` draws every arm
+# that validated the mode (mix, copies, random: per arm). A new control is one line here.
+FIGURE_CONTROLS = (("pure", "reference"), ("std:", "reference"), ("mix", "each"), ("copies", "each"),
+                   ("random", "each"))
+
+
+def figure_networks(spec, replicates, metric: str) -> list[tuple[str, str]]:
+    """(arm, mode) of each column of the comparison figure: each arm's primary network, then the
+    controls of FIGURE_CONTROLS that the replicates table holds values for."""
+    prefix = f"test_{metric}["
+    modes = [c[len(prefix):-1] for c in replicates.columns if c.startswith(prefix)]
+    ref = spec.reference_arm or spec.arms[0]
+    out = [(arm.name, arm.primary) for arm in spec.arms]
+    for start, where in FIGURE_CONTROLS:
+        for mode in (m for m in modes if m.startswith(start)):
+            for arm in ([ref] if where == "reference" else spec.arms):
+                values = replicates[replicates["arm"] == arm.name][f"{prefix}{mode}]"]
+                if values.notna().any() and (arm.name, mode) not in out:
+                    out.append((arm.name, mode))
+    return out
+
+
 def _figure(path: Path, replicates, spec, scale) -> None:
-    """One dot per meta-seed per arm (its primary network), the arm's mean and 95 % CI beside."""
+    """One dot per meta-seed for each network of `figure_networks` (the arms' primary networks, then
+    the controls), its mean and 95 % CI beside."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from dnn_search.atomic import atomic_path
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(1.6 + 1.2 * len(spec.arms), 3.6))
+    columns = figure_networks(spec, replicates, scale.metric)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.2 * len(columns), 3.6))
     done = replicates[replicates["status"] == "COMPLETED"]
-    for i, arm in enumerate(spec.arms):
-        column = f"test_{scale.metric}[{arm.primary}]"
+    for i, (arm_name, mode) in enumerate(columns):
+        column = f"test_{scale.metric}[{mode}]"
         if column not in done.columns:
             continue
-        values = [v for v in done[done["arm"] == arm.name][column] if v is not None and math.isfinite(v)]
+        values = [v for v in done[done["arm"] == arm_name][column] if v is not None and math.isfinite(v)]
         shown = values if scale.log else [100 * v for v in values]
         ax.scatter([i] * len(shown), shown, s=18, alpha=0.7, label=None)
         ci = mean_ci([math.log(v) for v in values] if scale.log else shown)
@@ -157,11 +202,14 @@ def _figure(path: Path, replicates, spec, scale) -> None:
             lo, mid, hi = ((math.exp(ci.lo), math.exp(ci.mean), math.exp(ci.hi)) if scale.log
                            else (ci.lo, ci.mean, ci.hi))
             ax.errorbar([i + 0.2], [mid], yerr=[[mid - lo], [hi - mid]], fmt="s", color="black", capsize=4)
-    ax.set_xticks(range(len(spec.arms)), [f"{a.name}\n{a.primary}" for a in spec.arms])
+    arms = len(spec.arms)
+    if len(columns) > arms:
+        ax.axvline(arms - 0.5, color="grey", lw=0.8, ls=":")  # the arms on the left, controls on the right
+    ax.set_xticks(range(len(columns)), [f"{a}\n{m}" for a, m in columns], fontsize=8)
     if scale.log:
         ax.set_yscale("log")
     ax.set_ylabel(f"test {scale.metric}" + ("" if scale.log else " (%)"))
-    ax.set_title("one dot per meta-seed; mean and 95 % CI (squares)", fontsize=9)
+    ax.set_title("one dot per meta-seed; mean and 95 % CI (squares); controls right of the dotted line", fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)

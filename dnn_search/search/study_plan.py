@@ -27,6 +27,12 @@ def validation_settings(spec: StudySpec, arm: Arm, mode: str) -> dict:
             "val_fraction": spec.selection_fraction}
 
 
+def secondary_settings(spec: StudySpec, arm: Arm, mode: str) -> dict:
+    """The secondary protocol's ValidationConfig fields for MODE of ARM's replicates (the lr is the
+    grid's, set per training): SGD with the file's momentum, otherwise as the primary protocol."""
+    return {**validation_settings(spec, arm, mode), "optimizer": "sgd", "momentum": spec.secondary.momentum}
+
+
 @dataclass(frozen=True)
 class ValidationJob:
     replicate: Replicate
@@ -122,7 +128,47 @@ def plan_lines(spec: StudySpec, costs: list[UnitCost] | None = None) -> list[str
             total_s += seconds
             line += f"; {c.step_s:.2f} s/step, {c.training_s:.2f} s/training -> {seconds / 3600:.3g} core-h"
         lines.append(line)
+    cal_lines, cal_s = calibration_lines(spec, by_arm)
+    lines += cal_lines
+    total_s += cal_s
+    sec_lines, sec_s, sec_n = secondary_lines(spec, by_arm)
+    lines += sec_lines
+    total_s += sec_s
+    total_trainings += sec_n
     lines.append(f"  total: {total_runs} meta-learning runs, {total_trainings} trainings"
                  + (f", {total_s / 3600:.3g} core-hours ({total_s / 3600 / max(1, spec.max_concurrent or 1):.3g} h "
                     f"wall at {spec.max_concurrent or 1} at once)" if costs else ""))
     return lines
+
+
+def calibration_lines(spec: StudySpec, by_arm: dict[str, UnitCost]) -> tuple[list[str], float]:
+    """The calibration's line (its trials per arm, the settings each arm searches) and its seconds."""
+    from dnn_search.results.study_record import calibration_trials
+    cal = spec.calibration
+    if cal is None:
+        return [], 0.0
+    runs = sum(len(calibration_trials(spec, arm)) for arm in spec.arms)
+    seconds = sum(cal.trials * cal.steps * by_arm[a.name].step_s for a in spec.arms if a.name in by_arm)
+    searched = "; ".join(f"{a.name}: {', '.join(cal.params_for(a))}" for a in spec.arms)
+    line = (f"  calibration: {runs} trials ({cal.trials} per arm x {cal.steps} steps, {cal.scheduler}, "
+            f"{cal.sampler['type']} sampler per arm; {searched})")
+    if by_arm:
+        line += f" -> {seconds / 3600:.3g} core-h"
+    return [line], seconds
+
+
+def secondary_lines(spec: StudySpec, by_arm: dict[str, UnitCost]) -> tuple[list[str], float, int]:
+    """The secondary protocol's line, its seconds and its number of trainings."""
+    from dnn_search.results.study_record import secondary_networks
+    from dnn_search.results.study_secondary import secondary_plan_count
+    if spec.secondary is None:
+        return [], 0.0, 0
+    per = secondary_plan_count(spec)
+    count = {a.name: spec.replicates * len(secondary_networks(spec, a)) * per for a in spec.arms}
+    seconds = sum(n * by_arm[a].training_s for a, n in count.items() if a in by_arm)
+    line = (f"  secondary protocol (sgd, momentum {spec.secondary.momentum:g}, lrs {list(spec.secondary.lrs)}, "
+            f"pick on {spec.secondary.pick_seeds} seeds): {sum(count.values())} trainings ({per} per network and "
+            f"replicate; networks: primary, pure)")
+    if by_arm:
+        line += f" -> {seconds / 3600:.3g} core-h"
+    return [line], seconds, sum(count.values())

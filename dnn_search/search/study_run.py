@@ -1,6 +1,8 @@
 """`dnn-search study`: a diversity study from its file to its answer, on one Ray session.
 
 Stages, each resumable at its own granularity (`--resume` skips whatever left its file behind):
+0. **calibration** (when the file has a `calibration` section): a short search inside each arm
+   (`study_calibrate.py`); every later stage runs each arm at its pick;
 1. **meta-learning**: per arm, one Tune experiment (`ray/study_<arm>`) of its K replicates, every one
    to the same number of outer steps (no scheduler stops any); a replicate folder's `result.json`
    marks it finished (COMPLETED or FAILED), its `state.pt` lets an interrupted one continue. Each
@@ -28,6 +30,7 @@ from dnn_search.results.study_record import (REPLICATES_DIR, SPLIT_FILE, STUDY_F
 from dnn_search.results.study_record import Replicate, replicates_of, selection_seed
 from dnn_search.search.study_plan import (ValidationJob, measure_costs, plan_lines, validation_jobs,
                                           validation_settings)
+from dnn_search.search.study_calibrate import calibrate
 from dnn_search.search.study_spec import load_study
 
 log = logging.getLogger(__name__)
@@ -158,6 +161,9 @@ def _metalearning(exp_dir: Path, spec: StudySpec, settings: dict, name: str, qui
 
 def _validation(exp_dir: Path, spec: StudySpec, settings: dict, quiet: bool) -> None:
     from dnn_search.replicate import read_result
+    from dnn_search.results.study_analysis import study_scale
+    from dnn_search.results.study_record import secondary_networks
+    from dnn_search.results.study_secondary import secondary_done
     from dnn_search.search.study_trainables import study_validation_trial
     completed = [r for r in replicates_of(spec) if (read_result(replicate_folder(exp_dir, r.key)) or {}).get(
         "status") == "COMPLETED"]
@@ -165,35 +171,56 @@ def _validation(exp_dir: Path, spec: StudySpec, settings: dict, quiet: bool) -> 
     out_dir.mkdir(exist_ok=True)
     jobs = [j for j in validation_jobs(spec, completed) if not (out_dir / f"{j.key}.json").exists()]
     total = len(validation_jobs(spec, completed))
+    scale = study_scale(spec)
+    pick = (scale.metric, scale.direction, scale.log)
+
+    def secondary_left() -> dict[str, list[str]]:
+        return {rep.key: left for rep in completed
+                if (left := [m for m in secondary_networks(spec, spec.arm(rep.arm))
+                             if not secondary_done(out_dir, spec, rep, m, *pick)])}
+    secondary = secondary_left()
     if not quiet:
-        log.info("validation: %d of %d trainings to run", len(jobs), total)
-    if not jobs:
+        log.info("validation: %d of %d trainings to run%s", len(jobs), total,
+                 f"; the secondary protocol for {sum(map(len, secondary.values()))} network(s)" if secondary else "")
+    if not jobs and not secondary:
         return
     started = time.time()
-    by_replicate: dict[str, list[ValidationJob]] = {}
+    by_replicate: dict[str, list[ValidationJob]] = {r.key: [] for r in completed}
     for j in jobs:
-        by_replicate.setdefault(j.replicate.key, []).append(j)
+        by_replicate[j.replicate.key].append(j)
+    reps = {r.key: r for r in completed}
     _grid("study_validation", study_validation_trial,
-          [_batch(exp_dir, spec, group, out_dir) for group in by_replicate.values()], exp_dir, spec, settings,
+          [_batch(exp_dir, spec, reps[key], group, out_dir, secondary.get(key, []), pick)
+           for key, group in by_replicate.items() if group or key in secondary], exp_dir, spec, settings,
           "validation")
     left = [j.key for j in jobs if not (out_dir / f"{j.key}.json").exists()]
+    left += [f"{key} ({', '.join(modes)}, secondary protocol)" for key, modes in secondary_left().items()]
     if left:
         raise UserError(f"{len(left)} validation training(s) did not finish (e.g. {left[0]}); `--resume` runs them")
     if not quiet:
         log.info("validation: done in %.0f s", time.time() - started)
 
 
-def _batch(exp_dir: Path, spec: StudySpec, jobs: list[ValidationJob], out_dir: Path) -> dict:
-    """One Tune trial's work: the trainings of one replicate that are not done yet."""
+def _batch(exp_dir: Path, spec: StudySpec, rep: Replicate, jobs: list[ValidationJob], out_dir: Path,
+           secondary: list[str] = (), pick: tuple = ()) -> dict:
+    """One Tune trial's work: the trainings of one replicate that are not done yet, and the networks
+    whose secondary protocol is not (their grid, pick and runs: `study_trainables._secondary`)."""
     from dnn_search.replicate import ACTIVATIONS_STEM
-    rep: Replicate = jobs[0].replicate
+    from dnn_search.results.study_record import retraining_seed
+    from dnn_search.results.study_secondary import grid_trainings
+    from dnn_search.search.study_plan import secondary_settings
     arm = spec.arm(rep.arm)
+    metric, direction, log = pick or (None, None, None)
     return {"arm": rep.arm, "replicate": rep.key, "meta_seed": rep.meta_seed,
             "dataset": spec.fixed.get("dataset", "MNIST1D"),
             "act_path": str(replicate_folder(exp_dir, rep.key) / f"{ACTIVATIONS_STEM}.npz"),
             "trainings": [{"key": j.key, "mode": j.mode, "run": j.run, "seed": j.seed,
                            "validation": validation_settings(spec, arm, j.mode), "out": str(out_dir / f"{j.key}.json")}
-                          for j in jobs]}
+                          for j in jobs],
+            "secondary": [{"mode": mode, "replicate": rep.key, "out_dir": str(out_dir),
+                           "validation": secondary_settings(spec, arm, mode), "grid": grid_trainings(spec, rep, mode),
+                           "runs": [(r, retraining_seed(spec, rep, r)) for r in range(spec.runs)],
+                           "metric": metric, "direction": direction, "log": log} for mode in secondary]}
 
 
 def run_study(opts: StudyOptions) -> dict:
@@ -224,6 +251,9 @@ def run_study(opts: StudyOptions) -> dict:
     address = opts.address
     with ray_session(address, opts.quiet, exp_dir):
         settings = _settings(spec)
+        started = time.time()
+        spec = calibrate(exp_dir, spec, settings, opts.name, opts.quiet)  # each arm at its pick from here on
+        stages["calibration_seconds"] = time.time() - started
         started = time.time()
         _metalearning(exp_dir, spec, settings, opts.name, opts.quiet)
         stages["metalearning_seconds"] = time.time() - started

@@ -27,6 +27,16 @@ declares, and fixes before anything runs:
       margin         the equivalence margin of TOST: accuracy points (e.g. 1.0) for classification,
                      [low, high] ratio bounds (e.g. [0.8, 1.25]) for an MSE task
       alpha          per side of TOST and for Holm (default 0.05)
+      secondary      optional: the secondary protocol, SGD with momentum (default 0.9) at an lr picked
+                     per network from `lrs` (a small list) on the selection split with the first
+                     `pick_seeds` (2) retraining seeds, then every seed at the pick; run for each
+                     arm's primary network and pure
+      calibration    optional: a short search inside each arm before its replicates, on meta-seeds of
+                     its own: params (MetaConfig keys with ranges, as a search space writes them; an
+                     arm's own settings are never calibrated), trials and steps (the same for every
+                     arm), grad_norm (a trial above it is dropped), sampler (a search space's sampler
+                     section; each arm's is seeded on its own), scheduler (fifo: every trial runs its
+                     steps), last (the score is the mean held-out metric of the last `last` steps, 10)
 
 Every problem is one line (exit 2) before anything starts.
 """
@@ -37,13 +47,18 @@ import os
 from pathlib import Path
 
 from dnn_search.errors import UserError
-from dnn_search.results.study_record import Arm, Contrast, StudySpec
+from dnn_search.results.study_record import Arm, CalibrationSpec, Contrast, SecondarySpec, StudySpec
 from dnn_search.search.checker import Checker
 
 TOP_KEYS = ("description", "fixed", "resources", "max_concurrent", "checkpoint_every", "max_failures",
             "data_path", "compile", "study")
 STUDY_KEYS = ("seed", "selection_fraction", "arms", "replicates", "steps", "divergence", "runs", "standard",
-              "hidden_size", "contrasts", "margin", "alpha")
+              "hidden_size", "contrasts", "margin", "alpha", "calibration", "secondary")
+SECONDARY_KEYS = ("lrs", "momentum", "pick_seeds")
+CALIBRATION_KEYS = ("params", "trials", "steps", "grad_norm", "sampler", "scheduler", "last")
+# a calibration trial runs every step it is given: nothing is ranked across arms, and inside an arm
+# the trials are few and short, so a rung scheduler would only make the budgets of arms differ
+CALIBRATION_SCHEDULERS = ("fifo",)
 RESOURCE_KEYS = ("cpus_per_trial", "gpus_per_trial")
 # keys an arm may not set: the study sets them per replicate
 RESERVED = ("seed", "steps")
@@ -131,6 +146,64 @@ def _margin(c: Checker, raw, ratio: bool) -> tuple[float, float]:
     return -m, m
 
 
+def _calibration(c: Checker, raw, fixed: dict, arms: tuple[Arm, ...]) -> CalibrationSpec | None:
+    from dnn_search.metalearn import MetaConfig
+    from dnn_search.search.samplers import parse_sampler
+    from dnn_search.search.space import _check_param
+    if raw is None:
+        return None
+    section = c.mapping("study.calibration", raw, CALIBRATION_KEYS)
+    params = section.get("params")
+    if not isinstance(params, dict) or not params:
+        c.fail("study.calibration.params", "give a mapping of settings to ranges, e.g. "
+                                           "{inner_lr: {type: loguniform, low: 0.01, high: 0.1}}")
+    checked = {}
+    for name, item in params.items():
+        if name in (*RESERVED, "n_activations"):
+            c.fail(f"study.calibration.params.{name}", "set by the study (or what the arms differ in): not calibrated")
+        checked[name] = _check_param(c, name, item)
+    for arm in arms:
+        mine = [k for k in checked if k not in arm.settings]
+        if not mine:
+            c.fail("study.calibration.params", f"arm {arm.name} sets every calibrated setting itself "
+                                               f"({', '.join(checked)}): nothing to calibrate in it")
+        for name in mine:
+            for value in checked[name].corners():
+                try:
+                    MetaConfig.from_dict({**fixed, **arm.settings, name: value}).validate()
+                except UserError as exc:
+                    c.fail(f"study.calibration.params.{name}", f"{value!r} in arm {arm.name}: {exc}")
+    sampler = parse_sampler(c, section.get("sampler"))
+    scheduler = c.choice("study.calibration.scheduler", section.get("scheduler", "fifo"), CALIBRATION_SCHEDULERS)
+    for key in ("trials", "steps", "grad_norm"):
+        if key not in section:
+            c.fail(f"study.calibration.{key}", "missing (the same for every arm)")
+    return CalibrationSpec(
+        params={k: p.to_dict() for k, p in checked.items()},
+        trials=c.integer("study.calibration.trials", section["trials"], 1),
+        steps=c.integer("study.calibration.steps", section["steps"], 1),
+        grad_norm=c.number("study.calibration.grad_norm", section["grad_norm"], 0, strictly=True),
+        sampler=sampler.to_dict(), scheduler=scheduler,
+        last=c.integer("study.calibration.last", section.get("last", 10), 1))
+
+
+def _secondary(c: Checker, raw) -> SecondarySpec | None:
+    if raw is None:
+        return None
+    section = c.mapping("study.secondary", raw, SECONDARY_KEYS)
+    lrs = section.get("lrs")
+    if not isinstance(lrs, list) or not lrs:
+        c.fail("study.secondary.lrs", "give a small list of SGD learning rates, e.g. [0.01, 0.03, 0.1]")
+    lrs = [c.number(f"study.secondary.lrs[{i}]", v, 0, strictly=True) for i, v in enumerate(lrs)]
+    if len(set(lrs)) != len(lrs):
+        c.fail("study.secondary.lrs", "contains duplicates")
+    momentum = c.number("study.secondary.momentum", section.get("momentum", 0.9), 0)
+    if not momentum < 1:
+        c.fail("study.secondary.momentum", f"{momentum}: must be in [0, 1)")
+    return SecondarySpec(tuple(sorted(float(v) for v in lrs)), float(momentum),
+                         c.integer("study.secondary.pick_seeds", section.get("pick_seeds", 2), 1))
+
+
 def parse_study(data, source: str = "") -> StudySpec:
     from dnn_search.metalearn import MetaConfig
     from dnn_search.tasks import task_for_dataset
@@ -192,7 +265,9 @@ def parse_study(data, source: str = "") -> StudySpec:
         max_failures=c.integer("max_failures", top.get("max_failures", 2), 0),
         data_path=top.get("data_path"),
         compile=c.boolean("compile", top.get("compile", False)),
-        description=str(top.get("description") or ""), source=source)
+        description=str(top.get("description") or ""), source=source,
+        calibration=_calibration(c, s.get("calibration"), fixed, arms),
+        secondary=_secondary(c, s.get("secondary")))
     if not spec.selection_fraction < 0.5:
         c.fail("study.selection_fraction", f"{spec.selection_fraction}: keep it below 0.5 (meta-learning and "
                                            "validation train on the rest)")
