@@ -57,7 +57,8 @@ def _panels(count: int):
 
 
 def plot_curves(data: dict, metric: str, path: Path) -> Path:
-    from dnn_search.plots import metric_label, save_figure
+    from dnn_search.plots import save_figure
+    from dnn_search.results.figures_search import metric_label
     fig, axes = _panels(len(data))
     for ax, (arm, reps) in zip(axes, data.items()):
         for key, steps, values in reps:
