@@ -12,7 +12,8 @@ one observation. Then:
 - FAILED replicates are compared per arm (Fisher's exact test), and each primary contrast is redone
   with every failure counted at its arm's worst observed value (the sensitivity row);
 - variance components (between meta-seeds, between retraining seeds) of each arm's primary network,
-  with the cost-optimal R from the measured costs.
+  with the cost-optimal R from the measured costs;
+- the controls' family and the mix groups' table (`results/study_controls.py`).
 Everything here reads the study's own files; `write_study_results` writes the tables and summary.
 """
 from __future__ import annotations
@@ -27,6 +28,8 @@ import numpy as np
 from dnn_search.results.study_record import (COMPARISONS_TABLE, REPLICATES_TABLE, SCHEMA_VERSION,
                                              STUDY_VALIDATION_DIR, StudySpec, read_spec, replicate_folder,
                                              replicates_of)
+from dnn_search.results.study_controls import control_comparisons, mix_group_ids, mix_rows
+from dnn_search.results.study_record import MIX_TABLE
 from dnn_search.results.tables import write_table
 from dnn_search.stats import holm, welch
 from dnn_search.study_stats import fisher_failures, one_sample, tost, variance_components, verdict, worst_case
@@ -155,6 +158,8 @@ def _sensitivity(spec, replicates, obs, done, scale) -> list[dict]:
 def _secondary(spec, obs, val, done, scale) -> list[dict]:
     rows = []
     for arm in spec.arms:
+        if arm.control:  # the matched arm validates its primary network only (results/study_controls.py)
+            continue
         reps = done[arm.name]
         for base in ["pure", *spec.standard]:
             d = [obs.get((r, arm.primary), math.nan) - obs.get((r, base), math.nan) for r in reps]
@@ -239,6 +244,12 @@ def write_study_results(exp_dir: Path, spec: StudySpec | None = None, name: str 
                                                    "status", "steps", "reason"))
     write_table(exp_dir / VALIDATION_TABLE, rows, ("arm", "replicate", "meta_seed", "mode", "run", "seed"))
     comparisons = compare(spec, reps, rows, scale)
+    done = {a.name: [r["replicate"] for r in reps if r["arm"] == a.name and r["status"] == "COMPLETED"]
+            for a in spec.arms}
+    comparisons += control_comparisons(spec, done, obs, scale, mix_group_ids(exp_dir))
+    if spec.controls.get("mix"):
+        write_table(exp_dir / MIX_TABLE, mix_rows(exp_dir, obs, val, scale), ("schema_version", "arm", "n", "group",
+                                                                             "replicate", "members"))
     write_table(exp_dir / COMPARISONS_TABLE, comparisons, ("schema_version", "family", "contrast", "a", "b", "test",
                                                           "estimate", "ci_lo", "ci_hi", "p", "holm_p", "verdict"))
     write_table(exp_dir / "variance.parquet", components(spec, reps, rows, scale), ("arm", "network"))

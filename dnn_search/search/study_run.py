@@ -27,6 +27,8 @@ from dnn_search.results.study_record import (REPLICATES_DIR, SPLIT_FILE, STUDY_F
 from dnn_search.results.study_record import Replicate, replicates_of, selection_seed
 from dnn_search.search.study_plan import (ValidationJob, measure_costs, plan_lines, validation_jobs,
                                           validation_settings)
+from dnn_search.search.study_controls import control_training, mix_batches, mix_jobs, prepare_controls
+from dnn_search.search.study_controls import plan_lines as control_plan_lines
 from dnn_search.search.study_spec import load_study
 
 
@@ -115,12 +117,14 @@ def _grid(name: str, trainable, jobs: list[dict], exp_dir: Path, spec: StudySpec
 
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
+
+    from dnn_search.search.space import tune_resources
     path = exp_dir / RAY_DIR / name
     if path.exists():
         shutil.rmtree(path)  # what finished is in the study's own files; Tune starts the rest afresh
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(trainable, settings=settings),
-                            {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial}),
+                            tune_resources(spec.cpus_per_trial, spec.gpus_per_trial, spec.memory_per_trial)),
         param_space={"job": tune.grid_search(jobs)},
         tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent, reuse_actors=True),
         run_config=tune.RunConfig(name=name, storage_path=str(exp_dir / RAY_DIR), verbose=0,
@@ -160,20 +164,22 @@ def _validation(exp_dir: Path, spec: StudySpec, settings: dict, quiet: bool) -> 
         "status") == "COMPLETED"]
     out_dir = exp_dir / STUDY_VALIDATION_DIR
     out_dir.mkdir(exist_ok=True)
+    prepare_controls(exp_dir, spec)  # the controls' files, the copies check, the mix groups
     jobs = [j for j in validation_jobs(spec, completed) if not (out_dir / f"{j.key}.json").exists()]
-    total = len(validation_jobs(spec, completed))
+    mixes = [j for j in mix_jobs(exp_dir, spec) if not (out_dir / f"{j.key}.json").exists()]
+    total = len(validation_jobs(spec, completed)) + len(mix_jobs(exp_dir, spec))
     if not quiet:
-        print(f"validation: {len(jobs)} of {total} trainings to run", flush=True)
-    if not jobs:
+        print(f"validation: {len(jobs) + len(mixes)} of {total} trainings to run", flush=True)
+    if not jobs and not mixes:
         return
     started = time.time()
     by_replicate: dict[str, list[ValidationJob]] = {}
     for j in jobs:
         by_replicate.setdefault(j.replicate.key, []).append(j)
     _grid("study_validation", study_validation_trial,
-          [_batch(exp_dir, spec, group, out_dir) for group in by_replicate.values()], exp_dir, spec, settings,
-          "validation")
-    left = [j.key for j in jobs if not (out_dir / f"{j.key}.json").exists()]
+          [_batch(exp_dir, spec, group, out_dir) for group in by_replicate.values()]
+          + mix_batches(exp_dir, spec, mixes, out_dir), exp_dir, spec, settings, "validation")
+    left = [j.key for j in [*jobs, *mixes] if not (out_dir / f"{j.key}.json").exists()]
     if left:
         raise UserError(f"{len(left)} validation training(s) did not finish (e.g. {left[0]}); `--resume` runs them")
     if not quiet:
@@ -189,7 +195,8 @@ def _batch(exp_dir: Path, spec: StudySpec, jobs: list[ValidationJob], out_dir: P
             "dataset": spec.fixed.get("dataset", "MNIST1D"),
             "act_path": str(replicate_folder(exp_dir, rep.key) / f"{ACTIVATIONS_STEM}.npz"),
             "trainings": [{"key": j.key, "mode": j.mode, "run": j.run, "seed": j.seed,
-                           "validation": validation_settings(spec, arm, j.mode), "out": str(out_dir / f"{j.key}.json")}
+                           "validation": validation_settings(spec, arm, j.mode), "out": str(out_dir / f"{j.key}.json"),
+                           **control_training(exp_dir, rep.key, j.mode)}
                           for j in jobs]}
 
 
@@ -199,11 +206,11 @@ def run_study(opts: StudyOptions) -> dict:
     if opts.dry_run:
         if not opts.quiet:
             print("measuring unit costs (one outer step and one validation epoch per arm, 1 thread) ...", flush=True)
-        for line in plan_lines(spec, measure_costs(spec, opts.data_path)):
+        for line in plan_lines(spec, measure_costs(spec, opts.data_path)) + control_plan_lines(spec):
             print(line)
         print("dry run: nothing started")
         return {"spec": spec, "exp_dir": exp_dir}
-    from dnn_search.search.ray_session import clean_stale_session, ray_session
+    from dnn_search.search.ray_session import check_resources, clean_stale_session, ray_session
     from dnn_search.results.study_analysis import write_study_results
     ensure_writable_folder(exp_dir, "storage")
     (exp_dir / REPLICATES_DIR).mkdir(exist_ok=True)
@@ -219,7 +226,8 @@ def run_study(opts: StudyOptions) -> dict:
         _write_split(exp_dir, spec)
     stages: dict[str, float] = {}
     address = opts.address
-    with ray_session(address, opts.quiet, exp_dir):
+    with ray_session(address, opts.quiet, exp_dir) as ray:
+        check_resources(ray, spec)  # a trial no node can hold (CPUs, GPUs, memory) fails here, not pending forever
         settings = _settings(spec)
         started = time.time()
         _metalearning(exp_dir, spec, settings, opts.name, opts.quiet)
