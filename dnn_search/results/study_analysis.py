@@ -25,11 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dnn_search.results.study_record import (COMPARISONS_TABLE, REPLICATES_TABLE, SCHEMA_VERSION,
+from dnn_search.results.study_controls import control_comparisons, mix_group_ids, mix_rows
+from dnn_search.results.study_record import (COMPARISONS_TABLE, MIX_TABLE, REPLICATES_TABLE, SCHEMA_VERSION,
                                              STUDY_VALIDATION_DIR, StudySpec, read_spec, replicate_folder,
                                              replicates_of)
-from dnn_search.results.study_controls import control_comparisons, mix_group_ids, mix_rows
-from dnn_search.results.study_record import MIX_TABLE
 from dnn_search.results.tables import write_table
 from dnn_search.stats import holm, welch
 from dnn_search.study_stats import fisher_failures, one_sample, tost, variance_components, verdict, worst_case

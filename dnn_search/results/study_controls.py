@@ -19,8 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dnn_search.results.study_record import (COPIES_K, MIX_MODE, MIX_TABLE, SCHEMA_VERSION, STUDY_CONTROLS_DIR,
-                                             StudySpec)
+from dnn_search.results.study_record import COPIES_K, MIX_MODE, SCHEMA_VERSION, STUDY_CONTROLS_DIR, StudySpec
 from dnn_search.stats import holm, welch
 from dnn_search.study_stats import one_sample
 

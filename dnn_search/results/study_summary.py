@@ -96,8 +96,8 @@ def _controls_section(exp_dir: Path, spec, comparisons, scale) -> list[str]:
         return []
     mix = pd.read_parquet(exp_dir / MIX_TABLE) if (exp_dir / MIX_TABLE).is_file() else None
     rows = mix_summary(mix, scale.metric, scale.log)
-    lines = ["## Controls", "", "Each control isolates one rival explanation of a diversity effect (one-sample t "
-             "within replicates, Welch between independent samples; Holm over this family).", ""]
+    lines = ["## Controls", "", ("Each control isolates one rival explanation of a diversity effect (one-sample t "
+                                 "within replicates, Welch between independent samples; Holm over this family)."), ""]
     if rows:
         lines += [f"| arm | n | groups | network | test {scale.metric}: mean over groups [95 % CI] | sd over groups |",
                   "|---|---|---|---|---|---|", *rows, ""]

@@ -54,7 +54,7 @@ def parse_memory(c: Checker, path: str, raw) -> int:
             c.fail(path, f"{raw!r}: write bytes or a size such as 4.4GB or 512MiB "
                          f"(units: {', '.join(u.upper().replace('I', 'i') for u in MEMORY_UNITS)})")
         value = float(match.group(1)) * MEMORY_UNITS[unit or "b"]
-    return int(round(value))
+    return round(value)
 
 
 def tune_resources(cpus: float, gpus: float, memory: int = 0) -> dict:

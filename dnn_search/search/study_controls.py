@@ -21,11 +21,20 @@ from pathlib import Path
 
 from dnn_search.atomic import atomic_write_text
 from dnn_search.errors import UserError
-from dnn_search.results.study_record import (CONTROL_MODES, COPIES_K, MIX_MODE, STUDY_CONTROLS_DIR, Arm, StudySpec,
-                                             mix_retraining_seed, mix_seed, replicate_folder, replicates_of)
-
 from dnn_search.results.study_controls import COPIES_CHECK as COPIES_CHECK_FILE
 from dnn_search.results.study_controls import MIX_RECORD as MIX_FILE
+from dnn_search.results.study_record import (
+    CONTROL_MODES,
+    COPIES_K,
+    MIX_MODE,
+    STUDY_CONTROLS_DIR,
+    Arm,
+    StudySpec,
+    mix_retraining_seed,
+    mix_seed,
+    replicate_folder,
+    replicates_of,
+)
 
 CHECK_BATCH = 256  # the first training samples: the fixed batch of the copies check
 
@@ -42,10 +51,18 @@ def mix_file(exp_dir: Path, arm: str, group: int) -> Path:
     return controls_dir(exp_dir) / "mix" / f"{arm}-g{group}.npz"
 
 
-def _learned(exp_dir: Path, key: str):
+def _exact(path: Path):
+    """The exact weights of an activation file the study wrote (.npz, so never None)."""
     from dnn_search.actfile import read_activation_file
+    acts = read_activation_file(path).exact
+    if acts is None:
+        raise UserError(f"{path}: has no exact activation weights")
+    return acts
+
+
+def _learned(exp_dir: Path, key: str):
     from dnn_search.replicate import ACTIVATIONS_STEM
-    return read_activation_file(replicate_folder(exp_dir, key) / f"{ACTIVATIONS_STEM}.npz").exact
+    return _exact(replicate_folder(exp_dir, key) / f"{ACTIVATIONS_STEM}.npz")
 
 
 def completed(exp_dir: Path, spec: StudySpec, arm: Arm) -> list:
@@ -96,7 +113,6 @@ def check_copies_once(exp_dir: Path, spec: StudySpec) -> dict:
     import torch
 
     from dnn_search import controls
-    from dnn_search.actfile import read_activation_file
     from dnn_search.data import load_dataset
     from dnn_search.metalearn import MetaConfig
     from dnn_search.results.study_record import retraining_seed
@@ -113,7 +129,7 @@ def check_copies_once(exp_dir: Path, spec: StudySpec) -> dict:
         if not reps:
             continue
         rep = reps[0]
-        copied = read_activation_file(control_file(exp_dir, rep.key, "copies")).exact
+        copied = _exact(control_file(exp_dir, rep.key, "copies"))
         seed = retraining_seed(spec, rep, 0)
         hidden = validation_settings(spec, arm, f"copies:{COPIES_K}")["hidden_size"]
         diff = controls.check_copies(_learned(exp_dir, rep.key), copied, COPIES_K, x, output, hidden, seed)
@@ -132,15 +148,18 @@ def draw_mix_groups(exp_dir: Path, spec: StudySpec) -> dict:
     if path.exists():
         return json.loads(path.read_text())
     reference = spec.reference_arm
+    if reference is None:  # the study file's parser refuses mix without an n = 1 arm
+        raise UserError("the mix control needs an arm with n_activations 1")
     ids = [r.key for r in completed(exp_dir, spec, reference)]
-    record = {"reference_arm": reference.name, "k1": len(ids), "arms": {}}
+    drawn: dict[str, dict] = {}
     for arm in control_arms(spec):
         groups = controls.mix_groups(ids, arm.n, mix_seed(spec, arm))
-        record["arms"][arm.name] = {"n": arm.n, "seed": mix_seed(spec, arm), "groups": groups}
+        drawn[arm.name] = {"n": arm.n, "seed": mix_seed(spec, arm), "groups": groups}
         for g, members in enumerate(groups):
             mixed = controls.combine([_learned(exp_dir, key) for key in members])
             write_activation_files(mix_file(exp_dir, arm.name, g).parent, f"{arm.name}-g{g}", mixed,
                                    {"arm": arm.name, "group": g, "members": members, "control": MIX_MODE})
+    record = {"reference_arm": reference.name, "k1": len(ids), "arms": drawn}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(record, indent=2) + "\n")
     return record
