@@ -42,6 +42,7 @@ def parse_memory(c: Checker, path: str, raw) -> int:
     """Ray's per-trial `memory` resource in bytes, from an integer of bytes or a string such as
     "4.4GB" (decimal units) or "4GiB" (binary). Ray packs trials onto a node by the memory they
     declare, so a trial that needs gigabytes (the reference path on Hénon–Heiles) must say so."""
+    import math
     import re
     if isinstance(raw, bool):
         c.fail(path, f"expected bytes or a size such as 4.4GB, got {raw!r}")
@@ -54,6 +55,8 @@ def parse_memory(c: Checker, path: str, raw) -> int:
             c.fail(path, f"{raw!r}: write bytes or a size such as 4.4GB or 512MiB "
                          f"(units: {', '.join(u.upper().replace('I', 'i') for u in MEMORY_UNITS)})")
         value = float(match.group(1)) * MEMORY_UNITS[unit or "b"]
+        if not math.isfinite(value):
+            c.fail(path, f"{raw!r}: not a finite size")
     return round(value)
 
 
