@@ -6,7 +6,9 @@ Stages, each resumable at its own granularity (`--resume` skips whatever left it
    marks it finished (COMPLETED or FAILED), its `state.pt` lets an interrupted one continue. Each
    finished replicate is recorded in the Optuna study (arm and meta-seed as parameters, the held-out
    metric per step as intermediate values) so optuna-dashboard shows it;
-2. **validation**: one Tune experiment, a trial per replicate that trains its networks × retraining
+2. **validation**: first the controls' activation files, the copies check and the mix groups
+   (`study_controls.prepare_controls`); then one Tune experiment, a trial per replicate (and per mix
+   group) that trains its networks × retraining
    seeds not yet done one after the other; each finished training leaves `study_validation/<key>.json`
    at once, so a restart never trains a finished network again;
 3. **analysis**: `replicates.parquet`, `comparisons.parquet`, `validation.parquet`, `summary.md`.
