@@ -8,8 +8,7 @@ Stages, each resumable at its own granularity (`--resume` skips whatever left it
    metric per step as intermediate values) so optuna-dashboard shows it;
 2. **validation**: first the controls' activation files, the copies check and the mix groups
    (`study_controls.prepare_controls`); then one Tune experiment, a trial per replicate (and per mix
-   group) that trains its networks × retraining
-   seeds not yet done one after the other; each finished training leaves `study_validation/<key>.json`
+   group) that trains its networks × retraining seeds not yet done one after the other; each finished training leaves `study_validation/<key>.json`
    at once, so a restart never trains a finished network again;
 3. **analysis**: `replicates.parquet`, `comparisons.parquet`, `validation.parquet`, `summary.md`.
 """
