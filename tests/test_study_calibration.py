@@ -12,7 +12,7 @@ import yaml
 from dnn_search.errors import UserError
 from dnn_search.results.study_calibration import (CalibrationFailed, calibration_rows, picks, trial_score,
                                                   write_trial_params)
-from dnn_search.results.study_record import calibration_folder, calibration_trials, replicates_of
+from dnn_search.results.study_record import calibration_folder, calibration_trials, mix_seed, replicates_of
 from dnn_search.search.study_spec import parse_study
 from tests.conftest import REPO
 
@@ -67,7 +67,11 @@ def test_score_is_the_mean_of_the_last_steps():
 def test_calibration_meta_seeds_are_a_stream_of_their_own():
     spec = parse_study(_smoke(trials=50))
     cal = {t.meta_seed for arm in spec.arms for t in calibration_trials(spec, arm)}
-    assert len(cal) == 100 and not cal & {r.meta_seed for r in replicates_of(spec)}
+    assert len(spec.arms) == 3  # n1, n2 and the smoke file's matched control arm
+    assert len(cal) == 50 * len(spec.arms) and not cal & {r.meta_seed for r in replicates_of(spec)}
+    # nor the controls' seeds: SeedSequence ignores trailing zeros, so a mix draw on (seed, 3, n) was
+    # the meta-seed of calibration trial 0 of arm index n
+    assert not cal & {mix_seed(spec, arm) for arm in spec.arms}
 
 
 @pytest.mark.parametrize("change, message", [

@@ -34,6 +34,17 @@ def _smoke(**study) -> dict:
     ({"arms": [{"n_activations": 1, "seed": 3}, {"n_activations": 2}]}, "set by the study"),
     ({"arms": [{"n_activations": 1}, {"n_activations": 2, "outer_lr_typo": 1}]}, "not a meta-learning setting"),
     ({"standard": ["relu", "swish"]}, "std:swish"),
+    ({"controls": {"copies": "yes"}}, "study.controls.copies: expected true or false"),
+    ({"controls": {"shuffle": True}}, "study.controls.shuffle: unknown key"),
+    ({"controls": {"matched": {}}}, "study.controls.matched: give m"),
+    ({"controls": {"matched": {"m": 0}}}, "study.controls.matched.m: must be at least 1"),
+    ({"arms": [{"n_activations": 1}, {"name": "b", "n_activations": 1, "inner_lr": 0.1}],
+      "contrasts": [{"a": "b/single:1", "b": "n1/single:1"}], "controls": {"random": True}},
+     "study.controls.random: needs an arm with n_activations >= 2"),
+    ({"arms": [{"n_activations": 2}, {"n_activations": 4}], "controls": {"mix": True}},
+     "study.controls.mix: needs an arm with n_activations 1"),
+    ({"arms": [{"n_activations": 1}, {"name": "matched", "n_activations": 2}], "controls": {"matched": {"m": 2}}},
+     "already named 'matched'"),
 ])
 def test_bad_study_files_are_one_line_errors(change, message):
     with pytest.raises(UserError, match=message) as info:
@@ -68,9 +79,9 @@ def test_default_primary_family_and_seeds():
     spec = load_study(SMOKE)
     assert [c.label for c in spec.contrasts] == ["n2/diverse vs n1/single:1"]
     reps = replicates_of(spec)
-    assert len({r.meta_seed for r in reps}) == len(reps) == 4
+    assert len({r.meta_seed for r in reps}) == len(reps) == 6  # n1, n2 and the matched control arm
     seeds = {retraining_seed(spec, r, k) for r in reps for k in range(spec.runs)}
-    assert len(seeds) == 4 * spec.runs
+    assert len(seeds) == 6 * spec.runs
 
 
 def test_interrupted_replicate_continues_bit_identically(tmp_path):
@@ -108,3 +119,25 @@ def test_a_diverging_replicate_fails_and_is_not_replaced(tmp_path):
                                    seed=1), data, rest, tmp_path, grad_norm_limit=1e-9)
     assert out.status == "FAILED" and out.steps == 1 and "above the limit" in out.reason
     assert read_result(tmp_path)["status"] == "FAILED" and not (tmp_path / "activations.npz").exists()
+
+
+def test_controls_and_memory_parse_and_survive_study_json():
+    """The smoke file asks for every control: the matched arm is added last (no other arm's
+    meta-seeds move) with Ho = m x the n = 1 arm's; the spec, memory included, reads back from
+    study.json's dict as it was (what --resume uses)."""
+    from dnn_search.results.study_record import StudySpec, control_modes, networks, replicates_of
+    spec = load_study(SMOKE)
+    assert spec.controls == {"copies": True, "mix": True, "random": True, "matched": 2}
+    assert spec.memory_per_trial == 300_000_000
+    matched = spec.arms[-1]
+    assert (matched.name, matched.control, matched.n, matched.settings["outer_hidden_size"]) == ("matched", "matched",
+                                                                                                  1, 20)
+    assert spec.reference_arm.name == "n1" and networks(spec, matched) == ["single:1"]
+    assert control_modes(spec, spec.arm("n2")) == ["copies:1", "random:diverse", "random:single",
+                                                   "random-scaled:diverse", "random-scaled:single"]
+    assert control_modes(spec, spec.arm("n1")) == []
+    assert StudySpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    plain = parse_study(_smoke(controls=None))
+    assert [a.name for a in plain.arms] == ["n1", "n2"] and not plain.controls
+    before = {r.key: r.meta_seed for r in replicates_of(plain)}
+    assert {r.key: r.meta_seed for r in replicates_of(spec) if r.key in before} == before

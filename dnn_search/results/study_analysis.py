@@ -12,7 +12,8 @@ one observation. Then:
 - FAILED replicates are compared per arm (Fisher's exact test), and each primary contrast is redone
   with every failure counted at its arm's worst observed value (the sensitivity row);
 - variance components (between meta-seeds, between retraining seeds) of each arm's primary network,
-  with the cost-optimal R from the measured costs.
+  with the cost-optimal R from the measured costs;
+- the controls' family and the mix groups' table (`results/study_controls.py`).
 Everything here reads the study's own files; `write_study_results` writes the tables and summary.
 """
 from __future__ import annotations
@@ -24,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dnn_search.results.study_record import (COMPARISONS_TABLE, REPLICATES_TABLE, SCHEMA_VERSION,
+from dnn_search.results.study_controls import control_comparisons, mix_group_ids, mix_rows
+from dnn_search.results.study_record import (COMPARISONS_TABLE, MIX_TABLE, REPLICATES_TABLE, SCHEMA_VERSION,
                                              STUDY_VALIDATION_DIR, StudySpec, read_spec, replicate_folder,
                                              replicates_of)
 from dnn_search.results.study_record import secondary_networks
@@ -168,6 +170,8 @@ def _sensitivity(spec, replicates, obs, done, scale) -> list[dict]:
 def _secondary(spec, obs, val, done, scale) -> list[dict]:
     rows = []
     for arm in spec.arms:
+        if arm.control:  # the matched arm validates its primary network only (results/study_controls.py)
+            continue
         reps = done[arm.name]
         for base in ["pure", *spec.standard]:
             d = [obs.get((r, arm.primary), math.nan) - obs.get((r, base), math.nan) for r in reps]
@@ -268,11 +272,15 @@ def write_study_results(exp_dir: Path, spec: StudySpec | None = None, name: str 
     write_table(exp_dir / REPLICATES_TABLE, reps, ("schema_version", "arm", "n", "replicate", "meta_seed",
                                                    "status", "steps", "reason"))
     comparisons = compare(spec, reps, rows, scale)
+    comparisons += control_comparisons(spec, completed_by_arm(spec, reps), obs, scale, mix_group_ids(exp_dir))
     comparisons += secondary_protocol_family(spec, reps, every_row, scale)
     comparisons = [{"protocol": "primary", **r} for r in comparisons]
     picked = {r["key"]: r["picked_lr"] for r in picked_rows(every_row, spec, scale.metric, scale.direction, scale.log)}
     write_table(exp_dir / VALIDATION_TABLE, [{**r, "picked_lr": picked.get(r["key"])} for r in every_row],
                 ("arm", "replicate", "meta_seed", "mode", "protocol", "run", "seed", "lr", "picked_lr"))
+    if spec.controls.get("mix"):
+        write_table(exp_dir / MIX_TABLE, mix_rows(exp_dir, obs, val, scale), ("schema_version", "arm", "n", "group",
+                                                                             "replicate", "members"))
     write_table(exp_dir / COMPARISONS_TABLE, comparisons, ("schema_version", "family", "contrast", "a", "b", "test",
                                                           "estimate", "ci_lo", "ci_hi", "p", "holm_p", "verdict"))
     variance = components(spec, reps, rows, scale)

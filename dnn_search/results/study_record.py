@@ -9,6 +9,7 @@ API read a study through here; `search/study_spec.py` parses the file into these
       calibration.parquet   every calibration trial: params, score, dropped or not, the pick per arm
       replicates/<arm>-m<j>/  one replicate: state.pt, steps.json, indices.npz, result.json, activations.*
       study_validation/<key>.json   one finished validation training
+      study_controls/       the controls' activation sets (per replicate, mix groups) and mix.json
       replicates.parquet, validation.parquet, comparisons.parquet, summary.md, stages.json
       optuna_journal.log    the replicates as Optuna trials (arm, meta_seed), for optuna-dashboard
 """
@@ -27,6 +28,8 @@ REPLICATES_DIR = "replicates"
 CALIBRATION_DIR = "calibration"
 CALIBRATION_TABLE = "calibration.parquet"
 STUDY_VALIDATION_DIR = "study_validation"
+STUDY_CONTROLS_DIR = "study_controls"
+MIX_TABLE = "mix.parquet"
 REPLICATES_TABLE = "replicates.parquet"
 COMPARISONS_TABLE = "comparisons.parquet"
 SCHEMA_VERSION = 1
@@ -58,6 +61,7 @@ class Arm:
 
     name: str
     settings: dict
+    control: str = ""  # "matched" for the capacity-control arm the study adds; "" for the file's arms
 
     @property
     def n(self) -> int:
@@ -141,6 +145,7 @@ class StudySpec:
     alpha: float = 0.05
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
+    memory_per_trial: int = 0   # bytes of Ray's `memory` resource per trial (0: none asked)
     max_concurrent: int | None = None
     checkpoint_every: int = 5
     max_failures: int = 2
@@ -150,6 +155,8 @@ class StudySpec:
     source: str = ""
     calibration: CalibrationSpec | None = None
     secondary: SecondarySpec | None = None
+    # the controls asked for: {"copies": True, "mix": True, "random": True, "matched": m}
+    controls: dict = field(default_factory=dict)
 
     def arm(self, name: str) -> Arm:
         return next(a for a in self.arms if a.name == name)
@@ -160,8 +167,8 @@ class StudySpec:
 
     @property
     def reference_arm(self) -> Arm | None:
-        """The n = 1 arm (its settings are pure's and std:*'s), or None."""
-        return next((a for a in self.arms if a.n == 1), None)
+        """The n = 1 arm (its settings are pure's and std:*'s), or None. Never a control arm."""
+        return next((a for a in self.arms if a.n == 1 and not a.control), None)
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -188,7 +195,7 @@ class StudySpec:
         """This spec with each arm's calibration pick (PICKS: arm name -> settings) merged into its
         settings: what its replicates meta-learn with and its primary validation trains with."""
         from dataclasses import replace
-        arms = tuple(Arm(a.name, {**a.settings, **picks.get(a.name, {})}) for a in self.arms)
+        arms = tuple(replace(a, settings={**a.settings, **picks.get(a.name, {})}) for a in self.arms)
         return replace(self, arms=arms)
 
 
@@ -199,7 +206,10 @@ class StudySpec:
 # j of arm a: meta-seed (study seed, 1, a, j); its retraining seed r: (study seed, 2, meta-seed, r),
 # shared by every network validated for that replicate and distinct across replicates; calibration
 # trial i of arm a: meta-seed (study seed, 3, a, i), a stream of its own, so calibration never runs a
-# replicate's meta-seed (`calibration_trials` refuses a collision rather than trusting the odds).
+# replicate's meta-seed (`calibration_trials` refuses a collision rather than trusting the odds); the
+# mix groups of an n-arm: retraining seeds (study seed, 4, n, group, run), the draw (study seed, 5, n).
+# Each stream has its own second part because SeedSequence ignores trailing zeros: (s, 3, 2) and
+# (s, 3, 2, 0) give the same seed, so two streams may not share a number with different arities.
 
 @dataclass(frozen=True)
 class Replicate:
@@ -260,9 +270,45 @@ def secondary_networks(spec: StudySpec, arm: Arm) -> list[str]:
 
 def networks(spec: StudySpec, arm: Arm) -> list[str]:
     """The networks validated for each replicate of ARM: its primary one first, then each single:k,
-    pure and the std:* baselines."""
+    pure and the std:* baselines, then the controls of an n >= 2 arm (`control_modes`). The matched
+    arm validates its primary network only: it is compared with the other arms' primary networks."""
+    if arm.control == "matched":
+        return [arm.primary]
     singles = [f"single:{k}" for k in range(1, arm.n + 1)]
-    return ([arm.primary] + [s for s in singles if s != arm.primary] + ["pure", *spec.standard])
+    return ([arm.primary] + [s for s in singles if s != arm.primary] + ["pure", *spec.standard]
+            + control_modes(spec, arm))
+
+
+# The per-replicate control networks of an n >= 2 arm: the activation file each trains from (under
+# the replicate's study_controls folder) and the validation mode that builds it from that file.
+COPIES_K = 1  # copies of the first learned activation: the one every replicate has
+CONTROL_MODES = {
+    f"copies:{COPIES_K}": ("copies", "diverse"),
+    "random:diverse": ("random", "diverse"),
+    "random:single": ("random", "single:1"),
+    "random-scaled:diverse": ("random-scaled", "diverse"),
+    "random-scaled:single": ("random-scaled", "single:1"),
+}
+MIX_MODE = "mix"
+MATCHED_ARM = "matched"
+
+
+def control_modes(spec: StudySpec, arm: Arm) -> list[str]:
+    """The control networks validated per replicate of ARM (none for an n = 1 arm)."""
+    if arm.n < 2 or arm.control:
+        return []
+    wanted = {"copies": spec.controls.get("copies"), "random": spec.controls.get("random"),
+              "random-scaled": spec.controls.get("random")}
+    return [mode for mode, (stem, _) in CONTROL_MODES.items() if wanted[stem]]
+
+
+def mix_seed(spec: StudySpec, arm: Arm) -> int:
+    """The seed of the draw of ARM's mix groups from the n = 1 arm's replicates."""
+    return derive_seed(spec.seed, 5, arm.n)
+
+
+def mix_retraining_seed(spec: StudySpec, arm: Arm, group: int, run: int) -> int:
+    return derive_seed(spec.seed, 4, arm.n, group, run)
 
 
 # ----------------------------------------------------------------------------- reading it back
@@ -286,6 +332,7 @@ class StudyResults:
     variance: object
     summary_md: str | None
     calibration: object = None
+    mix: object = None  # mix.parquet: the mix groups (arm, group, member replicate ids, means)
 
 
 def load_study_results(folder: Path) -> StudyResults:
@@ -300,4 +347,4 @@ def load_study_results(folder: Path) -> StudyResults:
     return StudyResults(folder, record.get("name", folder.name), StudySpec.from_dict(record["spec"]), record,
                         table(REPLICATES_TABLE), table(COMPARISONS_TABLE), table("validation.parquet"),
                         table("variance.parquet"), summary.read_text() if summary.is_file() else None,
-                        table(CALIBRATION_TABLE))
+                        table(CALIBRATION_TABLE), table(MIX_TABLE))

@@ -102,6 +102,26 @@ def verdict_table(comparisons, family: str) -> list[str]:
     return lines
 
 
+def _controls_section(exp_dir: Path, spec, comparisons, scale) -> list[str]:
+    """The controls (results/study_controls.py): the mix groups beside the arms, one row per control
+    contrast, and one line each on the mix groups, the copies check and the matched arm."""
+    import pandas as pd
+
+    from dnn_search.results.study_controls import mix_lines, mix_summary
+    from dnn_search.results.study_record import MIX_TABLE
+    if not spec.controls:
+        return []
+    mix = pd.read_parquet(exp_dir / MIX_TABLE) if (exp_dir / MIX_TABLE).is_file() else None
+    rows = mix_summary(mix, scale.metric, scale.log)
+    lines = ["## Controls", "", ("Each control isolates one rival explanation of a diversity effect (one-sample t "
+                                 "within replicates, Welch between independent samples; Holm over this family)."), ""]
+    if rows:
+        lines += [f"| arm | n | groups | network | test {scale.metric}: mean over groups [95 % CI] | sd over groups |",
+                  "|---|---|---|---|---|---|", *rows, ""]
+    lines += [*comparison_table(comparisons, "controls"), "", *mix_lines(exp_dir, spec), ""]
+    return lines
+
+
 def render_summary(exp_dir: Path, name: str) -> str:
     import pandas as pd
 
@@ -127,6 +147,7 @@ def render_summary(exp_dir: Path, name: str) -> str:
              "networks are scored on the study's selection split, which meta-learning never saw, and on test.", "",
              *arm_table(replicates, spec, scale.metric, scale.log), ""]
     lines += calibration_summary(exp_dir, spec)
+    lines += _controls_section(exp_dir, spec, comparisons, scale)
     failed = replicates[replicates["status"] == "FAILED"]
     lines += ["## FAILED replicates", ""]
     if failed.empty:

@@ -123,8 +123,8 @@ def calibrate(exp_dir: Path, spec: StudySpec, settings: dict, name: str, quiet: 
             if not jobs:
                 break
             if not quiet:
-                print(f"calibration {arm.name}: {len(jobs)} trial(s) of {cal.steps} steps "
-                      f"({len(study.get_trials(deepcopy=False))} of {cal.trials} asked)", flush=True)
+                log.info("calibration %s: %d trial(s) of %d steps (%d of %d asked)", arm.name, len(jobs), cal.steps,
+                         len(study.get_trials(deepcopy=False)), cal.trials)
             _grid(f"calibration_{arm.name}", replicate_trial, jobs, exp_dir, spec, settings, "calibration")
             from dnn_search.replicate import read_result
             missing = [j["key"] for j in jobs if read_result(Path(j["folder"])) is None]
@@ -132,7 +132,7 @@ def calibrate(exp_dir: Path, spec: StudySpec, settings: dict, name: str, quiet: 
                 raise UserError(f"calibration trial(s) {', '.join(missing)} did not finish (see {exp_dir}/ray); "
                                 "`--resume` continues them")
         if not quiet:
-            print(f"calibration {arm.name}: done in {time.time() - started:.0f} s", flush=True)
+            log.info("calibration %s: done in %.0f s", arm.name, time.time() - started)
     rows = write_calibration_table(exp_dir, spec, task.search_metric, task.search_mode)
     try:
         chosen = picks(spec, rows)

@@ -17,9 +17,11 @@ def validation_settings(spec: StudySpec, arm: Arm, mode: str) -> dict:
     """The primary protocol's ValidationConfig fields for MODE of ARM's replicates: the meta-learning
     inner update at the arm's own inner lr, decay and epochs for the learned networks; pure and std:*
     at the n = 1 arm's (so that the baselines are one protocol for every arm). Every network is
-    scored on the selection split (val_fraction = the selection fraction, split seed = its seed)."""
+    scored on the selection split (val_fraction = the selection fraction, split seed = its seed).
+    The controls' networks (copies, random, mix) train at the arm's settings, as its diverse one."""
     from dnn_search.metalearn import MetaConfig
-    learned = mode.startswith("single:") or mode == "diverse"
+    # the controls (copies:k, random*, mix) are learned-activation networks of the arm: its protocol
+    learned = mode.startswith(("single:", "copies:", "random")) or mode in ("diverse", "mix")
     source = arm if learned or spec.reference_arm is None else spec.reference_arm
     cfg = MetaConfig.from_dict(spec.arm_config(source))
     return {"optimizer": PRIMARY_OPTIMIZER, "lr": cfg.inner_lr, "momentum": cfg.inner_mu, "epochs": cfg.epochs,

@@ -8,9 +8,11 @@ Stages, each resumable at its own granularity (`--resume` skips whatever left it
    marks it finished (COMPLETED or FAILED), its `state.pt` lets an interrupted one continue. Each
    finished replicate is recorded in the Optuna study (arm and meta-seed as parameters, the held-out
    metric per step as intermediate values) so optuna-dashboard shows it;
-2. **validation**: one Tune experiment, a trial per replicate that trains its networks × retraining
-   seeds not yet done one after the other; each finished training leaves `study_validation/<key>.json`
-   at once, so a restart never trains a finished network again;
+2. **validation**: first the controls' activation files, the copies check and the mix groups
+   (`study_controls.prepare_controls`); then one Tune experiment, a trial per replicate (and per mix
+   group) that trains its networks × retraining seeds not yet done one after the other (and the
+   secondary protocol's networks); each finished training leaves `study_validation/<key>.json` at
+   once, so a restart never trains a finished network again;
 3. **analysis**: `replicates.parquet`, `comparisons.parquet`, `validation.parquet`, `summary.md`.
 """
 from __future__ import annotations
@@ -31,6 +33,8 @@ from dnn_search.results.study_record import Replicate, replicates_of, selection_
 from dnn_search.search.study_plan import (ValidationJob, measure_costs, plan_lines, validation_jobs,
                                           validation_settings)
 from dnn_search.search.study_calibrate import calibrate
+from dnn_search.search.study_controls import control_training, mix_batches, mix_jobs, prepare_controls
+from dnn_search.search.study_controls import plan_lines as control_plan_lines
 from dnn_search.search.study_spec import load_study
 
 log = logging.getLogger(__name__)
@@ -121,12 +125,14 @@ def _grid(name: str, trainable, jobs: list[dict], exp_dir: Path, spec: StudySpec
 
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
+
+    from dnn_search.search.space import tune_resources
     path = exp_dir / RAY_DIR / name
     if path.exists():
         shutil.rmtree(path)  # what finished is in the study's own files; Tune starts the rest afresh
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(trainable, settings=settings),
-                            {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial}),
+                            tune_resources(spec.cpus_per_trial, spec.gpus_per_trial, spec.memory_per_trial)),
         param_space={"job": tune.grid_search(jobs)},
         tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent, reuse_actors=True),
         run_config=tune.RunConfig(name=name, storage_path=str(exp_dir / RAY_DIR), verbose=0,
@@ -169,8 +175,10 @@ def _validation(exp_dir: Path, spec: StudySpec, settings: dict, quiet: bool) -> 
         "status") == "COMPLETED"]
     out_dir = exp_dir / STUDY_VALIDATION_DIR
     out_dir.mkdir(exist_ok=True)
+    prepare_controls(exp_dir, spec)  # the controls' files, the copies check, the mix groups
     jobs = [j for j in validation_jobs(spec, completed) if not (out_dir / f"{j.key}.json").exists()]
-    total = len(validation_jobs(spec, completed))
+    total = len(validation_jobs(spec, completed)) + len(mix_jobs(exp_dir, spec))
+    mixes = [j for j in mix_jobs(exp_dir, spec) if not (out_dir / f"{j.key}.json").exists()]
     scale = study_scale(spec)
     pick = (scale.metric, scale.direction, scale.log)
 
@@ -180,9 +188,9 @@ def _validation(exp_dir: Path, spec: StudySpec, settings: dict, quiet: bool) -> 
                              if not secondary_done(out_dir, spec, rep, m, *pick)])}
     secondary = secondary_left()
     if not quiet:
-        log.info("validation: %d of %d trainings to run%s", len(jobs), total,
+        log.info("validation: %d of %d trainings to run%s", len(jobs) + len(mixes), total,
                  f"; the secondary protocol for {sum(map(len, secondary.values()))} network(s)" if secondary else "")
-    if not jobs and not secondary:
+    if not jobs and not mixes and not secondary:
         return
     started = time.time()
     by_replicate: dict[str, list[ValidationJob]] = {r.key: [] for r in completed}
@@ -191,9 +199,9 @@ def _validation(exp_dir: Path, spec: StudySpec, settings: dict, quiet: bool) -> 
     reps = {r.key: r for r in completed}
     _grid("study_validation", study_validation_trial,
           [_batch(exp_dir, spec, reps[key], group, out_dir, secondary.get(key, []), pick)
-           for key, group in by_replicate.items() if group or key in secondary], exp_dir, spec, settings,
-          "validation")
-    left = [j.key for j in jobs if not (out_dir / f"{j.key}.json").exists()]
+           for key, group in by_replicate.items() if group or key in secondary]
+          + mix_batches(exp_dir, spec, mixes, out_dir), exp_dir, spec, settings, "validation")
+    left = [j.key for j in [*jobs, *mixes] if not (out_dir / f"{j.key}.json").exists()]
     left += [f"{key} ({', '.join(modes)}, secondary protocol)" for key, modes in secondary_left().items()]
     if left:
         raise UserError(f"{len(left)} validation training(s) did not finish (e.g. {left[0]}); `--resume` runs them")
@@ -215,7 +223,8 @@ def _batch(exp_dir: Path, spec: StudySpec, rep: Replicate, jobs: list[Validation
             "dataset": spec.fixed.get("dataset", "MNIST1D"),
             "act_path": str(replicate_folder(exp_dir, rep.key) / f"{ACTIVATIONS_STEM}.npz"),
             "trainings": [{"key": j.key, "mode": j.mode, "run": j.run, "seed": j.seed,
-                           "validation": validation_settings(spec, arm, j.mode), "out": str(out_dir / f"{j.key}.json")}
+                           "validation": validation_settings(spec, arm, j.mode), "out": str(out_dir / f"{j.key}.json"),
+                           **control_training(exp_dir, rep.key, j.mode)}
                           for j in jobs],
             "secondary": [{"mode": mode, "replicate": rep.key, "out_dir": str(out_dir),
                            "validation": secondary_settings(spec, arm, mode), "grid": grid_trainings(spec, rep, mode),
@@ -229,11 +238,11 @@ def run_study(opts: StudyOptions) -> dict:
     if opts.dry_run:
         if not opts.quiet:
             log.info("measuring unit costs (one outer step and one validation epoch per arm, 1 thread) ...")
-        for line in plan_lines(spec, measure_costs(spec, opts.data_path)):
+        for line in plan_lines(spec, measure_costs(spec, opts.data_path)) + control_plan_lines(spec):
             log.info(line)
         log.info("dry run: nothing started")
         return {"spec": spec, "exp_dir": exp_dir}
-    from dnn_search.search.ray_session import clean_stale_session, ray_session
+    from dnn_search.search.ray_session import check_resources, clean_stale_session, ray_session
     from dnn_search.results.study_analysis import write_study_results
     ensure_writable_folder(exp_dir, "storage")
     (exp_dir / REPLICATES_DIR).mkdir(exist_ok=True)
@@ -249,7 +258,8 @@ def run_study(opts: StudyOptions) -> dict:
         _write_split(exp_dir, spec)
     stages: dict[str, float] = {}
     address = opts.address
-    with ray_session(address, opts.quiet, exp_dir):
+    with ray_session(address, opts.quiet, exp_dir) as ray:
+        check_resources(ray, spec)  # a trial no node can hold (CPUs, GPUs, memory) fails here, not pending forever
         settings = _settings(spec)
         started = time.time()
         spec = calibrate(exp_dir, spec, settings, opts.name, opts.quiet)  # each arm at its pick from here on

@@ -37,6 +37,15 @@ declares, and fixes before anything runs:
                      arm), grad_norm (a trial above it is dropped), sampler (a search space's sampler
                      section; each arm's is seeded on its own), scheduler (fifo: every trial runs its
                      steps), last (the score is the mean held-out metric of the last `last` steps, 10)
+      controls       the controls that isolate diversity (docs/design.md, "Diversity studies"):
+                       copies: true   per replicate of each n >= 2 arm, n blocks of its first learned
+                                      activation (checked to equal single:1 before validation)
+                       mix: true      diverse networks from n different replicates of the n = 1 arm
+                       random: true   the untrained activations meta-learning started from, n against
+                                      one, raw and scaled to the replicate's learned amplitude
+                       matched: {m: M}  an extra n = 1 arm `matched` whose activation has M times the
+                                      n = 1 arm's sub-network width (Ho = 50·M at Ho = 50)
+    resources.memory  Ray's per-trial memory resource: bytes or a size ("4.4GB", "512MiB")
 
 Every problem is one line (exit 2) before anything starts.
 """
@@ -49,17 +58,18 @@ from pathlib import Path
 from dnn_search.errors import UserError
 from dnn_search.results.study_record import Arm, CalibrationSpec, Contrast, SecondarySpec, StudySpec
 from dnn_search.search.checker import Checker
+from dnn_search.search.space import RESOURCE_KEYS, parse_memory
 
 TOP_KEYS = ("description", "fixed", "resources", "max_concurrent", "checkpoint_every", "max_failures",
             "data_path", "compile", "study")
 STUDY_KEYS = ("seed", "selection_fraction", "arms", "replicates", "steps", "divergence", "runs", "standard",
-              "hidden_size", "contrasts", "margin", "alpha", "calibration", "secondary")
+              "hidden_size", "contrasts", "margin", "alpha", "calibration", "secondary", "controls")
 SECONDARY_KEYS = ("lrs", "momentum", "pick_seeds")
 CALIBRATION_KEYS = ("params", "trials", "steps", "grad_norm", "sampler", "scheduler", "last")
 # a calibration trial runs every step it is given: nothing is ranked across arms, and inside an arm
 # the trials are few and short, so a rung scheduler would only make the budgets of arms differ
 CALIBRATION_SCHEDULERS = ("fifo",)
-RESOURCE_KEYS = ("cpus_per_trial", "gpus_per_trial")
+CONTROL_KEYS = ("copies", "mix", "random", "matched")
 # keys an arm may not set: the study sets them per replicate
 RESERVED = ("seed", "steps")
 
@@ -204,6 +214,37 @@ def _secondary(c: Checker, raw) -> SecondarySpec | None:
                          c.integer("study.secondary.pick_seeds", section.get("pick_seeds", 2), 1))
 
 
+def _controls(c: Checker, raw, arms: tuple[Arm, ...], fixed: dict) -> tuple[dict, tuple[Arm, ...]]:
+    """The controls asked for, checked against what each needs, and the arms with `matched` added
+    (last, so that no other arm's meta-seeds change)."""
+    from dnn_search.metalearn import MetaConfig
+    from dnn_search.results.study_record import MATCHED_ARM
+    section = c.mapping("study.controls", raw, CONTROL_KEYS)
+    controls: dict = {}
+    diverse = [a for a in arms if a.n >= 2]
+    reference = next((a for a in arms if a.n == 1), None)
+    for key in ("copies", "mix", "random"):
+        if key in section and c.boolean(f"study.controls.{key}", section[key]):
+            if not diverse:
+                c.fail(f"study.controls.{key}", "needs an arm with n_activations >= 2")
+            if key == "mix" and reference is None:
+                c.fail("study.controls.mix", "needs an arm with n_activations 1 (its replicates are mixed)")
+            controls[key] = True
+    if section.get("matched") is not None:
+        matched = c.mapping("study.controls.matched", section["matched"], ("m",))
+        m = c.integer("study.controls.matched.m", matched.get("m"), 1) if "m" in matched else c.fail(
+            "study.controls.matched", "give m: the matched arm's activation has m times the n = 1 arm's Ho")
+        if reference is None:
+            c.fail("study.controls.matched", "needs an arm with n_activations 1 (the matched arm widens it)")
+        if MATCHED_ARM in [a.name for a in arms]:
+            c.fail("study.controls.matched", f"an arm is already named {MATCHED_ARM!r}: rename it")
+        ho = MetaConfig.from_dict({**fixed, **reference.settings}).outer_hidden_size
+        arms = (*arms, Arm(MATCHED_ARM, {**reference.settings, "n_activations": 1, "outer_hidden_size": m * ho},
+                           control=MATCHED_ARM))
+        controls["matched"] = m
+    return controls, arms
+
+
 def parse_study(data, source: str = "") -> StudySpec:
     from dnn_search.metalearn import MetaConfig
     from dnn_search.tasks import task_for_dataset
@@ -219,6 +260,7 @@ def parse_study(data, source: str = "") -> StudySpec:
         if key in fixed:
             c.fail(f"fixed.{key}", "set by the study for every replicate: remove it")
     arms = _arms(c, s.get("arms"), fixed)
+    controls, arms = _controls(c, s.get("controls"), arms, fixed)
     for arm in arms:
         try:
             cfg = MetaConfig.from_dict({**fixed, **arm.settings})
@@ -259,6 +301,8 @@ def parse_study(data, source: str = "") -> StudySpec:
         alpha=c.number("study.alpha", s.get("alpha", 0.05), 0, strictly=True),
         cpus_per_trial=c.number("resources.cpus_per_trial", resources.get("cpus_per_trial", 1), 0, strictly=True),
         gpus_per_trial=c.number("resources.gpus_per_trial", resources.get("gpus_per_trial", 0), 0),
+        memory_per_trial=parse_memory(c, "resources.memory", resources.get("memory", 0)),
+        controls=controls,
         max_concurrent=(None if top.get("max_concurrent") is None
                         else c.integer("max_concurrent", top["max_concurrent"], 1)),
         checkpoint_every=c.integer("checkpoint_every", top.get("checkpoint_every", 5), 1),

@@ -14,6 +14,13 @@ from dnn_search.search import faults
 from dnn_search.search.trainables import _prepare
 
 
+def _assigned() -> dict:
+    """The resources Ray reserved for this trial's worker (CPU, GPU, memory in bytes): traced, so a
+    test reads what a trial was actually given, not what the driver meant to ask for."""
+    import ray
+    return ray.get_runtime_context().get_assigned_resources()
+
+
 def replicate_trial(config: dict, settings: dict) -> None:
     from ray import tune
 
@@ -24,6 +31,7 @@ def replicate_trial(config: dict, settings: dict) -> None:
 
     device, node_id = _prepare(settings)
     job = config["job"]
+    faults.trace("replicate_trial", replicate=job["key"], node_id=node_id, resources=_assigned())
     cfg = MetaConfig.from_dict(job["meta"])
     data = load_dataset(cfg.dataset, settings.get("data_path"))
     rest, _ = selection_split(data, settings["selection_fraction"], settings["selection_seed"])
@@ -50,9 +58,15 @@ def study_validation_trial(config: dict, settings: dict) -> None:
 
     device, node_id = _prepare(settings)
     batch = config["job"]
-    acts = read_activation_file(batch["act_path"])
+    files: dict[str, object] = {}  # a control network trains from its own activation file
+
+    def acts_at(path: str):
+        if path not in files:
+            files[path] = read_activation_file(path)
+        return files[path]
     data = load_dataset(batch["dataset"], settings.get("data_path"))
-    context = (acts, data, batch, settings, device, node_id)
+    faults.trace("validation_trial", replicate=batch["replicate"], node_id=node_id, resources=_assigned())
+    context = (acts_at, data, batch, settings, device, node_id)
     for job in batch["trainings"]:
         _train(context, job, job["validation"], "primary")
     for network in batch.get("secondary", []):
@@ -61,23 +75,26 @@ def study_validation_trial(config: dict, settings: dict) -> None:
 
 def _train(context, job: dict, validation: dict, protocol: str) -> None:
     """One training of a validation network, its row written to job["out"] (skipped when it exists:
-    finished before a restart, and a network is never trained twice)."""
+    finished before a restart, and a network is never trained twice). Every network of a study goes
+    through here: the arm's own, the secondary protocol's and the controls'."""
     from ray import tune
 
     from dnn_search.validation import ValidationConfig, metric_columns, run_mode
-    acts, data, batch, settings, device, node_id = context
+    acts_at, data, batch, settings, device, node_id = context
     out = Path(job["out"])
     if out.exists():
         return
     cfg = ValidationConfig(**validation).validate()
     faults.trace("train", key=job["key"], node_id=node_id)
-    result, _ = run_mode(acts, data, job["mode"], int(job["seed"]), cfg, device,
-                         split_seed=int(settings["selection_seed"]))
+    # a control network trains from its own activation file (`act_path`) and builds with the validation
+    # mode `build` (copies:1 is `diverse` on n copies of one activation); the row keeps the control's mode
+    result, _ = run_mode(acts_at(job.get("act_path") or batch["act_path"]), data, job.get("build") or job["mode"],
+                         int(job["seed"]), cfg, device, split_seed=int(settings["selection_seed"]))
     row = {"key": job["key"], "arm": batch["arm"], "replicate": batch["replicate"],
            "meta_seed": int(batch["meta_seed"]), "mode": job["mode"], "run": int(job["run"]),
            "seed": int(job["seed"]), "protocol": protocol, "optimizer": cfg.optimizer, "lr": cfg.lr,
-           "epochs": cfg.epochs, **{k: result[k] for k in metric_columns(result, data.task_object())}, "seconds": result["seconds"],
-           "node_id": node_id}
+           "epochs": cfg.epochs, **{k: result[k] for k in metric_columns(result, data.task_object())},
+           "seconds": result["seconds"], "node_id": node_id}
     atomic_write_text(out, json.dumps(row, allow_nan=True) + "\n")
     tune.report({"key": job["key"], "replicate": batch["replicate"]})
 
