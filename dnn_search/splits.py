@@ -21,10 +21,11 @@ from dnn_search.data import split_validation
 
 
 def derive_seed(*parts: int) -> int:
-    """A seed in [0, 2³¹) determined by PARTS (the study seed, an arm, a meta-seed, a run, ...): the
-    first word of numpy's SeedSequence of PARTS, so that seeds of different parts do not collide the
-    way `seed + j` does across arms and replicates."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0] & 0x7FFFFFFF)
+    """A seed in [0, 2³¹) determined by PARTS (the study seed, a stream, an arm, a meta-seed, a run,
+    ...): the first word of numpy's SeedSequence of (len(PARTS), *PARTS), so that seeds of different
+    parts do not collide the way `seed + j` does across arms and replicates. The length leads because
+    SeedSequence ignores trailing zeros: (0, 3, 2) and (0, 3, 2, 0) would otherwise be one seed."""
+    return int(np.random.SeedSequence([len(parts), *(int(p) for p in parts)]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
 def _split(count: int, fraction: float, seed: int, groups) -> tuple[np.ndarray, np.ndarray]:

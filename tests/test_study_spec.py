@@ -141,3 +141,10 @@ def test_controls_and_memory_parse_and_survive_study_json():
     assert [a.name for a in plain.arms] == ["n1", "n2"] and not plain.controls
     before = {r.key: r.meta_seed for r in replicates_of(plain)}
     assert {r.key: r.meta_seed for r in replicates_of(spec) if r.key in before} == before
+
+
+def test_derived_seeds_differ_by_length_too():
+    """numpy's SeedSequence ignores trailing zeros; derived seeds of different streams must not."""
+    from dnn_search.splits import derive_seed
+    assert derive_seed(0, 3, 2) != derive_seed(0, 3, 2, 0)
+    assert len({derive_seed(0, s, a, j) for s in range(6) for a in range(4) for j in range(8)}) == 6 * 4 * 8
