@@ -227,14 +227,15 @@ def train(net, task, x_train, y_train, x_test, y_test, cfg: ValidationConfig, se
 
 
 def run_mode(acts, dataset, mode: str, seed: int, cfg: ValidationConfig, device="cpu",
-             on_epoch=None) -> tuple[dict, ValidationNet]:
+             on_epoch=None, split_seed: int | None = None) -> tuple[dict, ValidationNet]:
     """Train and test one (mode, seed) network. Seeds the network init, the batch order and the
-    held-out split, so every mode of one seed sees the same data in the same order."""
+    held-out split, so every mode of one seed sees the same data in the same order. SPLIT_SEED, when
+    given, draws the held-out split instead (a study's selection split: one for every network)."""
     task = dataset.task_object()
     torch.manual_seed(seed)
     net = build_for_mode(mode, acts, dataset.input_size, task.output_size(dataset), cfg.hidden_size).to(device)
     if cfg.val_fraction > 0:
-        x_train, y_train, x_val, y_val = dataset.split(cfg.val_fraction, seed)
+        x_train, y_train, x_val, y_val = dataset.split(cfg.val_fraction, seed if split_seed is None else split_seed)
     else:
         x_train, y_train, x_val, y_val = dataset.x_train, dataset.y_train, None, None
     started = time.perf_counter()

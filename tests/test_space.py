@@ -12,7 +12,7 @@ from dnn_search.errors import UserError
 from dnn_search.search.space import from_dict, load_space
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = sorted((REPO / "search_spaces").glob("*.yaml"))
+SHIPPED = sorted(p for p in (REPO / "search_spaces").glob("*.yaml") if not p.name.startswith("study_"))  # studies: test_study_spec
 
 
 def test_shipped_spaces_load():
@@ -83,6 +83,11 @@ BASE = {"metric": "heldout_accuracy", "fixed": {"steps": 10},
     (lambda d: d.update(scheduler={"reduction_factor": 1}), r"scheduler.reduction_factor: must be above 1"),
     (lambda d: d.update(scheduler={"grace_period": 50}), r"scheduler.grace_period: 50 is beyond"),
     (lambda d: d.update(resources={"gpus_per_trial": -1}), r"resources.gpus_per_trial: must be at least 0"),
+    (lambda d: d.update(resources={"memory": "lots"}), r"resources.memory: 'lots': write bytes or a size"),
+    (lambda d: d.update(resources={"memory": "4.4XB"}), r"resources.memory: '4.4XB'"),
+    (lambda d: d.update(resources={"memory": -1}), r"resources.memory: must be at least 0"),
+    (lambda d: d.update(resources={"memory": True}), r"resources.memory: expected bytes"),
+    (lambda d: d.update(resources={"memory": "1e999GB"}), r"resources.memory: '1e999GB': not a finite size"),
     (lambda d: d.update(pipeline={"datasets": ["SVHN"]}), r"pipeline.datasets\[0\]: unknown dataset"),
     (lambda d: d["params"].update(n_activations={"type": "int", "low": 1, "high": 300}),
      r"params.n_activations: value 300 is invalid"),
@@ -124,3 +129,19 @@ def test_flags_override_and_recheck():
     over = space.with_overrides(num_samples=3, max_concurrent=1, gpus_per_trial=0.5, top=1, datasets=["MNIST"])
     assert (over.num_samples, over.max_concurrent, over.gpus_per_trial, over.top) == (3, 1, 0.5, 1)
     assert over.pipeline.datasets == ["MNIST"] and over.params.keys() == space.params.keys()
+
+
+@pytest.mark.parametrize("raw, expected", [(1000, 1000), ("4.4GB", 4_400_000_000), ("512MiB", 512 * 2**20),
+                                           ("2 gb", 2_000_000_000), ("1e3", 1000), ("0.5KiB", 512)])
+def test_memory_resource_parses_and_reaches_tune(raw, expected):
+    """`resources.memory` in bytes or with a unit; it survives search.json's round trip and is what
+    the trials ask Tune for (with_resources's dict; a real trial's grant is read back in test_study)."""
+    from dnn_search.search.space import tune_resources
+    data = copy.deepcopy(BASE)
+    data["resources"] = {"cpus_per_trial": 1, "memory": raw}
+    space = from_dict(data)
+    assert space.memory_per_trial == expected
+    assert from_dict(space.to_dict()).memory_per_trial == expected
+    assert tune_resources(space.cpus_per_trial, space.gpus_per_trial, space.memory_per_trial) == {
+        "cpu": 1.0, "gpu": 0.0, "memory": expected}
+    assert from_dict(copy.deepcopy(BASE)).memory_per_trial == 0  # none declared: Ray's default

@@ -17,6 +17,7 @@ from dnn_search.results.layout import (HESSIAN_FILE, STEPS_FILE, SUMMARY_FILE, T
                                        VALIDATION_FILE, find_search)
 from dnn_search.results.ranking import RANKED_STATUSES, best_of, rank_trials, score_column
 from dnn_search.results.record import SearchRecord, has_record, read_record
+from dnn_search.results.study_record import StudyResults, is_study, load_study_results
 from dnn_search.results.storage import load_study, locate_study
 
 if TYPE_CHECKING:
@@ -206,9 +207,11 @@ def param_importance(res: SearchResults, params: list[str]):
                  "(a simple stand-in: PED-ANOVA was not computable on this study)")
 
 
-def open_search(name_or_dir: str | os.PathLike, storage: str | os.PathLike = "results") -> SearchResults:
+def open_search(name_or_dir: str | os.PathLike, storage: str | os.PathLike = "results") -> SearchResults | StudyResults:
     """A search's results for a notebook: `.trials`, `.steps`, `.validation`, `.hessian` (pandas
     DataFrames, None where the pipeline has not run), `.record` (its search.json), `.study` (Optuna),
     `.summary_md`, and `.notes` on anything that could not be read. NAME_OR_DIR: a search name under
-    STORAGE, or its folder."""
-    return load_results(find_search(name_or_dir, storage))
+    STORAGE, or its folder. A diversity study's folder gives its `StudyResults` (`.replicates`,
+    `.comparisons`, ...) instead."""
+    folder = find_search(name_or_dir, storage)
+    return load_study_results(folder) if is_study(folder) else load_results(folder)

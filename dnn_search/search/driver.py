@@ -31,7 +31,7 @@ from dnn_search.search.console import print_best, print_next
 from dnn_search.search.options import Options, resolve
 from dnn_search.search.ray_session import check_resources, clean_stale_session, ray_session, warn_storage
 from dnn_search.search.schedulers import make_scheduler
-from dnn_search.search.space import SearchSpace
+from dnn_search.search.space import SearchSpace, tune_resources
 from dnn_search.search.state import DriverState
 from dnn_search.search.study import finished_trials, make_searcher
 
@@ -89,7 +89,7 @@ def _search_in_session(space: SearchSpace, exp_dir: Path, record: SearchRecord, 
     if resuming:
         settings["finished"] = finished_trials(storage, opts.name, exp_dir, space.metric)
     trainable = tune.with_resources(tune.with_parameters(metalearn_trial, settings=settings),
-                                    {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial})
+                                    tune_resources(space.cpus_per_trial, space.gpus_per_trial, space.memory_per_trial))
     run_config = tune.RunConfig(
         name=SEARCH_EXPERIMENT, storage_path=str(exp_dir / RAY_DIR), verbose=0,
         callbacks=[JsonLoggerCallback(), collector], stop=make_stopper(state),

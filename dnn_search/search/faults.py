@@ -130,3 +130,21 @@ def fail_table_write(before_tell: int, attempt: int) -> None:
         tell, _, count = item.partition(":")
         if before_tell == int(tell) and attempt <= int(count or 1):
             raise OSError(28, f"No space left on device (test fault {FAIL_WRITE_VARIABLE}={spec})")
+
+
+STALL_AT_VARIABLE = "DNN_SEARCH_STALL_AT"
+
+
+def stall_at(point: str, count: int) -> None:
+    """Called by a study's driver with its COUNT-th result of stage POINT (`metalearning`,
+    `validation`): with `DNN_SEARCH_STALL_AT=POINT:N:FILE`, stall forever at the N-th, having written
+    FILE, so that a test kills the driver exactly while that stage is under way."""
+    spec = os.environ.get(STALL_AT_VARIABLE)
+    if not spec:
+        return
+    where, n, marker = spec.split(":", 2)
+    if where != point or count != int(n):
+        return
+    Path(marker).write_text(f"{os.getpid()}\n")
+    while True:  # until the test kills this process
+        time.sleep(3600)

@@ -23,7 +23,7 @@ from dnn_search.results.tables import write_table
 from dnn_search.search.driver import run_search, trial_settings
 from dnn_search.search.options import Options
 from dnn_search.search.pipeline_spec import PipelineSpec
-from dnn_search.search.space import SearchSpace
+from dnn_search.search.space import SearchSpace, tune_resources
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def _grid_run(name: str, trainable, jobs: list[dict], exp_dir: Path, space: Sear
         shutil.rmtree(path)  # a re-run of the pipeline's later stages starts them afresh
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(trainable, settings=settings),
-                            {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial}),
+                            tune_resources(space.cpus_per_trial, space.gpus_per_trial, space.memory_per_trial)),
         param_space={"job": tune.grid_search(jobs)},
         tune_config=tune.TuneConfig(max_concurrent_trials=space.max_concurrent, reuse_actors=True),
         run_config=tune.RunConfig(name=name, storage_path=str(exp_dir / RAY_DIR), verbose=0,

@@ -206,6 +206,10 @@ def check_resources(ray, space: SearchSpace) -> list[dict]:
     if space.cpus_per_trial > cpu:
         raise UserError(f"--cpus-per-trial {space.cpus_per_trial:g}: no node has that many CPUs "
                         f"(the most on one node: {cpu:g})")
+    memory = max((n["Resources"].get("memory", 0) for n in nodes), default=0)
+    if space.memory_per_trial > memory:
+        raise UserError(f"resources.memory {space.memory_per_trial / 1e9:.3g} GB: no node offers that much "
+                        f"memory to Ray (the most on one node: {memory / 1e9:.3g} GB)")
     return nodes
 
 

@@ -33,7 +33,38 @@ FIELD_TYPES = {name: type(value) for name, value in _META_DEFAULTS.items()}
 TOP_KEYS = ("description", "metric", "mode", "num_samples", "max_concurrent", "sampler", "scheduler",
             "resources", "checkpoint_every", "max_failures", "compile", "data_path", "fixed", "params",
             "pipeline", "top", "top_per")
-RESOURCE_KEYS = ("cpus_per_trial", "gpus_per_trial")
+RESOURCE_KEYS = ("cpus_per_trial", "gpus_per_trial", "memory")
+# `resources.memory`: bytes, or a number with one of these units ("4.4GB", "512MiB")
+MEMORY_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+                "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_memory(c: Checker, path: str, raw) -> int:
+    """Ray's per-trial `memory` resource in bytes, from an integer of bytes or a string such as
+    "4.4GB" (decimal units) or "4GiB" (binary). Ray packs trials onto a node by the memory they
+    declare, so a trial that needs gigabytes (the reference path on Hénon–Heiles) must say so."""
+    import math
+    import re
+    if isinstance(raw, bool):
+        c.fail(path, f"expected bytes or a size such as 4.4GB, got {raw!r}")
+    if isinstance(raw, (int, float)):
+        value = c.number(path, raw, 0)
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z]*)\s*", str(raw))
+        unit = match.group(2).lower() if match else None
+        if match is None or (unit and unit not in MEMORY_UNITS):
+            c.fail(path, f"{raw!r}: write bytes or a size such as 4.4GB or 512MiB "
+                         f"(units: {', '.join(u.upper().replace('I', 'i') for u in MEMORY_UNITS)})")
+        value = float(match.group(1)) * MEMORY_UNITS[unit or "b"]
+        if not math.isfinite(value):
+            c.fail(path, f"{raw!r}: not a finite size")
+    return round(value)
+
+
+def tune_resources(cpus: float, gpus: float, memory: int = 0) -> dict:
+    """The resources one trial asks Ray Tune for (`tune.with_resources`): CPUs, GPUs (fractional GPUs
+    share a card) and memory in bytes (0: none declared, Ray's default)."""
+    return {"cpu": cpus, "gpu": gpus, "memory": int(memory)}
 PARAM_KEYS = {"loguniform": ("type", "low", "high"), "uniform": ("type", "low", "high"),
               "int": ("type", "low", "high", "log"), "categorical": ("type", "choices")}
 
@@ -78,6 +109,7 @@ class SearchSpace:
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
+    memory_per_trial: int = 0  # bytes of Ray's `memory` resource per trial (0: none declared)
     checkpoint_every: int = 5
     max_failures: int = 2
     compile: bool = True
@@ -113,7 +145,8 @@ class SearchSpace:
             "description": self.description, "metric": self.metric, "mode": self.mode,
             "num_samples": self.num_samples, "max_concurrent": self.max_concurrent,
             "sampler": self.sampler.to_dict(), "scheduler": self.scheduler.to_dict(),
-            "resources": {"cpus_per_trial": self.cpus_per_trial, "gpus_per_trial": self.gpus_per_trial},
+            "resources": {"cpus_per_trial": self.cpus_per_trial, "gpus_per_trial": self.gpus_per_trial,
+                          "memory": self.memory_per_trial},
             "checkpoint_every": self.checkpoint_every, "max_failures": self.max_failures,
             "compile": self.compile, "data_path": self.data_path, "fixed": dict(self.fixed),
             "params": {name: p.to_dict() for name, p in self.params.items()},
@@ -238,6 +271,8 @@ def from_dict(data, source: str = "") -> SearchSpace:
         space.cpus_per_trial = c.number("resources.cpus_per_trial", resources["cpus_per_trial"], 0, strictly=True)
     if resources.get("gpus_per_trial") is not None:
         space.gpus_per_trial = c.number("resources.gpus_per_trial", resources["gpus_per_trial"], 0)
+    if resources.get("memory") is not None:
+        space.memory_per_trial = parse_memory(c, "resources.memory", resources["memory"])
 
     # fixed settings and sampled parameters
     fixed = c.mapping("fixed", data.get("fixed"), tuple(_META_FIELDS))
