@@ -3,7 +3,7 @@
     science  (activations, metalearn, fused, models, data, validation, hessian, actfile, jobs, ...)
     results  (dnn_search.results: the on-disk contract, export, summary, report, dashboard)
     search   (dnn_search.search: the only code that imports Ray)
-    cli      (dnn_search.cli: parses and dispatches)
+    cli      (dnn_search.cli: parses and dispatches, a module per group of commands)
 
 Imports point down only: science imports neither Ray, nor Optuna, nor the layers above it; results
 never imports Ray or the search layer; no module holds mutable state at module level (a
@@ -20,9 +20,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dnn_search"
 
 def _layer(path: Path, package: Path = PACKAGE) -> str:
     rel = path.relative_to(package)
-    if rel.parts[0] in ("search", "results"):
+    if rel.parts[0] in ("search", "results", "cli"):
         return rel.parts[0]
-    return "cli" if rel.name in ("cli.py", "__main__.py") else "science"
+    return "cli" if rel.name == "__main__.py" else "science"
 
 
 def _imports(path: Path) -> set[str]:

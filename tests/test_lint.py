@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-MYPY_TARGETS = ["dnn_search/results/", "dnn_search/stats.py", "dnn_search/modes.py",
+MYPY_TARGETS = ["dnn_search/results/", "dnn_search/stats.py", "dnn_search/study_stats.py", "dnn_search/modes.py",
                 "dnn_search/metrics.py", "dnn_search/__init__.py"]
 
 
