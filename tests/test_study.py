@@ -90,6 +90,9 @@ def test_selection_split_disjoint_from_what_meta_learning_recorded(study):
     exp = study["exp"]
     split = np.load(exp / "split.npz")
     selection, rest = set(split["selection"].tolist()), set(split["rest"].tolist())
+    import pandas as pd
+    reps = pd.read_parquet(exp / "replicates.parquet")  # the tables record the split's seed and sizes
+    assert set(reps["selection_seed"]) == {int(split["seed"])} and set(reps["selection_size"]) == {len(selection)}
     assert len(selection) == 400 and not selection & rest and len(rest) == 3600
     folders = sorted((exp / "replicates").iterdir())
     assert len(folders) == 4 * K  # n1, n2, frozen and the matched control arm
@@ -433,3 +436,16 @@ def test_trials_were_granted_the_memory_they_asked_for(study):
     granted = [e["resources"] for e in study["trace"] if e["event"] in ("replicate_trial", "validation_trial")]
     assert {e["event"] for e in study["trace"] if "resources" in e} == {"replicate_trial", "validation_trial"}
     assert granted and all(r.get("memory") == 300_000_000 for r in granted), granted[:3]
+
+
+def test_report_of_a_study_embeds_its_views_and_answer(study):
+    """`dnn-search report NAME` on a study: one self-contained page with the four views (one dot per
+    meta-seed with the CIs first) and the summary's answer."""
+    import io
+
+    from dnn_search.results.report import run_report
+    path = run_report(str(study["exp"]), out=io.StringIO())
+    page = path.read_text()
+    assert page.count("data:image/png;base64,") == 4
+    assert page.index("one dot per meta-seed") < page.index("every replicate of each arm overlaid")
+    assert "The answer" in page and "n2/diverse vs n1/single:1" in page

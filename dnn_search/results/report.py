@@ -207,8 +207,10 @@ def write_report(folder: str | os.PathLike, top: int = 4) -> Path:
 def run_report(name_or_dir: str, storage: str = "results", top: int = 4, out=None) -> Path:
     import sys
     out = out or sys.stdout
+    from dnn_search.results.report_study import write_study_report
+    from dnn_search.results.study_record import is_study
     folder = find_search(name_or_dir, storage)
-    path = write_report(folder, top=top)
+    path = write_study_report(folder) if is_study(folder) else write_report(folder, top=top)
     figs = sorted((folder / FIGURE_DIR).glob("*.png"))
     print(f"Report: {path}", file=out)
     print(f"  {len(figs)} figures in {folder / FIGURE_DIR}", file=out, flush=True)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from dnn_search.results.study_controls import control_comparisons, mix_group_ids, mix_rows
-from dnn_search.results.study_record import (COMPARISONS_TABLE, MIX_TABLE, REPLICATES_TABLE, SCHEMA_VERSION,
+from dnn_search.results.study_record import (COMPARISONS_TABLE, MIX_TABLE, REPLICATES_TABLE, SCHEMA_VERSION, SPLIT_FILE,
                                              STUDY_VALIDATION_DIR, StudySpec, read_spec, replicate_folder,
                                              replicates_of)
 from dnn_search.results.study_record import secondary_networks
@@ -48,7 +48,7 @@ class Scale:
     direction: str
     log: bool
 
-    def transform(self, value: float) -> float:
+    def transform(self, value: float | None) -> float:
         if value is None or not math.isfinite(float(value)):
             return math.nan
         if self.log:
@@ -77,17 +77,40 @@ def read_validation_rows(exp_dir: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
 
 
+def _split_record(exp_dir: Path) -> dict:
+    """The study's selection split as the tables record it: its seed and sizes (split.npz)."""
+    path = Path(exp_dir) / SPLIT_FILE
+    if not path.is_file():
+        return {}
+    with np.load(path, allow_pickle=False) as split:
+        return {"selection_seed": int(split["seed"]), "selection_size": int(split["selection"].size),
+                "rest_size": int(split["rest"].size)}
+
+
+def _indices_sizes(folder: Path) -> dict:
+    """The sizes of what a replicate trained on and held out (its recorded indices.npz)."""
+    from dnn_search.replicate import INDICES_FILE
+    path = folder / INDICES_FILE
+    if not path.is_file():
+        return {}
+    with np.load(path, allow_pickle=False) as idx:
+        return {"meta_train_size": int(idx["train"].size), "meta_heldout_size": int(idx["heldout"].size)}
+
+
 def read_replicates(exp_dir: Path, spec: StudySpec) -> list[dict]:
-    """Every replicate of the plan with its outcome (status RUNNING/PENDING while it has none)."""
+    """Every replicate of the plan with its outcome (status RUNNING/PENDING while it has none), the
+    selection split's seed and sizes, and the sizes of the indices the replicate recorded."""
     from dnn_search.replicate import read_result
+    split = _split_record(exp_dir)
     rows = []
     for plan in replicates_of(spec):
         rep = {"arm": plan.arm, "replicate": plan.key, "meta_seed": plan.meta_seed}
-        result = read_result(replicate_folder(exp_dir, plan.key))
-        started = replicate_folder(exp_dir, plan.key).exists()
+        folder = replicate_folder(exp_dir, plan.key)
+        result = read_result(folder)
         rows.append({**rep, "n": spec.arm(plan.arm).n,
-                     "status": result["status"] if result else ("RUNNING" if started else "PENDING"),
-                     "steps": int(result["steps"]) if result else 0, "reason": (result or {}).get("reason", "")})
+                     "status": result["status"] if result else ("RUNNING" if folder.exists() else "PENDING"),
+                     "steps": int(result["steps"]) if result else 0, "reason": (result or {}).get("reason", ""),
+                     **split, **_indices_sizes(folder)})
     return rows
 
 
@@ -151,7 +174,7 @@ def primary_family(spec: StudySpec, contrasts, obs: dict, done: dict, scale: Sca
 
 
 def _sensitivity(spec, replicates, obs, done, scale) -> list[dict]:
-    rows = []
+    rows: list[dict] = []
     failed = {a.name: sum(r["arm"] == a.name and r["status"] == "FAILED" for r in replicates) for a in spec.arms}
     if not any(failed.values()):
         return rows

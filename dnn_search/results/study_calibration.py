@@ -65,7 +65,7 @@ def calibration_rows(exp_dir: Path, spec: StudySpec, metric: str, direction: str
             result = read_result(folder)
             steps = json.loads((folder / STEPS_FILE).read_text()) if result is not None else []
             status = result["status"] if result else "RUNNING"
-            score = trial_score(steps, metric, spec.calibration.last) if result else math.nan
+            score = trial_score(steps, metric, spec.calibration_spec().last) if result else math.nan
             dropped = status == "FAILED" or (result is not None and not math.isfinite(score))
             reason = (result or {}).get("reason", "") or ("no finite held-out metric" if dropped else "")
             grad = max((float(r.get("grad_norm", math.nan)) for r in steps), default=math.nan)
@@ -100,7 +100,7 @@ def picks(spec: StudySpec, rows: list[dict]) -> dict[str, dict]:
 
 
 def _params(row: dict, arm: Arm, spec: StudySpec) -> dict:
-    return {k: row[f"param_{k}"] for k in spec.calibration.params_for(arm)}
+    return {k: row[f"param_{k}"] for k in spec.calibration_spec().params_for(arm)}
 
 
 def write_calibration_table(exp_dir: Path, spec: StudySpec, metric: str, direction: str) -> list[dict]:

@@ -141,7 +141,7 @@ class StudySpec:
     standard: tuple = ()
     hidden_size: int | None = None
     contrasts: tuple = ()
-    margin: tuple = (-1.0, 1.0)
+    margin: tuple[float, float] = (-1.0, 1.0)
     alpha: float = 0.05
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
@@ -157,6 +157,18 @@ class StudySpec:
     secondary: SecondarySpec | None = None
     # the controls asked for: {"copies": True, "mix": True, "random": True, "matched": m}
     controls: dict = field(default_factory=dict)
+
+    def secondary_spec(self) -> "SecondarySpec":
+        """The `secondary` section (a ValueError where the file has none: callers check first)."""
+        if self.secondary is None:
+            raise ValueError("this study has no secondary protocol")
+        return self.secondary
+
+    def calibration_spec(self) -> "CalibrationSpec":
+        """The `calibration` section (a ValueError where the file has none: callers check first)."""
+        if self.calibration is None:
+            raise ValueError("this study has no calibration")
+        return self.calibration
 
     def arm(self, name: str) -> Arm:
         return next(a for a in self.arms if a.name == name)

@@ -37,7 +37,7 @@ def grid_trainings(spec: StudySpec, rep: Replicate, mode: str) -> list[dict]:
     """The pick's trainings of MODE for REP: each lr at the first `pick_seeds` retraining seeds."""
     return [{"key": secondary_key(rep.key, mode, lr, r), "mode": mode, "run": r, "lr": lr,
              "seed": retraining_seed(spec, rep, r)}
-            for lr in spec.secondary.lrs for r in range(spec.secondary.pick_seeds)]
+            for lr in spec.secondary_spec().lrs for r in range(spec.secondary_spec().pick_seeds)]
 
 
 def final_trainings(spec: StudySpec, rep: Replicate, mode: str, lr: float) -> list[dict]:
@@ -77,7 +77,8 @@ def pick_from_files(out_dir: Path, spec: StudySpec, rep: Replicate, mode: str, m
                     log_scale: bool) -> float | None:
     """MODE's pick for REP from its grid files; None while a grid training has not finished."""
     rows = [_read(out_dir, t["key"]) for t in grid_trainings(spec, rep, mode)]
-    return None if any(r is None for r in rows) else pick_lr(rows, metric, direction, log_scale)
+    done = [r for r in rows if r is not None]
+    return None if len(done) < len(rows) else pick_lr(done, metric, direction, log_scale)
 
 
 def secondary_done(out_dir: Path, spec: StudySpec, rep: Replicate, mode: str, metric: str, direction: str,
@@ -96,8 +97,9 @@ def picked_rows(rows: list[dict], spec: StudySpec, metric: str, direction: str, 
             groups.setdefault((r["replicate"], r["mode"]), []).append(r)
     out = []
     for group in groups.values():
-        grid = [r for r in group if r["run"] < spec.secondary.pick_seeds]
-        if len({(float(r["lr"]), r["run"]) for r in grid}) < len(spec.secondary.lrs) * spec.secondary.pick_seeds:
+        sec = spec.secondary_spec()
+        grid = [r for r in group if r["run"] < sec.pick_seeds]
+        if len({(float(r["lr"]), r["run"]) for r in grid}) < len(sec.lrs) * sec.pick_seeds:
             continue  # the grid has not finished: no pick yet
         lr = pick_lr(grid, metric, direction, log_scale)
         out += [{**r, "picked_lr": lr} for r in group if float(r["lr"]) == lr and r["run"] < spec.runs]
