@@ -53,7 +53,21 @@ def canonical_name(name: str) -> str:
 
 
 def load_dataset(name: str, data_path: str | os.PathLike | None = None) -> Dataset:
-    """The registered dataset `name`, labelled with the task it serves."""
+    """A registered dataset, labelled with the task it serves (what every command loads).
+
+    Args:
+        name: a registered name or alias, case-insensitive ("MNIST1D", "MNIST", "CIFAR", "VanDerPol",
+            "HenonHeiles", or one added with `register_dataset`).
+        data_path: the folder with the files of a dataset read from disk (MNIST, CIFAR-10); generated
+            datasets look there first for their cache file.
+
+    Returns:
+        A `Dataset`: x_train, y_train, x_test, y_test tensors, trajectory ids and dense test
+        trajectories where the data has them, and the name of its task.
+
+    Raises:
+        UserError: an unknown name (the message lists the registered ones), or missing files.
+    """
     entry = dataset_entry(name)
     dataset = entry.loader(data_path)
     dataset.task = entry.task

@@ -298,8 +298,18 @@ class MetaLearner:
 
     @classmethod
     def from_dataset(cls, cfg: MetaConfig, data, device="cpu", dtype=torch.float32) -> "MetaLearner":
-        """A learner on a loaded dataset: held-out split (cfg.val_fraction, cfg.seed) and output size
-        from the data's task, as `dnn-search metalearn` does."""
+        """A learner on a loaded dataset, as `dnn-search metalearn` makes it.
+
+        Args:
+            cfg: the run's hyperparameters (checked; `impl="auto"` is resolved for the data's task).
+            data: a `Dataset` from `load_dataset`; its held-out split is (cfg.val_fraction, cfg.seed).
+            device: where the tensors live ("cpu", "cuda").
+            dtype: the floating type of every tensor (float64 for exactness checks).
+
+        Returns:
+            A `MetaLearner` at step 0: `.step()` runs one outer step and returns its `StepMetrics`;
+            `.activations()` gives the learned `ActivationSet`.
+        """
         task = data.task_object()
         return cls(cfg, *data.split(cfg.val_fraction, cfg.seed), task.output_size(data), device=device,
                    dtype=dtype, task=task)

@@ -208,10 +208,21 @@ def param_importance(res: SearchResults, params: list[str]):
 
 
 def open_search(name_or_dir: str | os.PathLike, storage: str | os.PathLike = "results") -> SearchResults | StudyResults:
-    """A search's results for a notebook: `.trials`, `.steps`, `.validation`, `.hessian` (pandas
-    DataFrames, None where the pipeline has not run), `.record` (its search.json), `.study` (Optuna),
-    `.summary_md`, and `.notes` on anything that could not be read. NAME_OR_DIR: a search name under
-    STORAGE, or its folder. A diversity study's folder gives its `StudyResults` (`.replicates`,
-    `.comparisons`, ...) instead."""
+    """A search's or a diversity study's results, for a notebook.
+
+    Args:
+        name_or_dir: a name under STORAGE (`--name` of the command), or the results folder itself.
+        storage: the root folder of the results (`--storage`).
+
+    Returns:
+        For a search, `SearchResults`: `.trials`, `.steps`, `.validation`, `.hessian` (pandas
+        DataFrames, None where the pipeline has not run), `.record` (its search.json), `.study`
+        (Optuna), `.summary_md`, and `.notes` on anything that could not be read. For a study,
+        `StudyResults`: `.replicates`, `.comparisons`, `.validation`, `.calibration`, `.variance`,
+        `.spec`, `.record`, `.summary_md`.
+
+    Raises:
+        UserError: no results there (one line naming where it looked).
+    """
     folder = find_search(name_or_dir, storage)
     return load_study_results(folder) if is_study(folder) else load_results(folder)
