@@ -3,6 +3,7 @@ trials with a checkpoint)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from dnn_search.results.layout import ACTIVATIONS_DIR, TRIALS_FILE
 from dnn_search.results.ranking import rank_trials
 from dnn_search.results.record import read_record
 from dnn_search.results.tables import plain, read_table
+
+log = logging.getLogger(__name__)
 
 
 def _config_defaults() -> dict:
@@ -65,5 +68,5 @@ def export_trials(exp_dir: str | os.PathLike, top: int, out: str | os.PathLike |
                          "txt": paths["txt"], "png": png, "n": acts.n, "score": plain(row["score"])})
     if not quiet:
         for e in exported:
-            print(f"exported #{e['rank']} {e['trial_id']} (n={e['n']}, score {e['score']:.4g}) -> {e['folder']}")
+            log.info("exported #%s %s (n=%s, score %.4g) -> %s", e["rank"], e["trial_id"], e["n"], e["score"], e["folder"])
     return exported
