@@ -57,3 +57,23 @@ class Checker:
         if not isinstance(value, str) or value.lower() not in allowed:
             self.fail(path, f"expected one of {', '.join(allowed)}, got {value!r}")
         return value.lower()
+
+
+def read_yaml_file(path, what: str):
+    """The YAML mapping in the file at PATH (a search space or a study file, WHAT names it in the
+    messages): a missing, unreadable, invalid or empty file is one UserError line."""
+    from pathlib import Path
+
+    import yaml
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {what} {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{what} {path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    if data is None:
+        raise UserError(f"{what} {path}: the file is empty (expected a mapping of keys)")
+    return data

@@ -11,42 +11,31 @@ settings) is trained once.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import astuple
 from pathlib import Path
 
 from dnn_search.errors import UserError
-from dnn_search.results.layout import HESSIAN_FILE, RAY_DIR, STAGES_FILE, VALIDATION_FILE
+from dnn_search.results.layout import HESSIAN_FILE, STAGES_FILE, VALIDATION_FILE
 from dnn_search.results.summary import write_summary
 from dnn_search.results.tables import write_table
 from dnn_search.search.driver import run_search, trial_settings
 from dnn_search.search.options import Options
 from dnn_search.search.pipeline_spec import PipelineSpec
-from dnn_search.search.space import SearchSpace, tune_resources
+from dnn_search.search.space import SearchSpace
 
 log = logging.getLogger(__name__)
 
 
 def _grid_run(name: str, trainable, jobs: list[dict], exp_dir: Path, space: SearchSpace, settings: dict,
               quiet: bool, label: str):
-    from ray import tune
-    from ray.tune.logger import JsonLoggerCallback
-    path = exp_dir / RAY_DIR / name
-    if path.exists():
-        shutil.rmtree(path)  # a re-run of the pipeline's later stages starts them afresh
-    tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(trainable, settings=settings),
-                            tune_resources(space.cpus_per_trial, space.gpus_per_trial, space.memory_per_trial)),
-        param_space={"job": tune.grid_search(jobs)},
-        tune_config=tune.TuneConfig(max_concurrent_trials=space.max_concurrent, reuse_actors=True),
-        run_config=tune.RunConfig(name=name, storage_path=str(exp_dir / RAY_DIR), verbose=0,
-                                  callbacks=[JsonLoggerCallback()],
-                                  failure_config=tune.FailureConfig(max_failures=space.max_failures)))
+    from dnn_search.search.grid import GridResources, run_grid
+    resources = GridResources(space.cpus_per_trial, space.gpus_per_trial, space.memory_per_trial, space.max_concurrent,
+                              space.max_failures)
     started = time.time()
     if not quiet:
         log.info("%s: %d trials", label, len(jobs))
-    grid = tuner.fit()
+    grid = run_grid(exp_dir, name, trainable, jobs, settings, resources)
     rows, failed = [], []
     for res in grid:
         if res.error is not None or not res.metrics:

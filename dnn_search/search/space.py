@@ -12,12 +12,11 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from dnn_search.errors import UserError
 from dnn_search.metalearn import MetaConfig
 from dnn_search.results.rungs import horizon
-from dnn_search.search.checker import Checker
+from dnn_search.search.checker import Checker, read_yaml_file
 from dnn_search.search.pipeline_spec import PipelineSpec, parse_pipeline
 from dnn_search.search.samplers import SamplerSpec, parse_sampler
 from dnn_search.search.schedulers import SchedulerSpec, check_scheduler, parse_scheduler
@@ -357,16 +356,5 @@ def _check_meta_corners(c: Checker, space: SearchSpace) -> None:
 
 def load_space(path: str | os.PathLike) -> SearchSpace:
     """Read and validate a YAML search space file."""
-    import yaml
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"search space file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read search space {path}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"search space {path}: not valid YAML: {' '.join(str(exc).split())}") from None
-    if data is None:
-        raise UserError(f"search space {path}: the file is empty (expected a mapping of keys such as params:)")
+    data = read_yaml_file(path, "search space")
     return from_dict(data, source=str(path))

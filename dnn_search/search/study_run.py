@@ -121,24 +121,10 @@ def _stage_callback(stage: str):
 
 def _grid(name: str, trainable, jobs: list[dict], exp_dir: Path, spec: StudySpec, settings: dict,
           stage: str) -> None:
-    import shutil
-
-    from ray import tune
-    from ray.tune.logger import JsonLoggerCallback
-
-    from dnn_search.search.space import tune_resources
-    path = exp_dir / RAY_DIR / name
-    if path.exists():
-        shutil.rmtree(path)  # what finished is in the study's own files; Tune starts the rest afresh
-    tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(trainable, settings=settings),
-                            tune_resources(spec.cpus_per_trial, spec.gpus_per_trial, spec.memory_per_trial)),
-        param_space={"job": tune.grid_search(jobs)},
-        tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent, reuse_actors=True),
-        run_config=tune.RunConfig(name=name, storage_path=str(exp_dir / RAY_DIR), verbose=0,
-                                  callbacks=[JsonLoggerCallback(), _stage_callback(stage)],
-                                  failure_config=tune.FailureConfig(max_failures=spec.max_failures)))
-    tuner.fit()
+    from dnn_search.search.grid import GridResources, run_grid
+    run_grid(exp_dir, name, trainable, jobs, settings,
+             GridResources(spec.cpus_per_trial, spec.gpus_per_trial, spec.memory_per_trial, spec.max_concurrent,
+                           spec.max_failures), callbacks=(_stage_callback(stage),))
 
 
 def _metalearning(exp_dir: Path, spec: StudySpec, settings: dict, name: str, quiet: bool) -> None:

@@ -53,11 +53,10 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 
 from dnn_search.errors import UserError
 from dnn_search.results.study_record import Arm, CalibrationSpec, Contrast, SecondarySpec, StudySpec
-from dnn_search.search.checker import Checker
+from dnn_search.search.checker import Checker, read_yaml_file
 from dnn_search.search.space import RESOURCE_KEYS, parse_memory
 
 TOP_KEYS = ("description", "fixed", "resources", "max_concurrent", "checkpoint_every", "max_failures",
@@ -322,12 +321,4 @@ def parse_study(data, source: str = "") -> StudySpec:
 
 def load_study(path: str | os.PathLike) -> StudySpec:
     """The study file at PATH, checked (one UserError naming the key on any problem)."""
-    import yaml
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"study file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise UserError(f"study file {path}: not valid YAML ({' '.join(str(exc).split())})") from None
-    return parse_study(data, source=str(path))
+    return parse_study(read_yaml_file(path, "study"), source=str(path))
