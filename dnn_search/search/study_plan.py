@@ -66,7 +66,8 @@ class UnitCost:
 
 def measure_costs(spec: StudySpec, data_path=None) -> list[UnitCost]:
     """Time one outer step (the second of two: the first pays one-off costs) and one validation
-    training (one epoch, scaled to the protocol's epochs) per arm, on this machine, with one thread."""
+    training (one epoch, scaled to the protocol's epochs) per arm, on this machine, with one thread.
+    CPU time of this process, not wall time: what a trial costs a core, whatever else the machine runs."""
     import torch
 
     from dnn_search.data import load_dataset
@@ -82,16 +83,16 @@ def measure_costs(spec: StudySpec, data_path=None) -> list[UnitCost]:
             cfg = MetaConfig.from_dict({**spec.arm_config(arm), "seed": 0})
             learner = MetaLearner.from_dataset(cfg, data)
             learner.step()
-            started = time.perf_counter()
+            started = time.process_time()
             learner.step()
-            step_s = time.perf_counter() - started
+            step_s = time.process_time() - started
             settings = validation_settings(spec, arm, arm.primary)
             one_epoch = ValidationConfig(**{**settings, "epochs": 1}).validate()
             acts = _loaded(learner)
             run_mode(acts, data, arm.primary, 0, one_epoch)  # the first call pays one-off costs too
-            started = time.perf_counter()
+            started = time.process_time()
             run_mode(acts, data, arm.primary, 1, one_epoch)
-            training_s = (time.perf_counter() - started) * settings["epochs"]
+            training_s = (time.process_time() - started) * settings["epochs"]
             out.append(UnitCost(arm.name, step_s, training_s))
         return out
     finally:
