@@ -8,6 +8,7 @@ tables stay readable. Nothing here knows about activations or datasets (numpy an
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -144,15 +145,21 @@ def paired_t(a_by_seed, b_by_seed, level: float = 0.95) -> Difference:
         return {s: float(v) for s, v in dict(mapping).items()
                 if v is not None and isinstance(v, (int, float, np.floating, np.integer)) and math.isfinite(float(v))}
     fa, fb = finite(a_by_seed), finite(b_by_seed)
-    seeds = [s for s in fa if s in fb]
-    d = np.asarray([fa[s] - fb[s] for s in seeds], dtype=float)
-    m = int(d.size)
-    if m == 0:
+    return one_sample([fa[s] - fb[s] for s in fa if s in fb], level)
+
+
+def one_sample(diffs: Iterable[float | None], level: float = 0.95) -> Difference:
+    """One-sample t on the K finite per-replicate differences d_j: estimate d̄, se = s_d/√K
+    (s_d with ddof = 1), df = K − 1, t = d̄/se, two-sided p = 2·P(T_{K−1} > |t|) against 0, CI
+    d̄ ± t_{(1+level)/2, K−1}·se. n_a = n_b = K. NaN statistics with K < 2 or zero spread."""
+    d = finite_values(diffs)
+    k = int(d.size)
+    if k == 0:
         return Difference(math.nan, math.nan, math.nan, math.nan, math.nan, math.nan, 0, 0, level)
     estimate = float(d.mean())
-    if m < 2:
-        return Difference(estimate, math.nan, math.nan, math.nan, math.nan, math.nan, m, m, level)
-    return _from_t(estimate, float(d.std(ddof=1)) / math.sqrt(m), float(m - 1), m, m, level)
+    if k < 2:
+        return Difference(estimate, math.nan, math.nan, math.nan, math.nan, math.nan, k, k, level)
+    return _from_t(estimate, float(d.std(ddof=1)) / math.sqrt(k), float(k - 1), k, k, level)
 
 
 def holm(pvalues) -> list[float]:

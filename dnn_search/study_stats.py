@@ -26,7 +26,7 @@ import numpy as np
 from scipy import special
 from scipy import stats as sps
 
-from dnn_search.stats import Difference, _from_t, _t_quantile, finite_values
+from dnn_search.stats import Difference, _t_quantile, finite_values, one_sample
 
 # "max": a higher metric is better (accuracy); "min": lower is better (loss, log MSE). The sign
 # turns a difference (arm minus reference) into "favours the arm" when positive; `worst` is the
@@ -55,20 +55,6 @@ def _bounds(margin: float | tuple[float, float]) -> tuple[float, float]:
     if not (math.isfinite(low) and math.isfinite(high) and low < 0.0 < high):
         raise ValueError(f"equivalence margin must satisfy low < 0 < high, got [{low}, {high}]")
     return low, high
-
-
-def one_sample(diffs: Iterable[float | None], level: float = 0.95) -> Difference:
-    """One-sample t on the K finite per-replicate differences d_j: estimate d̄, se = s_d/√K
-    (s_d with ddof = 1), df = K − 1, t = d̄/se, two-sided p = 2·P(T_{K−1} > |t|) against 0, CI
-    d̄ ± t_{(1+level)/2, K−1}·se. n_a = n_b = K. NaN statistics with K < 2 or zero spread."""
-    d = finite_values(diffs)
-    k = int(d.size)
-    if k == 0:
-        return Difference(math.nan, math.nan, math.nan, math.nan, math.nan, math.nan, 0, 0, level)
-    estimate = float(d.mean())
-    if k < 2:
-        return Difference(estimate, math.nan, math.nan, math.nan, math.nan, math.nan, k, k, level)
-    return _from_t(estimate, float(d.std(ddof=1)) / math.sqrt(k), float(k - 1), k, k, level)
 
 
 @dataclass(frozen=True)
