@@ -96,6 +96,50 @@ def test_two_failed_writes_stop_the_search_and_optuna_is_not_told(tmp_path, fail
         collector.write()
 
 
+def _tune_trial(tid, status, result=None):
+    """A real Tune Trial object (a stub: no trainable registered), as the collector gets them."""
+    from ray.tune.experiment import Trial
+    trial = Trial("metalearn_trial", config={"outer_lr": 0.1}, trial_id=tid, stub=True)
+    trial.set_status(status)
+    if result:
+        trial.update_last_result(result)
+    return trial
+
+
+def test_resume_keeps_the_rows_of_trials_newer_than_tunes_snapshot(tmp_path):
+    """Tune's snapshot of its trials lags (it is copied to the storage now and then): a resume from it
+    does not know the trials created after it. One told to Optuna keeps its row and verdict; one lost
+    with the driver is FAILED as stale, with the searcher's reason; none disappears from the table."""
+    space, state, collector, searcher = _searcher(tmp_path)
+    searcher.suggest("t1")
+    snapshot = tmp_path / "searcher-state.pkl"
+    searcher.save(str(snapshot))  # Tune's last snapshot: it knows t1 only
+    searcher.suggest("t2")
+    searcher.suggest("t3")
+    for tid in ("t1", "t2", "t3"):
+        collector.trials[tid] = _tune_trial(tid, "RUNNING")
+    collector._add_step("t2", _result(space))
+    collector.trials["t2"] = _tune_trial("t2", "TERMINATED", _result(space))
+    searcher.on_trial_complete("t2", result=_result(space))  # written, then told
+    assert set(pd.read_parquet(tmp_path / TRIALS_FILE).trial_id) == {"t1", "t2", "t3"}
+
+    # the driver stops; --resume restores Tune's snapshot, which knows t1, and Tune adds a new trial
+    state2 = DriverState()
+    collector2 = make_collector(tmp_path, space, True, state2)
+    storage = open_storage(storage_spec(tmp_path, None))
+    searcher2 = make_searcher(space, "w", storage, state2)
+    searcher2.restore(str(snapshot))
+    state2.study = optuna.load_study(study_name="w", storage=storage)
+    collector2.trials = {"t1": _tune_trial("t1", "RUNNING"), "t4": _tune_trial("t4", "PENDING")}
+    collector2.write()
+    table = pd.read_parquet(tmp_path / TRIALS_FILE).set_index("trial_id")
+    assert sorted(table.index) == ["t1", "t2", "t3", "t4"], table.to_string()
+    assert table.loc["t2", "status"] == "COMPLETED" and table.loc["t2", "optuna_number"] == 1
+    assert table.loc["t3", "status"] == "FAILED" and "stale" in table.loc["t3", "error"]
+    assert table.loc["t1", "status"] == "RUNNING"
+    assert [r.step for r in pd.read_parquet(tmp_path / STEPS_FILE).itertuples() if r.trial_id == "t2"] == [3]
+
+
 @pytest.mark.slow
 def test_search_stops_on_a_failing_write_and_resume_finishes_it(tmp_path, search_env):
     """A real driver: the write before the 1st tell fails once (retried, the search goes on), the
@@ -119,6 +163,12 @@ def test_search_stops_on_a_failing_write_and_resume_finishes_it(tmp_path, search
     assert len(finished) == 1, [(t.number, t.state.name) for t in study.trials]  # the 2nd was not told
     untold = [t.user_attrs["ray_trial_id"] for t in study.trials if t.state.name == "RUNNING"]
     assert untold
+    # Tune's last saved snapshot reached the storage before the driver ended (tune_patches.flush_snapshot):
+    # it knows every trial the study asked for, so the resume continues them instead of starting over
+    snapshots = sorted((exp / "ray" / "search").glob("experiment_state-*.json"))
+    assert snapshots, "no snapshot of Tune's trials on the storage"
+    text = snapshots[-1].read_text(encoding="utf-8", errors="replace")
+    assert all(t.user_attrs["ray_trial_id"] in text for t in study.trials), [t.number for t in study.trials]
 
     env = {**search_env, "TUNE_GLOBAL_CHECKPOINT_S": "0"}
     proc = run_cli(["search", "--name", name, "--storage", storage, "--resume", "--quiet"], env, timeout=400)

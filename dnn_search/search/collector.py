@@ -3,7 +3,11 @@ step, and writes them as trials.parquet and steps.parquet.
 
 The tables are rewritten every 15 s (so a dashboard or report sees a running search), at the end,
 and before each trial is told to Optuna (`DriverState.persist`), so that what the study calls
-finished is on disk. On --resume it starts from the killed run's tables and Tune's result files.
+finished is on disk. On --resume it starts from the killed run's tables and Tune's result files, and
+keeps the rows of trials that Tune's restored snapshot does not know: Tune saves that snapshot
+now and then, so a driver that stopped can leave trials (even ones Optuna was told about) newer
+than it; their rows stay, with the study's verdict (a trial lost that way is marked failed as
+"stale" by the searcher's restore).
 
 A write that fails (a full disk, a permission) is retried once; a second failure stops the search:
 it is recorded in `DriverState.failure` (so the searcher tells Optuna nothing more and the driver's
@@ -23,7 +27,7 @@ from pathlib import Path
 
 from dnn_search.errors import UserError
 from dnn_search.results.layout import RAY_DIR, SEARCH_EXPERIMENT, STEPS_FILE, TRIALS_FILE
-from dnn_search.results.tables import STEP_COLUMNS, TRIAL_COLUMNS, write_table
+from dnn_search.results.tables import STEP_COLUMNS, TRIAL_COLUMNS, plain, write_table
 from dnn_search.search import faults
 from dnn_search.search.console import progress_text
 from dnn_search.search.space import SearchSpace
@@ -57,11 +61,14 @@ def make_collector(exp_dir: Path, space: SearchSpace, quiet: bool, state: Driver
             self.tty = sys.stdout.isatty()
             self.print_every = 5.0 if self.tty else 30.0
             self.started = time.time()
+            self.previous_rows = {}  # trials.parquet of the stopped run, by trial id (--resume)
             self._load_previous()
 
         def _load_previous(self):
-            """On --resume: the steps of the killed run. steps.parquet is only rewritten now and then,
-            so the steps reported after its last write are read back from Tune's result.json files."""
+            """On --resume: the trials and steps of the killed run. steps.parquet is only rewritten now
+            and then, so the steps reported after its last write are read back from Tune's result.json
+            files."""
+            self.previous_rows = _previous_trials(exp_dir / TRIALS_FILE)
             path = exp_dir / STEPS_FILE
             if path.is_file():
                 import pandas as pd
@@ -130,7 +137,7 @@ def make_collector(exp_dir: Path, space: SearchSpace, quiet: bool, state: Driver
         # ------------------------------------------------------------------------------ tables
 
         def trial_rows(self) -> list[dict]:
-            numbers, states = _optuna_index(state)
+            numbers, states, errors = _optuna_index(state)
             # the task's search metric, final and best (classification: heldout_accuracy, max)
             tracked_metric = task.search_metric
             best = max if task.search_mode == "max" else min
@@ -160,6 +167,9 @@ def make_collector(exp_dir: Path, space: SearchSpace, quiet: bool, state: Driver
                        "ended_at": max(times) if times else math.nan,
                        "checkpoint_path": _relative(ckpt.path, exp_dir) if ckpt is not None else ""}
                 rows.append(row)
+            for tid, previous in self.previous_rows.items():
+                if tid not in self.trials:  # newer than Tune's restored snapshot (module doc)
+                    rows.append(_carried_row(previous, numbers.get(tid), states.get(tid), errors.get(tid)))
             rows.sort(key=lambda r: (r["optuna_number"] is None, r["optuna_number"] or 0, r["trial_id"]))
             return rows
 
@@ -246,18 +256,46 @@ def _status(trial, optuna_state, result) -> str:
 
 
 def _optuna_index(state: DriverState):
-    """{ray trial id: optuna number}, {ray trial id: optuna state name} from the study."""
+    """{ray trial id: optuna number}, {.. : optuna state name}, {.. : recorded error} from the study."""
     study = state.study
-    numbers, states = {}, {}
+    numbers, states, errors = {}, {}, {}
     if study is None:
-        return numbers, states
+        return numbers, states, errors
     try:
         frozen = study.get_trials(deepcopy=False)
     except Exception as exc:  # the storage's own errors (sqlalchemy, journal): the table still gets written
         log.warning("cannot read the Optuna study (%s): trials.parquet shows Tune's statuses only", exc)
-        return numbers, states
+        return numbers, states, errors
     for t in frozen:
         tid = t.user_attrs.get("ray_trial_id")
         if tid:
             numbers[tid], states[tid] = t.number, t.state.name
-    return numbers, states
+            errors[tid] = str(t.user_attrs.get("error") or "")
+    return numbers, states, errors
+
+
+def _previous_trials(path: Path) -> dict[str, dict]:
+    """The rows of an earlier run's trials.parquet, by trial id ({} when there is none)."""
+    if not path.is_file():
+        return {}
+    import pandas as pd
+    import pyarrow
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError, pyarrow.ArrowException) as exc:
+        log.warning("%s is unreadable (%s): trials that Tune's snapshot does not know lose their rows", path, exc)
+        return {}
+    return {str(r["trial_id"]): {k: plain(v) for k, v in r.items()} for r in frame.to_dict("records")}
+
+
+def _carried_row(previous: dict, number, optuna_state, error) -> dict:
+    """An earlier run's row of a trial that the resumed Tune does not know, with the study's verdict:
+    told trials keep theirs; one the searcher's restore marked stale is FAILED with that reason."""
+    row = dict(previous)
+    if number is not None:
+        row["optuna_number"] = number
+    if optuna_state in _STATE_NAMES and optuna_state not in ("RUNNING", "WAITING"):
+        row["status"] = _STATE_NAMES[optuna_state]
+        if optuna_state == "FAIL" and error:
+            row["error"] = error
+    return row

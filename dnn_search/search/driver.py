@@ -88,6 +88,10 @@ def _search_in_session(space: SearchSpace, exp_dir: Path, record: SearchRecord, 
     resuming = opts.resume and tune.Tuner.can_restore(str(path))
     if resuming:
         settings["finished"] = finished_trials(storage, opts.name, exp_dir, space.metric)
+        if not any(path.glob("experiment_state-*.json")):
+            log.warning("Tune saved no snapshot of its trials in %s before the search stopped: Tune starts its "
+                        "trials again; the trials the Optuna study holds as finished keep their rows in %s",
+                        path, TRIALS_FILE)
     trainable = tune.with_resources(tune.with_parameters(metalearn_trial, settings=settings),
                                     tune_resources(space.cpus_per_trial, space.gpus_per_trial, space.memory_per_trial))
     run_config = tune.RunConfig(

@@ -1,4 +1,16 @@
-"""A fix for one failure-handling race in Ray Tune's trial controller (seen in Ray 2.60).
+"""Two fixes for Ray Tune's trial controller in failure paths (seen in Ray 2.60).
+
+**A lost snapshot.** Tune saves a snapshot of its trials into a local staging folder and copies
+it to the storage in the background, skipping a copy while the previous one runs. When its loop
+raises (our stopper does, when the search tables cannot be written), Tune ends without a final
+copy: the snapshot on the storage may be older than the one it saved, or missing, and a
+`--resume` then finds trials missing, or none (Tune then starts the experiment again, logging
+only "Failed to restore the run state"). The fix waits for the copy in flight and copies the
+last saved snapshot once more before the error goes on. That snapshot predates the event that
+raised (Tune saves after handling each event, and the raise comes first), so it never shows a
+trial as ended that Optuna was not told about.
+
+**A double failure on actor reuse.**
 
 With actor reuse on (it halves the smoke pipeline's wall time), Tune keeps a finished trial's
 actor and hands it to the next trial with a RESET call. When that cached actor has died meanwhile
@@ -55,8 +67,33 @@ def _reset_error_handler(controller, tracked_actor, tune_handler):
     return on_reset_error
 
 
+def flush_snapshot(controller) -> None:
+    """Copy the controller's last saved snapshot to the storage and wait for it (module doc)."""
+    storage = getattr(controller, "_storage", None)
+    syncer = getattr(storage, "syncer", None)
+    if syncer is None:
+        return
+    try:
+        syncer.wait()  # the copy in flight, if any
+        syncer.sync_up(storage.experiment_driver_staging_path, storage.experiment_fs_path)
+        syncer.wait()
+    except Exception as exc:  # the error that stopped the loop matters more; say why a resume may lose trials
+        log.warning("could not save Tune's last snapshot to %s (%s): a --resume may miss the newest trials",
+                    getattr(storage, "experiment_fs_path", "?"), exc)
+
+
+def _flushing_step(original):
+    def step(self):
+        try:
+            return original(self)
+        except Exception:
+            flush_snapshot(self)
+            raise
+    return step
+
+
 def apply() -> bool:
-    """Install the fix once per process; True when it is in place."""
+    """Install the fixes once per process; True when they are in place."""
     import ray
     from ray.tune.execution.tune_controller import TuneController
 
@@ -68,7 +105,8 @@ def apply() -> bool:
         # warnings show a given message once per process by default
         warnings.warn(f"dnn_search.tune_patches was written for Ray {WRITTEN_FOR[0]}.{WRITTEN_FOR[1]}; "
                       f"Ray {ray.__version__} is installed, so Tune is left as it is (a trial whose reused "
-                      "worker died may end as ERROR without a retry)", RuntimeWarning, stacklevel=2)
+                      "worker died may end as ERROR without a retry; a search stopped by an error may "
+                      "resume without its newest trials)", RuntimeWarning, stacklevel=2)
         return False
     original = getattr(TuneController, "_schedule_trial_task", None)
     if original is None or not hasattr(TuneController, "_actor_failed"):
@@ -82,5 +120,6 @@ def apply() -> bool:
         return original(self, trial, method_name, *args, on_error=on_error, **kwargs)
 
     TuneController._schedule_trial_task = schedule_trial_task
+    TuneController.step = _flushing_step(TuneController.step)
     TuneController._dnn_search_reset_fix = True
     return True
