@@ -35,12 +35,59 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def decompose(trials, steps, wall: float, t0: float, t_end: float, concurrency: int) -> dict[str, float]:
+    """Where the search's core-seconds went, from its own tables' timestamps (seconds summed over trials).
+
+    Per trial: `started_at` is the trial function's entry, each step row its `seconds` inside the
+    outer step and `wall_time` when it was reported. So trial start-up (data, model, native kernels)
+    is first report - its step - entry; reporting (tune.report, checkpoints) the gaps between reports
+    less the steps; scheduling (Tune's trial hand-over, actor reuse, Optuna's tell/ask, table writes)
+    what the slots left idle between the first trial's entry and the last report; fixed start-up
+    (imports, Ray, Tune, the study) and the end (tables, export, Ray's shutdown) the rest of the wall
+    time, on every slot."""
+    setup = report = inside = 0.0
+    occupied = 0.0
+    for r in trials.to_dict("records"):
+        rows = steps[steps.trial_id == r["trial_id"]].sort_values("step")
+        if rows.empty:
+            continue
+        seconds, times = rows["seconds"].to_numpy(float), rows["wall_time"].to_numpy(float)
+        inside += seconds.sum()
+        setup += max(0.0, times[0] - seconds[0] - r["started_at"])
+        report += max(0.0, float(((times[1:] - times[:-1]) - seconds[1:]).sum()))
+        occupied += times[-1] - r["started_at"]
+    first = float(trials["started_at"].min())
+    last = float(steps["wall_time"].max())
+    return {"outer steps (inside)": inside, "trial start-up (data, model, kernels)": setup,
+            "reporting and checkpoints": report,
+            "scheduling between trials (Tune hand-over, Optuna, tables)": max(0.0, concurrency * (last - first) - occupied),
+            "fixed start-up (imports, Ray, Tune, study)": concurrency * (first - t0),
+            "end (tables, export, Ray shutdown)": concurrency * (t_end - last)}
+
+
+def profile_top(path: Path, n: int = 12) -> str:
+    """The driver's cProfile: the functions with the most cumulative time, as markdown rows."""
+    import pstats
+    stats = pstats.Stats(str(path))
+    rows = sorted(stats.stats.items(), key=lambda kv: kv[1][3], reverse=True)
+    out = ["| cumulative s | own s | calls | function |", "|---|---|---|---|"]
+    for (file, line, name), (_, calls, own, cum, _) in rows[:n]:
+        where = file.split("site-packages/")[-1].split("/work/")[-1]
+        out.append(f"| {cum:.2f} | {own:.2f} | {calls} | `{name}` ({where}:{line}) |")
+    return "\n".join(out)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--max-concurrent", type=int, default=2)
     parser.add_argument("--write", default=None, help="write the result as markdown to this file")
+    parser.add_argument("--label", default="", help="a name for this run in the written file (e.g. before/after)")
+    parser.add_argument("--append", action="store_true", help="append to --write instead of replacing it")
+    parser.add_argument("--profile", action="store_true",
+                        help="run the driver under cProfile and add its top functions (the trials run in "
+                             "Ray workers: their parts come from the decomposition)")
     parser.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "dnn_search-throughput-cache"),
                         help="kept between runs, so the native kernels' one-time build (30-50 s) and the data "
                              "generation are not measured; run twice when it is new")
@@ -54,22 +101,29 @@ def main() -> int:
         path = Path(tmp) / "space.yaml"
         path.write_text(yaml.safe_dump(space))
         env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+        prof = Path(tmp) / "driver.prof"
+        runner = [sys.executable, *(["-m", "cProfile", "-o", str(prof)] if args.profile else []), "-m", "dnn_search"]
         started = time.time()
-        proc = subprocess.run([sys.executable, "-m", "dnn_search", "search", "--space", str(path), "--name", "tp",
+        proc = subprocess.run([*runner, "search", "--space", str(path), "--name", "tp",
                                "--storage", str(Path(tmp) / "r"), "--quiet", "--cache-dir", args.cache_dir],
                               env=env, cwd=REPO,
                               capture_output=True, text=True)
-        wall = time.time() - started
+        ended = time.time()
+        wall = ended - started
         if proc.returncode != 0:
             print(proc.stderr[-3000:], file=sys.stderr)
             return 1
         trials = pd.read_parquet(Path(tmp) / "r" / "tp" / "trials.parquet")
         steps = pd.read_parquet(Path(tmp) / "r" / "tp" / "steps.parquet")
+        top = profile_top(prof) if args.profile else ""
     done_steps = len(steps)
     step_seconds = float(steps["seconds"].sum())  # time inside outer steps, summed over trials
     busy = step_seconds / args.max_concurrent     # if the concurrent trials overlapped perfectly
+    parts = decompose(trials, steps, wall, started, ended, args.max_concurrent)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     rows = {
         "CPU": f"{cpu_model()} ({os.cpu_count()} cores), torch threads per trial: 1",
+        "code": commit,
         "search": f"{len(trials)} trials x {args.steps} outer steps, {args.max_concurrent} at once, "
                   f"mnist1d.yaml sizes, statuses {trials.status.value_counts().to_dict()}",
         "wall time (whole command)": f"{wall:.1f} s",
@@ -78,16 +132,30 @@ def main() -> int:
         "mean outer step inside a trial": f"{step_seconds / max(done_steps, 1):.2f} s",
         "share of wall time outside outer steps": f"{max(0.0, 1 - busy / wall) * 100:.0f} %",
     }
+    n = max(len(trials), 1)
+    total = args.max_concurrent * wall
+    parts_rows = [f"| {k} | {v:.1f} | {v / total * 100:.1f} % | {v / n:.2f} |" for k, v in parts.items()]
     text = "\n".join(f"| {k} | {v} |" for k, v in rows.items())
-    table = ("| whole-search throughput | |\n|---|---|\n" + text + "\n")
+    title = f"whole-search throughput{' (' + args.label + ')' if args.label else ''}"
+    table = (f"| {title} | |\n|---|---|\n" + text + "\n\n"
+             f"| where the {args.max_concurrent} slots' {total:.0f} core-seconds went | core-s | share | per trial (s) |\n"
+             "|---|---|---|---|\n" + "\n".join(parts_rows) + "\n")
+    if top:
+        table += "\nThe driver's profile (cProfile, cumulative):\n\n" + top + "\n"
     print(table)
     if args.write:
-        Path(args.write).write_text(
-            f"# Whole-search throughput\n\nMade by `python scripts/bench_search_throughput.py --trials {args.trials} "
-            f"--steps {args.steps} --max-concurrent {args.max_concurrent} --write {args.write}` on "
-            f"{time.strftime('%Y-%m-%d')}. The outside share is 1 - (sum of the trials' outer-step seconds / "
-            f"concurrency) / wall time: Ray and Tune start-up, trial start-up, Optuna, checkpoints, reporting.\n\n"
-            + table)
+        command = (f"python scripts/bench_search_throughput.py --trials {args.trials} --steps {args.steps} "
+                   f"--max-concurrent {args.max_concurrent}{' --profile' if args.profile else ''}"
+                   f"{' --label ' + args.label if args.label else ''} --write {args.write}")
+        block = f"## {args.label or 'run'}\n\nMade by `{command}` on {time.strftime('%Y-%m-%d %H:%M')}.\n\n" + table
+        head = ("# Whole-search throughput\n\nThe outside share is 1 - (sum of the trials' outer-step seconds / "
+                "concurrency) / wall time. The second table splits the slots' core-seconds "
+                "(`decompose` in the script says how each part is measured from the search's own tables).\n\n")
+        target = Path(args.write)
+        if args.append and target.is_file():
+            target.write_text(target.read_text() + "\n" + block)
+        else:
+            target.write_text(head + block)
     return 0
 
 

@@ -117,6 +117,10 @@ def test_optuna_study_is_truthful(pipeline_run):
         assert len(arts) == 1
         art_id = arts[0].split(":", 1)[1]
         assert (exp / "artifacts" / art_id).is_file()
+        # drawn by the trial into the checkpoint where it ended (pruned ones at their rung), not by the driver
+        ckpt = trials.loc[trials.trial_id == tid, "checkpoint_path"].iloc[0]
+        assert (exp / "artifacts" / art_id).read_bytes() == (exp / ckpt / "activations.png").read_bytes()
+    assert not (exp / "plots").exists()
     assert study.best_trial.state.name == "COMPLETE"
 
 

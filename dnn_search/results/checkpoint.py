@@ -15,6 +15,7 @@ from dnn_search.errors import UserError
 from dnn_search.results.layout import TRIALS_FILE
 
 STATE_FILE = "state.pt"
+ACTIVATION_PLOT = "activations.png"  # drawn by the trial at checkpoints where it may end
 
 
 def load_checkpoint_state(folder: str | os.PathLike) -> dict:

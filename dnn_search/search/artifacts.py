@@ -1,11 +1,13 @@
 """Each trial's learned activations as a plot attached to its Optuna trial (an Optuna artifact), so
-the dashboard shows it on the trial's page. Made on the driver just before the trial is told."""
+the dashboard shows it on the trial's page. Attached on the driver just before the trial is told;
+drawn by the trial itself into its final checkpoint (search/trainables.py `plot_checkpoint`), so
+the driver draws only for a checkpoint without one (an older run's, on --resume)."""
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
-from dnn_search.results.checkpoint import load_trial_activations
+from dnn_search.results.checkpoint import ACTIVATION_PLOT, load_trial_activations
 from dnn_search.results.layout import ARTIFACT_DIR
 
 
@@ -20,10 +22,11 @@ def artifact_hook(exp_dir: Path, collector):
         if ckpt is None:
             return
         config = trial.config or {}
-        acts = load_trial_activations(exp_dir, ckpt.path, config.get("activation", "sin"))
-        plots = exp_dir / "plots"
-        png = plot_activations(acts, plots / f"{trial_id}_activations.png",
-                               f"trial {trial_id} ({state_name.lower()}): {acts.n} learned {acts.base} activation(s)")
+        png = Path(ckpt.path) / ACTIVATION_PLOT
+        if not png.is_file():
+            acts = load_trial_activations(exp_dir, ckpt.path, config.get("activation", "sin"))
+            png = plot_activations(acts, exp_dir / "plots" / f"{trial_id}_activations.png",
+                                   f"trial {trial_id} ({state_name.lower()}): {acts.n} learned {acts.base} activation(s)")
         artifacts = exp_dir / ARTIFACT_DIR
         artifacts.mkdir(parents=True, exist_ok=True)
 

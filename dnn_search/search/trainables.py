@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dnn_search.results.checkpoint import STATE_FILE, load_checkpoint_state
+from dnn_search.results.checkpoint import ACTIVATION_PLOT, STATE_FILE, load_checkpoint_state
 from dnn_search.search import faults
 
 
@@ -37,6 +37,17 @@ def checkpoint_steps(step: int, last: int, every: int, milestones) -> bool:
 
 
 # ------------------------------------------------------------------------------ meta-learning
+
+def plot_checkpoint(state: dict, base: str, folder: Path, title: str) -> None:
+    """The learned activations of a checkpoint as `ACTIVATION_PLOT` inside it, drawn here in the
+    trial's worker: the driver attaches it to the Optuna trial when the trial ends
+    (search/artifacts.py) instead of drawing it there, where every trial's plot held up Tune's
+    event loop (about 0.4 s per trial, measured in docs/benchmarks_search.md)."""
+    from dnn_search.activations import ActivationSet
+    from dnn_search.plots import plot_activations
+    acts = ActivationSet.from_tensors(base, {k: state[f"phi.{k}"] for k in ("w1", "b1", "w2", "b2")})
+    plot_activations(acts, folder / ACTIVATION_PLOT, f"{title}: {acts.n} learned {acts.base} activation(s)")
+
 
 def metalearn_trial(config: dict, settings: dict) -> None:
     import ray
@@ -88,7 +99,10 @@ def metalearn_trial(config: dict, settings: dict) -> None:
         result = {**metrics, **common, "diverged": False, "error": "", "reported_at": time.time()}
         if checkpoint_steps(m.step, last_step, every, milestones):
             with tempfile.TemporaryDirectory(prefix="dnn_ckpt_") as folder:
-                torch.save(learner.state_dict(), Path(folder) / STATE_FILE)
+                state = learner.state_dict()
+                torch.save(state, Path(folder) / STATE_FILE)
+                if m.step == last_step or m.step in milestones:  # where the trial may end
+                    plot_checkpoint(state, cfg.activation, Path(folder), f"trial {trial_id} at step {m.step}")
                 tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
         else:
             tune.report(result)
