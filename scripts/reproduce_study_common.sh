@@ -5,8 +5,8 @@
 #
 #   bash scripts/reproduce_study_common.sh WORK_DIR NAME SPACE_FILE PLAN_FILE CALLER
 #
-# Pre-registration: it refuses to start (one line, exit 2) unless the plan, the space file and the
-# scripts are each tracked by git and unchanged from HEAD, and it records HEAD and the plan's commit in
+# Pre-registration: it refuses to start (one line, exit 2) unless the plan, the space file, the power
+# script and these scripts are each tracked by git and unchanged from HEAD, and it records HEAD and the plan's commit in
 # run.json, so that anyone can check the plan was committed before the run.
 #
 # Sessions: a study may need more than one session. When WORK_DIR already holds the study, the run
@@ -23,12 +23,12 @@ WORK=$1 NAME=$2 SPACE=$3 PLAN=$4 CALLER=$5
 PYTHON=${PYTHON:-.venv/bin/python}
 TEST_RUN=false
 OUT=results/$NAME
-GUARDED=("$PLAN" "$SPACE" "$CALLER" scripts/reproduce_study_common.sh)
+GUARDED=("$PLAN" "$SPACE" "$CALLER" scripts/reproduce_study_common.sh scripts/study_power.py)
 if [ -n "${STUDY_TEST_SPACE:-}" ]; then
   TEST_RUN=true
   SPACE=$STUDY_TEST_SPACE NAME=${STUDY_TEST_NAME:-study-test}
   OUT=${STUDY_TEST_RESULTS:-$(mktemp -d)/$NAME}
-  GUARDED=("$PLAN" "$CALLER" scripts/reproduce_study_common.sh)
+  GUARDED=("$PLAN" "$CALLER" scripts/reproduce_study_common.sh scripts/study_power.py)
   echo "TEST RUN of the script: $SPACE -> $OUT (not a result)"
 fi
 
