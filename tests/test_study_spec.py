@@ -148,3 +148,44 @@ def test_derived_seeds_differ_by_length_too():
     from dnn_search.splits import derive_seed
     assert derive_seed(0, 3, 2) != derive_seed(0, 3, 2, 0)
     assert len({derive_seed(0, s, a, j) for s in range(6) for a in range(4) for j in range(8)}) == 6 * 4 * 8
+
+
+def _henonheiles(**study) -> dict:
+    data = _smoke(margin=[0.8, 1.25], standard=["gelu"], **study)
+    data["fixed"].update(dataset="HenonHeiles")
+    return data
+
+
+@pytest.mark.parametrize("data, message", [
+    (_smoke(forecast={"trajectories": 5}), "study.forecast: the MNIST1D task .* has no forecasts"),
+    (_henonheiles(forecast={"trajectories": 0}), "study.forecast.trajectories: must be at least 1"),
+    (_henonheiles(forecast={"trajectories": "ten"}), "study.forecast.trajectories: expected an integer"),
+    (_henonheiles(forecast={"steps": 10}), "study.forecast.steps: unknown key"),
+    (_henonheiles(forecast={}), "study.forecast.trajectories: missing"),
+])
+def test_bad_forecast_sections_are_one_line_errors(data, message):
+    with pytest.raises(UserError, match=message) as info:
+        parse_study(data, source="x.yaml")
+    assert "\n" not in str(info.value)
+
+
+def test_forecast_subset_reaches_the_validation_data():
+    """study.forecast.trajectories travels from the file through study.json (what --resume reads) and
+    the trials' settings to the data a validation trial loads, which then forecasts from exactly the
+    first N test trajectories; a count beyond the data's is one line naming the key."""
+    from dnn_search.results.study_record import StudySpec
+    from dnn_search.search.study_run import _settings
+    from dnn_search.search.study_spec import study_data, validation_data
+    spec = parse_study(_henonheiles(forecast={"trajectories": 3}), source="x.yaml")
+    assert StudySpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    settings = _settings(spec)
+    full = validation_data("HenonHeiles", None, None)
+    data = validation_data("HenonHeiles", settings.get("data_path"), settings["forecast_trajectories"])
+    assert full.trajectories_test.shape[0] > 3 and data.trajectories_test.shape[0] == 3
+    assert np.array_equal(data.trajectories_test.numpy(), full.trajectories_test[:3].numpy())
+    assert np.array_equal(data.x_train.numpy(), full.x_train.numpy())  # meta-learning and training data untouched
+    assert parse_study(_henonheiles(), source="x.yaml").forecast_trajectories is None
+    too_many = parse_study(_henonheiles(forecast={"trajectories": 10_000}), source="x.yaml")
+    with pytest.raises(UserError, match="study.forecast.trajectories: 10000 is beyond the") as info:
+        study_data(too_many)
+    assert "\n" not in str(info.value)

@@ -157,6 +157,10 @@ class StudySpec:
     secondary: SecondarySpec | None = None
     # the controls asked for: {"copies": True, "mix": True, "random": True, "matched": m}
     controls: dict = field(default_factory=dict)
+    # forecast tasks: validation forecasts from the first `forecast_trajectories` test trajectories only
+    # (None: all). The forecasts are most of a Hénon–Heiles training's cost and only feed the forecast
+    # table, never a primary contrast, so a study may buy meta-seeds with them.
+    forecast_trajectories: int | None = None
 
     def secondary_spec(self) -> "SecondarySpec":
         """The `secondary` section (a ValueError where the file has none: callers check first)."""

@@ -99,7 +99,8 @@ def _settings(spec: StudySpec) -> dict:
             env[name] = os.environ[name]
     return {"env": env, "cpus_per_trial": spec.cpus_per_trial, "data_path": spec.data_path,
             "selection_fraction": spec.selection_fraction, "selection_seed": selection_seed(spec),
-            "grad_norm_limit": spec.grad_norm_limit, "checkpoint_every": spec.checkpoint_every}
+            "grad_norm_limit": spec.grad_norm_limit, "checkpoint_every": spec.checkpoint_every,
+            "forecast_trajectories": spec.forecast_trajectories}
 
 
 def _stage_callback(stage: str):
@@ -223,13 +224,16 @@ def run_study(opts: StudyOptions) -> dict:
     spec, exp_dir = resolve_study(opts)
     if opts.dry_run:
         if not opts.quiet:
-            log.info("measuring unit costs (one outer step and one validation epoch per arm, 1 thread) ...")
+            log.info("measuring unit costs (one outer step, and one validation training at 1 and at 2 epochs, "
+                     "per arm; 1 thread) ...")
         for line in plan_lines(spec, measure_costs(spec, opts.data_path)) + control_plan_lines(spec):
             log.info(line)
         log.info("dry run: nothing started")
         return {"spec": spec, "exp_dir": exp_dir}
     from dnn_search.search.ray_session import check_resources, clean_stale_session, ray_session
     from dnn_search.results.study_analysis import write_study_results
+    from dnn_search.search.study_spec import study_data
+    study_data(spec)  # a forecast count beyond the data's fails here, before anything is written
     ensure_writable_folder(exp_dir, "storage")
     (exp_dir / REPLICATES_DIR).mkdir(exist_ok=True)
     if opts.resume:

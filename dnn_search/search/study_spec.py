@@ -45,6 +45,9 @@ declares, and fixes before anything runs:
                                       one, raw and scaled to the replicate's learned amplitude
                        matched: {m: M}  an extra n = 1 arm `matched` whose activation has M times the
                                       n = 1 arm's sub-network width (Ho = 50·M at Ho = 50)
+      forecast       optional, forecast tasks only: {trajectories: N}: every validation network forecasts
+                     from the first N test trajectories (default: all of them); the forecast metrics
+                     feed the forecast table only, so a study can spend those seconds on meta-seeds
     resources.memory  Ray's per-trial memory resource: bytes or a size ("4.4GB", "512MiB")
 
 Every problem is one line (exit 2) before anything starts.
@@ -62,7 +65,7 @@ from dnn_search.search.space import RESOURCE_KEYS, parse_memory
 TOP_KEYS = ("description", "fixed", "resources", "max_concurrent", "checkpoint_every", "max_failures",
             "data_path", "compile", "study")
 STUDY_KEYS = ("seed", "selection_fraction", "arms", "replicates", "steps", "divergence", "runs", "standard",
-              "hidden_size", "contrasts", "margin", "alpha", "calibration", "secondary", "controls")
+              "hidden_size", "contrasts", "margin", "alpha", "calibration", "secondary", "controls", "forecast")
 SECONDARY_KEYS = ("lrs", "momentum", "pick_seeds")
 CALIBRATION_KEYS = ("params", "trials", "steps", "grad_norm", "sampler", "scheduler", "last")
 # a calibration trial runs every step it is given: nothing is ranked across arms, and inside an arm
@@ -244,6 +247,44 @@ def _controls(c: Checker, raw, arms: tuple[Arm, ...], fixed: dict) -> tuple[dict
     return controls, arms
 
 
+def _forecast(c: Checker, raw, task, dataset: str) -> int | None:
+    """The validation forecasts' trajectory count, or None (all). Only a forecast task has forecasts;
+    the count is checked against the data when the study loads it (`study_data`)."""
+    from dnn_search.tasks.forecast import ForecastTask
+    if raw is None:
+        return None
+    section = c.mapping("study.forecast", raw, ("trajectories",))
+    if not isinstance(task, ForecastTask):
+        c.fail("study.forecast", f"the {dataset} task ({task.name}) has no forecasts: remove the section")
+    if "trajectories" not in section:
+        c.fail("study.forecast.trajectories", "missing: how many test trajectories each network forecasts")
+    return c.integer("study.forecast.trajectories", section["trajectories"], 1)
+
+
+def validation_data(dataset: str, data_path=None, trajectories: int | None = None, source: str = ""):
+    """DATASET as a study's validation networks see it: forecasts from the first TRAJECTORIES test
+    trajectories (None: all). What the validation trials, the dry run's unit costs and the start-up
+    check all load, so the dry run prices the forecasts the study will make. A count beyond the test
+    trajectories is the file's error (one UserError naming the key)."""
+    from dnn_search.data import load_dataset
+    data = load_dataset(dataset, data_path)
+    if trajectories is None:
+        return data
+    available = int(data.trajectories_test.shape[0])
+    if trajectories > available:
+        where = f"search space {source}: " if source else "search space: "
+        raise UserError(f"{where}study.forecast.trajectories: {trajectories} is beyond the {available} test "
+                        f"trajectories of {data.name}")
+    return data.with_rollouts(None, trajectories)
+
+
+def study_data(spec: StudySpec, data_path=None):
+    """The study's dataset as its validation sees it (`validation_data` with the file's forecast count)."""
+    from dnn_search.metalearn import MetaConfig
+    return validation_data(MetaConfig.from_dict(spec.fixed).dataset, data_path or spec.data_path,
+                           spec.forecast_trajectories, spec.source)
+
+
 def parse_study(data, source: str = "") -> StudySpec:
     from dnn_search.metalearn import MetaConfig
     from dnn_search.tasks import task_for_dataset
@@ -310,7 +351,8 @@ def parse_study(data, source: str = "") -> StudySpec:
         compile=c.boolean("compile", top.get("compile", False)),
         description=str(top.get("description") or ""), source=source,
         calibration=_calibration(c, s.get("calibration"), fixed, arms),
-        secondary=_secondary(c, s.get("secondary")))
+        secondary=_secondary(c, s.get("secondary")),
+        forecast_trajectories=_forecast(c, s.get("forecast"), task, MetaConfig.from_dict(fixed).dataset))
     if not spec.selection_fraction < 0.5:
         c.fail("study.selection_fraction", f"{spec.selection_fraction}: keep it below 0.5 (meta-learning and "
                                            "validation train on the rest)")

@@ -54,7 +54,7 @@ def study_validation_trial(config: dict, settings: dict) -> None:
     spend more on scheduling than on training. Each finished network leaves its file at once, so a
     restart trains only the networks that had not finished."""
     from dnn_search.actfile import read_activation_file
-    from dnn_search.data import load_dataset
+    from dnn_search.search.study_spec import validation_data
 
     device, node_id = _prepare(settings)
     batch = config["job"]
@@ -64,7 +64,8 @@ def study_validation_trial(config: dict, settings: dict) -> None:
         if path not in files:
             files[path] = read_activation_file(path)
         return files[path]
-    data = load_dataset(batch["dataset"], settings.get("data_path"))
+    # the study's forecast subset (study.forecast); None forecasts from every test trajectory
+    data = validation_data(batch["dataset"], settings.get("data_path"), settings.get("forecast_trajectories"))
     faults.trace("validation_trial", replicate=batch["replicate"], node_id=node_id, resources=_assigned())
     context = (acts_at, data, batch, settings, device, node_id)
     for job in batch["trainings"]:
