@@ -38,7 +38,35 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = {"default": {}, "smoke": {"inner_hidden_size": 100, "outer_hidden_size": 20, "epochs": 2},
-         "physics": {"inner_hidden_size": 100, "outer_hidden_size": 50}}
+         "physics": {"inner_hidden_size": 100, "outer_hidden_size": 50},
+         "images": {"epochs": 1}}
+TASK_SIZES = {"VanDerPol": "physics", "HenonHeiles": "physics", "MNIST": "images", "CIFAR": "images"}
+IMAGE_SHAPES = {"MNIST": (60000, 10000), "CIFAR": (50000, 10000)}  # training, test images
+
+
+def synthetic_images(folder: Path) -> Path:
+    """Full-sized MNIST (IDX) and CIFAR-10 (binary) files of seeded random pixels and labels, in the
+    standard formats `dnn_search.data` reads: a step's cost depends on the shapes only, and the real
+    files cannot be downloaded here. Written once per folder."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    mnist, cifar = folder / "MNIST", folder / "CIFAR"
+    if not (mnist / "t10k-labels-idx1-ubyte").is_file():
+        mnist.mkdir(parents=True, exist_ok=True)
+        for split, count in zip(("train", "t10k"), IMAGE_SHAPES["MNIST"]):
+            header = np.array([2051, count, 28, 28], dtype=">i4").tobytes()
+            (mnist / f"{split}-images-idx3-ubyte").write_bytes(
+                header + rng.integers(0, 256, count * 784, dtype=np.uint8).tobytes())
+            (mnist / f"{split}-labels-idx1-ubyte").write_bytes(
+                np.array([2049, count], dtype=">i4").tobytes() + rng.integers(0, 10, count, dtype=np.uint8).tobytes())
+    if not (cifar / "test_batch.bin").is_file():
+        cifar.mkdir(parents=True, exist_ok=True)
+        names = [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]
+        for name in names:
+            records = rng.integers(0, 256, (10000, 1 + 3072), dtype=np.uint8)
+            records[:, 0] %= 10
+            (cifar / name).write_bytes(records.tobytes())
+    return folder
 
 
 def rss_mb() -> float:
@@ -52,7 +80,7 @@ def worker(args) -> None:
     from dnn_search.metalearn import MetaConfig, MetaLearner
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = load_dataset(args.dataset)
+    data = load_dataset(args.dataset, args.data_path)
     values = dict(SIZES[args.sizes], n_activations=args.n, impl=args.impl, dataset=args.dataset, val_fraction=0.1,
                   seed=0)
     learner = MetaLearner.from_dataset(MetaConfig.from_dict(values), data)
@@ -72,6 +100,15 @@ def worker(args) -> None:
                       "median_s": statistics.median(times), "median_cpu_s": statistics.median(cpu),
                       "rss_setup_mb": rss_setup, "rss_after_steps_mb": rss, "peak_rss_mb": peak,
                       "threads": torch.get_num_threads()}))
+
+
+def canonical(dataset: str) -> str:
+    sys.path.insert(0, str(REPO))
+    from dnn_search.data import canonical_name
+    name = canonical_name(dataset)
+    if name not in TASK_SIZES:
+        sys.exit(f"--tasks {dataset}: one of {', '.join(TASK_SIZES)}")
+    return name
 
 
 def has_fast_path(dataset: str) -> bool:
@@ -115,6 +152,9 @@ def run_worker(tree: Path, impl: str, sizes: str, n: int, args, label: str, thre
            "--steps", str(args.steps), "--threads", str(threads)]
     if dataset != "MNIST1D":  # (an old commit's worker, --baseline, knows MNIST-1D only)
         cmd += ["--dataset", dataset]
+    if dataset in IMAGE_SHAPES:
+        cmd += ["--data-path", str(synthetic_images(Path(tempfile.gettempdir()) / "dnn_search-bench-images")
+                                   / ("MNIST" if dataset == "MNIST" else "CIFAR"))]
     env = dict(os.environ, PYTHONPATH=str(tree))
     print(f"running {label} {dataset} {sizes} n={n} threads={threads or 'default'} ...", file=sys.stderr,
           flush=True)
@@ -182,10 +222,12 @@ def main() -> None:
     parser.add_argument("--smoke-n", type=int, nargs="*", default=[1, 2], help="numbers of activations (smoke sizes)")
     parser.add_argument("--impl", nargs="+", default=["fast", "reference"], choices=["fast", "reference"])
     parser.add_argument("--tasks", nargs="*", default=[], metavar="DATASET",
-                        help="also time these non-MNIST-1D datasets (VanDerPol, HenonHeiles) at H=100, Ho=50")
+                        help="also time these datasets: VanDerPol, HenonHeiles (H=100, Ho=50, 5 epochs), MNIST, "
+                             "CIFAR (H=200, Ho=50, 1 epoch, over synthetic pixels of the real shapes)")
     parser.add_argument("--physics-n", type=int, nargs="*", default=[2],
                         help="numbers of activations for the --tasks rows")
     parser.add_argument("--dataset", default="MNIST1D", help=argparse.SUPPRESS)
+    parser.add_argument("--data-path", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--baseline", metavar="REF", help="also time the fast path of this git commit")
     parser.add_argument("--steps", type=int, default=3, help="timed outer steps after the warm-up (>= 3)")
     parser.add_argument("--threads", type=int, nargs="+", default=[0],
@@ -205,7 +247,8 @@ def main() -> None:
         args.threads = args.threads[0]
         return concurrency(args)
     runs = ([("MNIST1D", "default", n) for n in args.n] + [("MNIST1D", "smoke", n) for n in args.smoke_n]
-            + [(dataset, "physics", n) for dataset in args.tasks for n in args.physics_n])
+            + [(canonical(dataset), TASK_SIZES[canonical(dataset)], n) for dataset in args.tasks
+               for n in args.physics_n])
     base = baseline_tree(args.baseline) if args.baseline else None
     results = []
     for threads in args.threads:
@@ -235,7 +278,10 @@ def main() -> None:
            "process; ratios compare rows of this one run (the machine may be shared, absolute times are noisy).",
            "- sizes `default`: MNIST-1D, H=200, Ho=50, 5 epochs of batch 200 (90 inner steps); "
            "`smoke`: H=100, Ho=20, 2 epochs; `physics` (VanDerPol, HenonHeiles): H=100, Ho=50, 5 epochs of batch "
-           "200 (90 inner steps).", "", *lines, ""]
+           "200 (90 inner steps); `images` (MNIST, CIFAR): H=200, Ho=50, 1 epoch of batch 200 (270 and 225 "
+           "inner steps), over seeded random pixels of the real shapes written in the standard file formats "
+           "(timing only: the real files cannot be downloaded on this machine; a step's cost depends on the "
+           "shapes).", "", *lines, ""]
     Path(args.doc).write_text("\n".join(doc))
     print(f"wrote {args.doc}", file=sys.stderr)
 
