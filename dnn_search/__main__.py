@@ -1,3 +1,3 @@
-from dnn_search.cli import main
+from dnn_search.cli import run
 
-raise SystemExit(main())
+run()

@@ -41,12 +41,14 @@ def decompose(trials, steps, wall: float, t0: float, t_end: float, concurrency: 
     Per trial: `started_at` is the trial function's entry, each step row its `seconds` inside the
     outer step and `wall_time` when it was reported. So trial start-up (data, model, native kernels)
     is first report - its step - entry; reporting (tune.report, checkpoints) the gaps between reports
-    less the steps; scheduling (Tune's trial hand-over, actor reuse, Optuna's tell/ask, table writes)
-    what the slots left idle between the first trial's entry and the last report; fixed start-up
-    (imports, Ray, Tune, the study) and the end (tables, export, Ray's shutdown) the rest of the wall
-    time, on every slot."""
+    less the steps. A slot is idle when fewer trials run than the concurrency: before the last trial
+    started that is the hand-over between trials (the trial's final checkpoint and plot, Tune's
+    hand-over to the reused worker, Optuna's tell and ask, the tables); after it, the tail (no trial
+    left to start while the last ones finish: trials of unequal length). Fixed start-up (imports,
+    Ray, Tune, the study, the first workers) and the end (tables, export, Ray's shutdown, exit) are
+    the rest of the wall time, on every slot."""
     setup = report = inside = 0.0
-    occupied = 0.0
+    spans = []
     for r in trials.to_dict("records"):
         rows = steps[steps.trial_id == r["trial_id"]].sort_values("step")
         if rows.empty:
@@ -55,14 +57,25 @@ def decompose(trials, steps, wall: float, t0: float, t_end: float, concurrency: 
         inside += seconds.sum()
         setup += max(0.0, times[0] - seconds[0] - r["started_at"])
         report += max(0.0, float(((times[1:] - times[:-1]) - seconds[1:]).sum()))
-        occupied += times[-1] - r["started_at"]
-    first = float(trials["started_at"].min())
-    last = float(steps["wall_time"].max())
+        spans.append((float(r["started_at"]), float(times[-1])))
+    first = min(a for a, _ in spans)
+    last = max(b for _, b in spans)
+    last_start = max(a for a, _ in spans)
+    events = sorted({first, last, last_start, *(a for a, _ in spans), *(b for _, b in spans)})
+    handover = tail = 0.0
+    for lo, hi in zip(events[:-1], events[1:]):
+        running = sum(1 for a, b in spans if a <= lo and b >= hi)
+        idle = max(0, concurrency - running) * (hi - lo)
+        if hi <= last_start:
+            handover += idle
+        else:
+            tail += idle
     return {"outer steps (inside)": inside, "trial start-up (data, model, kernels)": setup,
             "reporting and checkpoints": report,
-            "scheduling between trials (Tune hand-over, Optuna, tables)": max(0.0, concurrency * (last - first) - occupied),
-            "fixed start-up (imports, Ray, Tune, study)": concurrency * (first - t0),
-            "end (tables, export, Ray shutdown)": concurrency * (t_end - last)}
+            "hand-over between trials (final checkpoint and plot, Tune, Optuna, tables)": handover,
+            "tail: no trial left to start while the last ones finish": tail,
+            "fixed start-up (imports, Ray, Tune, study, first workers)": concurrency * (first - t0),
+            "end (tables, export, Ray shutdown, exit)": concurrency * (t_end - last)}
 
 
 def profile_top(path: Path, n: int = 12) -> str:

@@ -5,16 +5,22 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
 from dnn_search.errors import UserError
-from dnn_search.results.checkpoint import load_trial_activations
+from dnn_search.results.checkpoint import ACTIVATION_PLOT, load_trial_activations
 from dnn_search.results.layout import ACTIVATIONS_DIR, TRIALS_FILE
 from dnn_search.results.ranking import rank_trials
 from dnn_search.results.record import read_record
 from dnn_search.results.tables import plain, read_table
 
 log = logging.getLogger(__name__)
+
+
+def _checkpoint_folder(exp_dir: Path, checkpoint_path: str) -> Path:
+    folder = Path(checkpoint_path)
+    return folder if folder.is_absolute() else exp_dir / folder
 
 
 def _config_defaults() -> dict:
@@ -28,7 +34,7 @@ def export_trials(exp_dir: str | os.PathLike, top: int, out: str | os.PathLike |
     """Write the best trials' activations into OUT/<trial_id>/ (default: the search's activations/): the
     original .txt, the exact .npz, a .json and metadata.json, and a plot. Returns one dict per trial."""
     from dnn_search.actfile import original_stem, write_activation_files
-    from dnn_search.atomic import atomic_write_text
+    from dnn_search.atomic import atomic_path, atomic_write_text
     from dnn_search.plots import plot_activations
     from dnn_search.versions import versions
 
@@ -62,8 +68,14 @@ def export_trials(exp_dir: str | os.PathLike, top: int, out: str | os.PathLike |
         paths = write_activation_files(folder, stem, acts, metadata)
         meta_json = json.loads(paths["json"].read_text())
         atomic_write_text(folder / "metadata.json", json.dumps(meta_json, indent=2) + "\n")
-        png = plot_activations(acts, folder / "activations.png",
-                               f"trial {row['trial_id']}: {acts.n} learned {acts.base} activation(s)")
+        drawn = _checkpoint_folder(exp_dir, row["checkpoint_path"]) / ACTIVATION_PLOT  # by the trial itself
+        if drawn.is_file():
+            png = folder / "activations.png"
+            with atomic_path(png) as tmp:
+                shutil.copyfile(drawn, tmp)
+        else:  # a checkpoint of an older run
+            png = plot_activations(acts, folder / "activations.png",
+                                   f"trial {row['trial_id']}: {acts.n} learned {acts.base} activation(s)")
         exported.append({"trial_id": str(row["trial_id"]), "rank": rank, "folder": folder, "npz": paths["npz"],
                          "txt": paths["txt"], "png": png, "n": acts.n, "score": plain(row["score"])})
     if not quiet:
