@@ -164,23 +164,33 @@ def test_search_stops_on_a_failing_write_and_resume_finishes_it(tmp_path, search
     untold = [t.user_attrs["ray_trial_id"] for t in study.trials if t.state.name == "RUNNING"]
     assert untold
     # Tune's last saved snapshot reached the storage before the driver ended (tune_patches.flush_snapshot):
-    # it knows every trial the study asked for, so the resume continues them instead of starting over
+    # it knows every trial that had reported a step (each was created, and saved, at an earlier step of
+    # Tune's loop), so the resume continues them. A trial created in the very step that raised has no
+    # result and is in no snapshot: the resume marks it failed as stale, and Tune starts another.
     snapshots = sorted((exp / "ray" / "search").glob("experiment_state-*.json"))
     assert snapshots, "no snapshot of Tune's trials on the storage"
     text = snapshots[-1].read_text(encoding="utf-8", errors="replace")
-    assert all(t.user_attrs["ray_trial_id"] in text for t in study.trials), [t.number for t in study.trials]
+    reported = {d.name.split("_")[2] for d in (exp / "ray" / "search").glob("metalearn_trial_*")
+                if (d / "result.json").is_file() and (d / "result.json").stat().st_size > 0}
+    assert reported and all(tid in text for tid in reported), (reported, [t.number for t in study.trials])
+    asked = {t.user_attrs["ray_trial_id"] for t in study.trials}
 
     env = {**search_env, "TUNE_GLOBAL_CHECKPOINT_S": "0"}
     proc = run_cli(["search", "--name", name, "--storage", storage, "--resume", "--quiet"], env, timeout=400)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     trials = pd.read_parquet(exp / TRIALS_FILE)
-    assert len(trials) == 4 and trials.status.isin(["COMPLETED", "FAILED"]).all(), trials.to_string()
     study = study_of(exp, name)
     by_tid = {t.user_attrs.get("ray_trial_id"): t for t in study.trials}
-    assert not [t.number for t in study.trials if t.state.name == "RUNNING"]
+    # one row per trial the study holds, with its verdict; none left running; the search ran its 4 trials
+    assert sorted(trials.trial_id) == sorted(by_tid), trials.to_string()
+    expected = {"COMPLETE": "COMPLETED", "FAIL": "FAILED", "PRUNED": "PRUNED"}
+    assert all(expected[by_tid[r.trial_id].state.name] == r.status for r in trials.itertuples()), trials.to_string()
+    stale = {t for t in asked - reported if by_tid[t].state.name == "FAIL"}
+    assert all("stale" in by_tid[t].user_attrs.get("error", "") for t in stale)
+    assert len(trials) == 4 + len(stale) and trials.status.isin(["COMPLETED", "FAILED"]).all(), trials.to_string()
     assert finished[0].user_attrs["ray_trial_id"] in set(trials.trial_id)
-    for tid in untold:  # told on the resume, as the table says
-        assert tid in set(trials.trial_id) and by_tid[tid].state.is_finished()
+    for tid in set(untold) & reported:  # told on the resume, as the table says
+        assert by_tid[tid].state.is_finished() and tid not in stale
     steps = pd.read_parquet(exp / STEPS_FILE)
     for r in trials[trials.status == "COMPLETED"].to_dict("records"):
         assert sorted(steps[steps.trial_id == r["trial_id"]].step) == [1, 2, 3, 4]
