@@ -126,6 +126,17 @@ def test_forecast_table_numbers_exactly(hh_study):
         assert (r["diverged"], r["forecasts"]) == (e["diverged"], e["forecasts"])
         for column in ("rollout_mse", "energy_drift"):
             assert (math.isnan(r[column]) and math.isnan(e[column])) or r[column] == pytest.approx(e[column], rel=1e-12)
+    # the smoke run's forecasts did not diverge: one real row edited into one whose 2 forecasts both did
+    # (no rollout_mse or energy_drift left) is counted, and left out of the medians
+    first = v[(v["arm"] == "n2") & (v["mode"] == "diverse")].index[0]
+    edited = v.copy()
+    edited.loc[first, ["rollout_diverged", "rollout_mse", "energy_drift"]] = [TRAJECTORIES, math.nan, math.nan]
+    row = next(r for r in forecast_rows(edited, read_spec(hh_study), task_for_dataset("HenonHeiles"))
+               if (r["arm"], r["mode"]) == ("n2", "diverse"))
+    rest = v[(v["arm"] == "n2") & (v["mode"] == "diverse") & (v.index != first)]
+    assert row["diverged"] == TRAJECTORIES + int(rest["rollout_diverged"].sum()) and row["forecasts"] == K * RUNS * 2
+    assert row["rollout_mse"] == pytest.approx(rest["rollout_mse"].median(), rel=1e-12)
+    assert row["energy_drift"] == pytest.approx(rest["energy_drift"].median(), rel=1e-12)
 
 
 def test_forecasts_made_default_to_every_test_trajectory(hh_study):
