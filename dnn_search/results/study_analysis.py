@@ -368,7 +368,8 @@ def _forecasts_column(spec: StudySpec, rows: list[dict]) -> int | None:
         return int(spec.forecast_trajectories)
     from dnn_search.data import load_dataset
     from dnn_search.metalearn import MetaConfig
-    return int(load_dataset(MetaConfig.from_dict(spec.fixed).dataset, spec.data_path).trajectories_test.shape[0])
+    trajectories = load_dataset(MetaConfig.from_dict(spec.fixed).dataset, spec.data_path).trajectories_test
+    return None if trajectories is None else int(trajectories.shape[0])
 
 
 def _meta_seconds(exp_dir: Path, key: str) -> float:
