@@ -21,6 +21,7 @@ from tests.conftest import REPO
 from tests.test_study import assert_realised_power
 
 pytestmark = pytest.mark.slow
+
 TRAJECTORIES, K, RUNS = 2, 2, 2
 
 
