@@ -223,6 +223,56 @@ def test_known_answers_get_the_right_verdicts(study):
     assert set(c["schema_version"]) == {1}
 
 
+def assert_realised_power(exp: Path) -> int:
+    """Each primary contrast's `realised_power` in comparisons.parquet is `tost_power(σ_rep, K, margin)`
+    recomputed from variance.parquet (σ²_rep = σ²_meta + σ²_ret/R, the larger of the two arms'; K the
+    smaller k), NaN where a side has no variance components and on every other row; summary.md's
+    primary table shows it beside the verdict, with the sentence that it never changes one. Returns
+    how many contrasts had a power."""
+    import math
+
+    import pandas as pd
+
+    from dnn_search.results.study_record import read_spec
+    from dnn_search.stats import format_number
+    from dnn_search.study_stats import tost_power
+    from tests.conftest import markdown_table_rows
+    spec = read_spec(exp)
+    c = pd.read_parquet(exp / "comparisons.parquet")
+    var = pd.read_parquet(exp / "variance.parquet").set_index(["arm", "network"])
+    is_primary = (c["family"] == "primary") & (c["protocol"] == "primary")
+    summary = (exp / "summary.md").read_text()
+    table = markdown_table_rows(summary, "| contrast | test | estimate | 95 % CI | 90 % CI | Holm p | TOST p |")
+    computed = 0
+    for _, r in c[is_primary].iterrows():
+        sides = [tuple(r[s].split("/", 1)) for s in ("a", "b")]
+        cells = table[r["contrast"]]
+        assert cells[7] == f"**{r['verdict']}**"
+        if not all(s in var.index for s in sides):
+            assert math.isnan(r["realised_power"]) and cells[-1] == "–", r["contrast"]
+            continue
+        sigma = math.sqrt(max(var.loc[s, "sigma2_meta"] + var.loc[s, "sigma2_ret"] / spec.runs for s in sides))
+        k = min(int(var.loc[s, "k"]) for s in sides)
+        power = tost_power(sigma, k, spec.margin, alpha=spec.alpha)
+        assert r["sigma_rep"] == pytest.approx(sigma, rel=1e-12) and r["power_k"] == k, r["contrast"]
+        assert r["realised_power"] == pytest.approx(power, rel=1e-12), r["contrast"]
+        assert cells[-1] == format_number(power, 2) and cells[-2] == str(k)
+        computed += 1
+    assert c[~is_primary]["realised_power"].isna().all()
+    assert "it describes what the design could detect and never changes a verdict" in summary
+    return computed
+
+
+def test_realised_power_beside_each_primary_verdict(study):
+    """Three of the fixture's four primary contrasts are between arms' primary networks (their power is
+    computed, at K = 3 per arm); n1/pure vs frozen/pure has no variance components (NaN). A
+    classification study has no forecast table and no forecast column."""
+    import pandas as pd
+    assert assert_realised_power(study["exp"]) == 3
+    assert "## Forecasts" not in (study["exp"] / "summary.md").read_text()
+    assert "forecasts" not in pd.read_parquet(study["exp"] / "validation.parquet").columns
+
+
 def test_tables_and_summary_read_back(study):
     import pandas as pd
 

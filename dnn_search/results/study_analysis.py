@@ -12,7 +12,8 @@ one observation. Then:
 - FAILED replicates are compared per arm (Fisher's exact test), and each primary contrast is redone
   with every failure counted at its arm's worst observed value (the sensitivity row);
 - variance components (between meta-seeds, between retraining seeds) of each arm's primary network,
-  with the cost-optimal R from the measured costs;
+  with the cost-optimal R from the measured costs, and from them each primary contrast's realised
+  power (`realised_power`): what the design could detect, printed beside the verdict, never changing it;
 - the controls' family and the mix groups' table (`results/study_controls.py`).
 Everything here reads the study's own files; `write_study_results` writes the tables and summary.
 """
@@ -26,15 +27,16 @@ from pathlib import Path
 import numpy as np
 
 from dnn_search.results.study_controls import control_comparisons, mix_group_ids, mix_rows
-from dnn_search.results.study_record import (COMPARISONS_TABLE, MIX_TABLE, REPLICATES_TABLE, SCHEMA_VERSION, SPLIT_FILE,
-                                             STUDY_VALIDATION_DIR, StudySpec, read_spec, replicate_folder,
-                                             replicates_of)
+from dnn_search.results.study_record import (COMPARISONS_TABLE, DIVERGED_COLUMN, FORECASTS_COLUMN, MIX_TABLE,
+                                             REPLICATES_TABLE, SCHEMA_VERSION, SPLIT_FILE, STUDY_VALIDATION_DIR,
+                                             StudySpec, read_spec, replicate_folder, replicates_of)
 from dnn_search.results.study_record import secondary_networks
 from dnn_search.results.study_secondary import picked_rows
 from dnn_search.results.study_views import curves, plateau_columns, write_views
 from dnn_search.results.tables import write_table
 from dnn_search.stats import holm, welch
-from dnn_search.study_stats import fisher_failures, one_sample, tost, variance_components, verdict, worst_case
+from dnn_search.study_stats import (fisher_failures, one_sample, tost, tost_power, variance_components, verdict,
+                                    worst_case)
 
 VALIDATION_TABLE = "validation.parquet"
 
@@ -255,6 +257,40 @@ def components(spec: StudySpec, replicates: list[dict], rows: list[dict], scale:
     return out
 
 
+# the realised power's columns in comparisons.parquet (NaN on every row that is not a primary contrast)
+POWER_COLUMNS = ("sigma_rep", "power_k", "realised_power")
+
+
+def realised_power(spec: StudySpec, row: dict, variance: list[dict]) -> dict:
+    """The realised power of one primary contrast (results/plans/*-diversity.md, "Secondary analyses"):
+    `tost_power(σ_rep, K, margin)`, the chance that TOST at the file's margin and alpha calls
+    "equivalent" when the two arms do not differ, for Welch on K replicates per arm, where
+    σ²_rep = σ²_meta + σ²_ret/R is the variance of one replicate's observation (the mean of R seeds)
+    from the study's own variance components of each side's network, the larger of the two arms',
+    and K the smaller of their completed replicates (`k` of the variance table; equal when none
+    failed). On the analysis scale: points for accuracy, log for MSE (the margin is (log 0.8,
+    log 1.25) there). It describes the design; the verdict never reads it. NaN where it is not
+    defined: a within-arm (one-sample) contrast, a network without variance components (only each
+    arm's primary network has them), or fewer than 2 replicates or no spread."""
+    nan = dict.fromkeys(POWER_COLUMNS, math.nan)
+    if row.get("test") != "welch":
+        return nan
+    by_network = {(v["arm"], v["network"]): v for v in variance}
+    sides = []
+    for side in ("a", "b"):
+        arm, _, network = str(row[side]).partition("/")
+        if (arm, network) not in by_network:
+            return nan
+        sides.append(by_network[(arm, network)])
+    sigma2 = max(v["sigma2_meta"] + v["sigma2_ret"] / spec.runs for v in sides)
+    k = min(int(v["k"]) for v in sides)
+    if not (math.isfinite(sigma2) and sigma2 > 0 and k >= 2):
+        return nan
+    sigma = math.sqrt(sigma2)
+    return {"sigma_rep": sigma, "power_k": k,
+            "realised_power": tost_power(sigma, k, spec.margin, alpha=spec.alpha, design="welch")}
+
+
 def secondary_protocol_family(spec: StudySpec, replicates: list[dict], rows: list[dict], scale: Scale) -> list[dict]:
     """The secondary protocol's own family: the plan's primary contrasts whose two networks it trains
     (each arm's primary network, pure), on its observations (the R runs at each network's picked lr),
@@ -298,20 +334,42 @@ def write_study_results(exp_dir: Path, spec: StudySpec | None = None, name: str 
     comparisons += control_comparisons(spec, completed_by_arm(spec, reps), obs, scale, mix_group_ids(exp_dir))
     comparisons += secondary_protocol_family(spec, reps, every_row, scale)
     comparisons = [{"protocol": "primary", **r} for r in comparisons]
+    variance = components(spec, reps, rows, scale)
+    for r in comparisons:
+        primary = r["family"] == "primary" and r["protocol"] == "primary"
+        r.update(realised_power(spec, r, variance) if primary else dict.fromkeys(POWER_COLUMNS, math.nan))
+    made = _forecasts_column(spec, every_row)
     picked = {r["key"]: r["picked_lr"] for r in picked_rows(every_row, spec, scale.metric, scale.direction, scale.log)}
-    write_table(exp_dir / VALIDATION_TABLE, [{**r, "picked_lr": picked.get(r["key"])} for r in every_row],
+    forecasts = {FORECASTS_COLUMN: made}
+    write_table(exp_dir / VALIDATION_TABLE, [{**r, "picked_lr": picked.get(r["key"]),
+                                             **(forecasts if DIVERGED_COLUMN in r else {})} for r in every_row],
                 ("arm", "replicate", "meta_seed", "mode", "protocol", "run", "seed", "lr", "picked_lr"))
     if spec.controls.get("mix"):
         write_table(exp_dir / MIX_TABLE, mix_rows(exp_dir, obs, val, scale), ("schema_version", "arm", "n", "group",
                                                                              "replicate", "members"))
     write_table(exp_dir / COMPARISONS_TABLE, comparisons, ("schema_version", "family", "contrast", "a", "b", "test",
-                                                          "estimate", "ci_lo", "ci_hi", "p", "holm_p", "verdict"))
-    variance = components(spec, reps, rows, scale)
+                                                          "estimate", "ci_lo", "ci_hi", "p", "holm_p", "verdict",
+                                                          *POWER_COLUMNS))
     write_table(exp_dir / "variance.parquet", variance, ("arm", "network"))
     write_views(exp_dir, spec, "heldout_" + scale.metric, variance)
     text = render_summary(exp_dir, name or exp_dir.name)
     atomic_write_text(exp_dir / "summary.md", text)
     return text
+
+
+def _forecasts_column(spec: StudySpec, rows: list[dict]) -> int | None:
+    """The forecasts each of ROWS made, for validation.parquet's `forecasts` column (None when no row
+    forecast): the forecast table counts the diverged forecasts out of those made, and a row says only
+    how many diverged. Each validation training forecast from the study's `study.forecast.trajectories`,
+    or with none from every test trajectory of the data (search/study_spec.validation_data)."""
+    if not any(DIVERGED_COLUMN in r for r in rows):
+        return None
+    if spec.forecast_trajectories is not None:
+        return int(spec.forecast_trajectories)
+    from dnn_search.data import load_dataset
+    from dnn_search.metalearn import MetaConfig
+    trajectories = load_dataset(MetaConfig.from_dict(spec.fixed).dataset, spec.data_path).trajectories_test
+    return None if trajectories is None else int(trajectories.shape[0])
 
 
 def _meta_seconds(exp_dir: Path, key: str) -> float:

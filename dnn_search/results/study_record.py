@@ -32,6 +32,10 @@ STUDY_CONTROLS_DIR = "study_controls"
 MIX_TABLE = "mix.parquet"
 REPLICATES_TABLE = "replicates.parquet"
 COMPARISONS_TABLE = "comparisons.parquet"
+# validation.parquet's forecast columns (forecast tasks): how many of a training's forecasts diverged
+# (the task's metric) and how many it made (written beside it by the analysis, for the forecast table)
+DIVERGED_COLUMN = "rollout_diverged"
+FORECASTS_COLUMN = "forecasts"
 SCHEMA_VERSION = 1
 
 

@@ -1,6 +1,8 @@
 """A diversity study's summary.md, rendered from its tables alone (replicates, comparisons, variance
-components, validation) and study.json: the answer first, one sentence per primary contrast, then
-the per-arm table over meta-seeds, every comparison, the failures and the variance components.
+components, validation) and study.json: the answer first, one sentence per primary contrast and the
+primary family's table with each contrast's realised power beside its verdict, then the per-arm table
+over meta-seeds, a forecast task's forecast table, every comparison, the failures and the variance
+components.
 A figure beside it draws one dot per meta-seed per arm, with each arm's 95 % CI.
 """
 from __future__ import annotations
@@ -9,7 +11,8 @@ import math
 from pathlib import Path
 
 from dnn_search.results.study_calibration import summary_lines as calibration_summary
-from dnn_search.results.study_record import COMPARISONS_TABLE, REPLICATES_TABLE, read_spec
+from dnn_search.results.study_record import (COMPARISONS_TABLE, DIVERGED_COLUMN, FORECASTS_COLUMN, REPLICATES_TABLE,
+                                             StudySpec, control_modes, networks, read_spec)
 from dnn_search.results.study_secondary import summary_lines as secondary_protocol_summary
 from dnn_search.results.study_views import summary_lines as views_summary
 from dnn_search.stats import format_number, mean_ci
@@ -88,18 +91,39 @@ def comparison_table(comparisons, family: str) -> list[str]:
     return lines
 
 
-def verdict_table(comparisons, family: str) -> list[str]:
-    """A family of contrasts with their TOST intervals and verdicts (the secondary protocol's)."""
+def verdict_table(comparisons, family: str, power: bool = False) -> list[str]:
+    """A family of contrasts with their TOST intervals and verdicts (the primary family's, with the
+    realised power beside each verdict when POWER; the secondary protocol's)."""
     rows = comparisons[comparisons["family"] == family]
     if rows.empty:
         return ["(none of the primary contrasts is between networks this protocol trains)"]
-    lines = ["| contrast | test | estimate | 95 % CI | 90 % CI | Holm p | verdict |", "|---|---|---|---|---|---|---|"]
+    extra = " σ_rep | K | realised power |" if power else ""
+    lines = ["| contrast | test | estimate | 95 % CI | 90 % CI | Holm p | TOST p | verdict |" + extra,
+             "|---|---|---|---|---|---|---|---|" + "---|" * (3 if power else 0)]
     for _, r in rows.iterrows():
         unit = r["unit"]
+        cells = ""
+        if power:
+            k = r.get("power_k")
+            k_cell = int(k) if k is not None and math.isfinite(k) else "–"
+            cells = (f" {format_number(r.get('sigma_rep'), 3)} | {k_cell} | "
+                     f"{format_number(r.get('realised_power'), 2)} |")
         lines.append(f"| {r['contrast']} | {r['test']} (K = {int(r['n_a'])}) | {_fmt_estimate(r['estimate'], unit)} | "
                      f"{_interval(r['ci_lo'], r['ci_hi'], unit)} | {_interval(r['ci90_lo'], r['ci90_hi'], unit)} | "
-                     f"{_p(r['holm_p'])} | **{r['verdict']}** |")
+                     f"{_p(r['holm_p'])} | {_p(r.get('tost_p'))} | **{r['verdict']}** |" + cells)
     return lines
+
+
+def power_lines(comparisons, runs: int, log: bool) -> list[str]:
+    """The primary family's table with the realised power beside each verdict, and what that power is."""
+    if comparisons[comparisons["family"] == "primary"].empty:
+        return []
+    scale = "log-MSE" if log else "accuracy-point"
+    return [*verdict_table(comparisons, "primary", power=True), "",
+            f"Realised power: the chance that TOST at this margin calls \"equivalent\" when the two arms do not "
+            f"differ, for Welch on K replicates per arm whose observations have the {scale} SD σ_rep, "
+            f"σ²_rep = σ²_meta + σ²_ret/{runs} from the variance components below (the larger of the two arms'); "
+            "it describes what the design could detect and never changes a verdict.", ""]
 
 
 def _controls_section(exp_dir: Path, spec, comparisons, scale) -> list[str]:
@@ -122,10 +146,96 @@ def _controls_section(exp_dir: Path, spec, comparisons, scale) -> list[str]:
     return lines
 
 
+# ------------------------------------------------------------------------------ forecasts
+# The forecast table (forecast tasks only; descriptive, no tests), per the plans: per arm (control arms
+# aside), for its primary network, each single:k, pure and std:*, under the primary protocol, over every
+# (replicate, retraining seed) row of validation.parquet: the median of each forecast metric the task
+# declares (each row's value is already a median over its forecasts that did not diverge; a row whose
+# forecasts all diverged has none and is left out of the median, its forecasts being in the count), and
+# the diverged forecasts out of all made (sums of `rollout_diverged` and `forecasts`).
+
+
+def forecast_metrics(task) -> tuple[str, ...]:
+    """The forecast metrics shown as medians: every extra metric TASK declares but the diverged count;
+    () for a task that makes no forecasts (then there is no table)."""
+    names = tuple(m.name for m in task.extra_metrics)
+    return tuple(n for n in names if n != DIVERGED_COLUMN) if DIVERGED_COLUMN in names else ()
+
+
+def forecast_networks(spec: StudySpec) -> list[tuple[str, str]]:
+    """(arm, mode) rows of the table: each non-control arm's primary network, single:k, pure and std:*
+    (its validated networks without the controls), in the study's order."""
+    return [(arm.name, mode) for arm in spec.arms if not arm.control
+            for mode in networks(spec, arm) if mode not in control_modes(spec, arm)]
+
+
+def forecast_rows(validation, spec: StudySpec, task) -> list[dict]:
+    """The table's rows from VALIDATION (validation.parquet as a DataFrame): per (arm, mode) of
+    `forecast_networks` with primary-protocol rows, the rows counted, the median of each forecast
+    metric, the diverged forecasts and the forecasts made."""
+    import numpy as np
+    metrics = forecast_metrics(task)
+    if not metrics or validation.empty or DIVERGED_COLUMN not in validation.columns:
+        return []
+    rows = validation[validation["protocol"] == "primary"] if "protocol" in validation.columns else validation
+    out = []
+    for arm, mode in forecast_networks(spec):
+        mine = rows[(rows["arm"] == arm) & (rows["mode"] == mode)]
+        if mine.empty:
+            continue
+        # `forecasts` is missing only from a table written before the analysis recorded it
+        made = int(mine[FORECASTS_COLUMN].sum()) if FORECASTS_COLUMN in mine.columns else None
+        row = {"arm": arm, "mode": mode, "trainings": len(mine), "diverged": int(mine[DIVERGED_COLUMN].sum()),
+               "forecasts": made}
+        for name in metrics:
+            values = mine[name].to_numpy(dtype=float)
+            values = values[np.isfinite(values)]
+            row[name] = float(np.median(values)) if values.size else math.nan
+        out.append(row)
+    return out
+
+
+def _number(value: float) -> str:
+    """Three significant digits (forecast errors span decades between networks); '–' when missing."""
+    return f"{value:.3g}" if math.isfinite(value) else "–"
+
+
+def forecast_lines(exp_dir: Path, spec: StudySpec, task) -> list[str]:
+    """summary.md's forecast section (none for a task without forecasts): a forecast task's validation
+    networks also integrate their learned fields, and a small one-step error says little about how a
+    field behaves when its own errors feed back, so the plans show these numbers per arm and network
+    (results/plans/henonheiles-diversity.md, "The forecast table"). Descriptive: they never enter a
+    contrast."""
+    import pandas as pd
+    path = Path(exp_dir) / "validation.parquet"
+    rows = forecast_rows(pd.read_parquet(path), spec, task) if path.is_file() and forecast_metrics(task) else []
+    if not rows:
+        return []
+    metrics = forecast_metrics(task)
+    per = spec.forecast_trajectories
+    source = f"the first {per} test trajector{'y' if per == 1 else 'ies'}" if per else "every test trajectory"
+    lines = ["## Forecasts (descriptive)", "",
+             f"Every validation network integrated its learned field with RK4 from the first state of {source}"
+             " over its whole length, under the primary protocol. Per arm and network, over every (replicate, "
+             "retraining seed): the median of each row's forecast metrics (a row's value is the median over its "
+             "forecasts that did not diverge; a row whose forecasts all diverged has none) and the diverged "
+             "forecasts out of all made. No test: these numbers never enter a contrast.", "",
+             "| arm | network | trainings | " + " | ".join(f"median {m}" for m in metrics)
+             + " | diverged / forecasts |", "|---|---|---|" + "---|" * len(metrics) + "---|"]
+    for r in rows:
+        primary = spec.arm(r["arm"]).primary == r["mode"]
+        lines.append(f"| {r['arm']} | {r['mode']}{' (primary)' if primary else ''} | {r['trainings']} | "
+                     + " | ".join(_number(r[m]) for m in metrics)
+                     + f" | {r['diverged']} / {'–' if r['forecasts'] is None else r['forecasts']} |")
+    return lines + [""]
+
+
 def render_summary(exp_dir: Path, name: str) -> str:
     import pandas as pd
 
+    from dnn_search.metalearn import MetaConfig
     from dnn_search.results.study_analysis import study_scale
+    from dnn_search.tasks import task_for_dataset
     exp_dir = Path(exp_dir)
     spec = read_spec(exp_dir)
     scale = study_scale(spec)
@@ -133,12 +243,14 @@ def render_summary(exp_dir: Path, name: str) -> str:
     comparisons = pd.read_parquet(exp_dir / COMPARISONS_TABLE)
     variance = pd.read_parquet(exp_dir / "variance.parquet")
     dataset = spec.fixed.get("dataset", "MNIST1D")
+    task = task_for_dataset(MetaConfig.from_dict(spec.fixed).dataset)
     unit = "log ratio" if scale.log else "accuracy points"
     lines = [f"# Diversity study `{name}`", "", spec.description, "",
              "## The answer", "",
              f"Primary contrasts (the meta-seed is the unit; Holm over the family; TOST at α = {spec.alpha:g} "
              f"per side, margin {_interval(*spec.margin, 'ratio' if scale.log else 'points')} in {unit}):", "",
              *answer_lines(comparisons, dataset, spec.margin), "",
+             *power_lines(comparisons, spec.runs, scale.log),
              f"![one dot per meta-seed]({FIGURE})", "",
              "## Arms over meta-seeds", "",
              f"Each replicate's value is the mean over its {spec.runs} retraining seeds"
@@ -147,6 +259,7 @@ def render_summary(exp_dir: Path, name: str) -> str:
              "networks are scored on the study's selection split, which meta-learning never saw, and on test.", "",
              *arm_table(replicates, spec, scale.metric, scale.log), ""]
     lines += calibration_summary(exp_dir, spec)
+    lines += forecast_lines(exp_dir, spec, task)
     lines += _controls_section(exp_dir, spec, comparisons, scale)
     failed = replicates[replicates["status"] == "FAILED"]
     lines += ["## FAILED replicates", ""]

@@ -75,16 +75,22 @@ def study_validation_trial(config: dict, settings: dict) -> None:
 
 
 def _train(context, job: dict, validation: dict, protocol: str) -> None:
-    """One training of a validation network, its row written to job["out"] (skipped when it exists:
-    finished before a restart, and a network is never trained twice). Every network of a study goes
-    through here: the arm's own, the secondary protocol's and the controls'."""
+    """One training of a validation network (`train_network`), reported to Tune once its row is written."""
     from ray import tune
+    if train_network(context, job, validation, protocol):
+        tune.report({"key": job["key"], "replicate": context[2]["replicate"]})
 
+
+def train_network(context, job: dict, validation: dict, protocol: str) -> bool:
+    """One training of a validation network, its row written to job["out"] (skipped when it exists:
+    finished before a restart, and a network is never trained twice); True when it trained. Every
+    network of a study goes through here: the arm's own, the secondary protocol's and the controls'.
+    Nothing here needs a Tune session, so a test writes a study's rows with this very code."""
     from dnn_search.validation import ValidationConfig, metric_columns, run_mode
     acts_at, data, batch, settings, device, node_id = context
     out = Path(job["out"])
     if out.exists():
-        return
+        return False
     cfg = ValidationConfig(**validation).validate()
     faults.trace("train", key=job["key"], node_id=node_id)
     # a control network trains from its own activation file (`act_path`) and builds with the validation
@@ -97,7 +103,7 @@ def _train(context, job: dict, validation: dict, protocol: str) -> None:
            "epochs": cfg.epochs, **{k: result[k] for k in metric_columns(result, data.task_object())},
            "seconds": result["seconds"], "node_id": node_id}
     atomic_write_text(out, json.dumps(row, allow_nan=True) + "\n")
-    tune.report({"key": job["key"], "replicate": batch["replicate"]})
+    return True
 
 
 def _secondary(context, network: dict) -> None:
