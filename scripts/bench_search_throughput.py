@@ -14,8 +14,11 @@ Optuna, checkpoints and reporting -- what a longer search amortises.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -78,6 +81,22 @@ def decompose(trials, steps, wall: float, t0: float, t_end: float, concurrency: 
             "end (tables, export, Ray shutdown, exit)": concurrency * (t_end - last)}
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_port(port: int, timeout: float = 60.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            time.sleep(2)  # the head answers before its raylet has registered
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"the local Ray head did not answer on port {port} within {timeout:.0f} s")
+
+
 def profile_top(path: Path, n: int = 12) -> str:
     """The driver's cProfile: the functions with the most cumulative time, as markdown rows."""
     import pstats
@@ -101,6 +120,10 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true",
                         help="run the driver under cProfile and add its top functions (the trials run in "
                              "Ray workers: their parts come from the decomposition)")
+    parser.add_argument("--local-ray", action="store_true",
+                        help="start a local Ray head first (`ray start --head --block`, its own temp folder, "
+                             "stopped at the end) and run the search on it with --address: a Ray session kept "
+                             "across commands, so the search pays neither Ray's start nor its shutdown")
     parser.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "dnn_search-throughput-cache"),
                         help="kept between runs, so the native kernels' one-time build (30-50 s) and the data "
                              "generation are not measured; run twice when it is new")
@@ -116,12 +139,30 @@ def main() -> int:
         env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
         prof = Path(tmp) / "driver.prof"
         runner = [sys.executable, *(["-m", "cProfile", "-o", str(prof)] if args.profile else []), "-m", "dnn_search"]
-        started = time.time()
-        proc = subprocess.run([*runner, "search", "--space", str(path), "--name", "tp",
-                               "--storage", str(Path(tmp) / "r"), "--quiet", "--cache-dir", args.cache_dir],
-                              env=env, cwd=REPO,
-                              capture_output=True, text=True)
-        ended = time.time()
+        address = []
+        head = None
+        if args.local_ray:
+            env["RAY_AUTH_MODE"] = "disabled"  # a private head on this machine, for this measurement only
+            port = _free_port()
+            head = subprocess.Popen([str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
+                                     f"--port={port}", f"--num-cpus={args.max_concurrent}", "--include-dashboard=false",
+                                     "--disable-usage-stats", f"--temp-dir={Path(tmp) / 'ray'}"],
+                                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    start_new_session=True)
+            _wait_for_port(port)
+            address = ["--address", f"127.0.0.1:{port}"]
+        try:
+            started = time.time()
+            proc = subprocess.run([*runner, "search", "--space", str(path), "--name", "tp",
+                                   "--storage", str(Path(tmp) / "r"), "--quiet", "--cache-dir", args.cache_dir,
+                                   *address],
+                                  env=env, cwd=REPO,
+                                  capture_output=True, text=True)
+            ended = time.time()
+        finally:
+            if head is not None:
+                os.killpg(head.pid, signal.SIGTERM)
+                head.wait(60)
         wall = ended - started
         if proc.returncode != 0:
             print(proc.stderr[-3000:], file=sys.stderr)
@@ -138,12 +179,13 @@ def main() -> int:
         "CPU": f"{cpu_model()} ({os.cpu_count()} cores), torch threads per trial: 1",
         "code": commit,
         "search": f"{len(trials)} trials x {args.steps} outer steps, {args.max_concurrent} at once, "
-                  f"mnist1d.yaml sizes, statuses {trials.status.value_counts().to_dict()}",
+                  f"mnist1d.yaml sizes, statuses {trials.status.value_counts().to_dict()}, "
+                  f"{'on a local Ray head started before it (--address)' if args.local_ray else 'embedded Ray'}",
         "wall time (whole command)": f"{wall:.1f} s",
         "outer steps per hour": f"{done_steps / wall * 3600:.0f}",
         "trials per hour": f"{len(trials) / wall * 3600:.1f}",
         "mean outer step inside a trial": f"{step_seconds / max(done_steps, 1):.2f} s",
-        "share of wall time outside outer steps": f"{max(0.0, 1 - busy / wall) * 100:.0f} %",
+        "share of wall time outside outer steps": f"{max(0.0, 1 - busy / wall) * 100:.1f} %",
     }
     n = max(len(trials), 1)
     total = args.max_concurrent * wall
@@ -159,6 +201,7 @@ def main() -> int:
     if args.write:
         command = (f"python scripts/bench_search_throughput.py --trials {args.trials} --steps {args.steps} "
                    f"--max-concurrent {args.max_concurrent}{' --profile' if args.profile else ''}"
+                   f"{' --local-ray' if args.local_ray else ''}"
                    f"{' --label ' + args.label if args.label else ''} --write {args.write}")
         block = f"## {args.label or 'run'}\n\nMade by `{command}` on {time.strftime('%Y-%m-%d %H:%M')}.\n\n" + table
         head = ("# Whole-search throughput\n\nThe outside share is 1 - (sum of the trials' outer-step seconds / "
