@@ -182,8 +182,12 @@ def ray_session(address: str | None, quiet: bool = False, exp_dir: Path | None =
             try:
                 ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
             except (ConnectionError, RuntimeError, ValueError) as exc:
+                hint = ("" if os.environ.get("RAY_AUTH_MODE") else
+                        "; if the cluster uses token authentication (Ray turns it on when the head has "
+                        "~/.ray/auth_token), set RAY_AUTH_MODE=token here, with the head's token in RAY_AUTH_TOKEN "
+                        "or ~/.ray/auth_token")
                 raise UserError(f"--address {address}: cannot join the Ray cluster: "
-                                f"{' '.join(str(exc).split())[:300]}") from None
+                                f"{' '.join(str(exc).split())[:300]}{hint}") from None
         yield ray
     finally:
         if ray.is_initialized():
