@@ -138,7 +138,6 @@ def run() -> None:
     handlers, logging and the standard streams are flushed, the process ends at once."""
     code = main()
     import atexit
-    import logging
     atexit._run_exitfuncs()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):

@@ -36,21 +36,33 @@ def load_checkpoint_state(folder: str | os.PathLike) -> dict:
     return state
 
 
-def load_trial_activations(exp_dir: str | os.PathLike, checkpoint_path: str, base: str):
-    """The ActivationSet of the trial checkpoint CHECKPOINT_PATH (relative to EXP_DIR, or absolute
-    inside it)."""
-    from dnn_search.activations import ActivationSet
+def checkpoint_folder(exp_dir: str | os.PathLike, checkpoint_path: str) -> Path:
+    """The folder of the trial checkpoint CHECKPOINT_PATH (as trials.parquet records it: relative to
+    EXP_DIR, or absolute inside it); a path leading outside EXP_DIR is a UserError."""
     folder = Path(checkpoint_path)
     if not folder.is_absolute():
         folder = Path(exp_dir) / folder
     root = Path(exp_dir).resolve()
     if root not in folder.resolve().parents:
         raise UserError(f"checkpoint path {checkpoint_path!r} in {TRIALS_FILE} is outside {root}: refused")
+    return folder
+
+
+def state_activations(state: dict, base: str):
+    """The ActivationSet a learner state holds (its phi.* tensors), on base function BASE."""
+    from dnn_search.activations import ActivationSet
+    return ActivationSet.from_tensors(base, {k: state[f"phi.{k}"] for k in ("w1", "b1", "w2", "b2")})
+
+
+def load_trial_activations(exp_dir: str | os.PathLike, checkpoint_path: str, base: str):
+    """The ActivationSet of the trial checkpoint CHECKPOINT_PATH (relative to EXP_DIR, or absolute
+    inside it)."""
+    folder = checkpoint_folder(exp_dir, checkpoint_path)
     try:
         state = load_checkpoint_state(folder)
     except FileNotFoundError:
         raise UserError(f"checkpoint {folder} is missing: the trial's activations cannot be exported") from None
     try:
-        return ActivationSet.from_tensors(base, {k: state[f"phi.{k}"] for k in ("w1", "b1", "w2", "b2")})
+        return state_activations(state, base)
     except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
         raise UserError(f"checkpoint {folder}: not a learner state ({' '.join(str(exc).split())[:160]})") from None

@@ -9,18 +9,13 @@ import shutil
 from pathlib import Path
 
 from dnn_search.errors import UserError
-from dnn_search.results.checkpoint import ACTIVATION_PLOT, load_trial_activations
+from dnn_search.results.checkpoint import ACTIVATION_PLOT, checkpoint_folder, load_trial_activations
 from dnn_search.results.layout import ACTIVATIONS_DIR, TRIALS_FILE
 from dnn_search.results.ranking import rank_trials
 from dnn_search.results.record import read_record
 from dnn_search.results.tables import plain, read_table
 
 log = logging.getLogger(__name__)
-
-
-def _checkpoint_folder(exp_dir: Path, checkpoint_path: str) -> Path:
-    folder = Path(checkpoint_path)
-    return folder if folder.is_absolute() else exp_dir / folder
 
 
 def _config_defaults() -> dict:
@@ -68,7 +63,7 @@ def export_trials(exp_dir: str | os.PathLike, top: int, out: str | os.PathLike |
         paths = write_activation_files(folder, stem, acts, metadata)
         meta_json = json.loads(paths["json"].read_text())
         atomic_write_text(folder / "metadata.json", json.dumps(meta_json, indent=2) + "\n")
-        drawn = _checkpoint_folder(exp_dir, row["checkpoint_path"]) / ACTIVATION_PLOT  # by the trial itself
+        drawn = checkpoint_folder(exp_dir, row["checkpoint_path"]) / ACTIVATION_PLOT  # by the trial itself
         if drawn.is_file():
             png = folder / "activations.png"
             with atomic_path(png) as tmp:

@@ -243,11 +243,19 @@ _STATE_NAMES = {"COMPLETE": "COMPLETED", "PRUNED": "PRUNED", "FAIL": "FAILED", "
                 "WAITING": "RUNNING"}
 
 
+def _told_status(optuna_state) -> str | None:
+    """The table's status of a trial Optuna was told about (None while the study has it running)."""
+    if optuna_state in _STATE_NAMES and optuna_state not in ("RUNNING", "WAITING"):
+        return _STATE_NAMES[optuna_state]
+    return None
+
+
 def _status(trial, optuna_state, result) -> str:
     if trial.status in ("RUNNING", "PENDING", "PAUSED"):
         return "RUNNING"
-    if optuna_state in _STATE_NAMES and optuna_state not in ("RUNNING", "WAITING"):
-        return _STATE_NAMES[optuna_state]
+    told = _told_status(optuna_state)
+    if told is not None:
+        return told
     if trial.status == "ERROR" or result.get("diverged"):
         return "FAILED"
     if int(result.get("step", 0) or 0) >= int(result.get("target_steps", 1) or 1):
@@ -294,8 +302,9 @@ def _carried_row(previous: dict, number, optuna_state, error) -> dict:
     row = dict(previous)
     if number is not None:
         row["optuna_number"] = number
-    if optuna_state in _STATE_NAMES and optuna_state not in ("RUNNING", "WAITING"):
-        row["status"] = _STATE_NAMES[optuna_state]
+    told = _told_status(optuna_state)
+    if told is not None:
+        row["status"] = told
         if optuna_state == "FAIL" and error:
             row["error"] = error
     return row

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dnn_search.results.checkpoint import ACTIVATION_PLOT, STATE_FILE, load_checkpoint_state
+from dnn_search.results.checkpoint import ACTIVATION_PLOT, STATE_FILE, load_checkpoint_state, state_activations
 from dnn_search.search import faults
 
 
@@ -43,9 +43,8 @@ def plot_checkpoint(state: dict, base: str, folder: Path, title: str) -> None:
     trial's worker: the driver attaches it to the Optuna trial when the trial ends
     (search/artifacts.py) instead of drawing it there, where every trial's plot held up Tune's
     event loop (about 0.4 s per trial, measured in docs/benchmarks_search.md)."""
-    from dnn_search.activations import ActivationSet
     from dnn_search.plots import plot_activations
-    acts = ActivationSet.from_tensors(base, {k: state[f"phi.{k}"] for k in ("w1", "b1", "w2", "b2")})
+    acts = state_activations(state, base)
     plot_activations(acts, folder / ACTIVATION_PLOT, f"{title}: {acts.n} learned {acts.base} activation(s)")
 
 
