@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -204,3 +205,211 @@ def test_a_run_recorded_before_its_plan_is_caught():
     assert any("is not an ancestor" in p for p in problems) and any(DIVERSITY[name][2] in p for p in problems)
     assert pre_registration_problems(name, {"plan_commit": plan_commit}) == ["run.json has no 'commit'"]
     assert pre_registration_problems(name, {"commit": head, "plan_commit": plan_commit}) == []
+
+
+# ------------------------------------------------------------------------------ the diversity studies' numbers
+# Each committed study is checked from its own tables: its summary is what the code renders from them, its
+# comparisons are what the study's statistics make of its validation table, and every number the README's
+# account of it quotes is one of those (or a design number of its plan, space file or run record).
+
+def _study_folder(name: str) -> Path:
+    folder = REPO / "results" / name
+    if not folder.is_dir():
+        pytest.skip(f"results/{name}/ does not exist yet: {DIVERSITY[name][0]} has not been run")
+    return folder
+
+
+def _study_rows(folder: Path) -> tuple[list[dict], list[dict]]:
+    """The committed replicates and validation tables as the analysis reads them (rows of dicts; a
+    missing value is NaN, which the analysis treats as missing)."""
+    reps = pd.read_parquet(folder / "replicates.parquet").to_dict("records")
+    rows = pd.read_parquet(folder / "validation.parquet").to_dict("records")
+    return reps, rows
+
+
+def recomputed_comparisons(folder: Path) -> list[dict]:
+    """comparisons.parquet rebuilt from replicates.parquet and validation.parquet with the study's
+    statistics (the families of `write_study_results`, before its realised-power columns)."""
+    from dnn_search.results.study_analysis import (compare as compare_study, completed_by_arm, observations,
+                                                   secondary_protocol_family, study_scale)
+    from dnn_search.results.study_controls import control_comparisons, mix_group_ids
+    from dnn_search.results.study_record import read_spec
+    spec = read_spec(folder)
+    scale = study_scale(spec)
+    reps, every_row = _study_rows(folder)
+    rows = [r for r in every_row if r.get("protocol", "primary") == "primary"]
+    out = compare_study(spec, reps, rows, scale)
+    out += control_comparisons(spec, completed_by_arm(spec, reps), observations(rows, scale, "test"), scale,
+                               mix_group_ids(folder))
+    out += secondary_protocol_family(spec, reps, every_row, scale)
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(DIVERSITY))
+def test_diversity_comparisons_are_recomputed_from_the_validation_table(name):
+    folder = _study_folder(name)
+    committed = pd.read_parquet(folder / "comparisons.parquet")
+    again = recomputed_comparisons(folder)
+    assert len(again) == len(committed)
+    for row, (_, old) in zip(again, committed.iterrows()):
+        assert (row["family"], row["contrast"]) == (old["family"], old["contrast"])
+        for key in ("estimate", "ci_lo", "ci_hi", "p", "holm_p", "ci90_lo", "ci90_hi", "tost_p"):
+            if key in row and row[key] is not None and math.isfinite(row[key]):
+                assert row[key] == pytest.approx(old[key], rel=1e-9, abs=1e-12), (row["contrast"], key)
+        if "verdict" in row:
+            assert row["verdict"] == old["verdict"], row["contrast"]
+
+
+@pytest.mark.parametrize("name", sorted(DIVERSITY))
+def test_diversity_summary_is_rendered_from_its_tables(name, tmp_path):
+    from dnn_search.results.study_summary import render_summary
+    folder = _study_folder(name)
+    copy = tmp_path / name
+    shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("summary.md", "report*"))
+    assert (folder / "summary.md").read_text() == render_summary(copy, name)
+
+
+_NUMBER = re.compile(r"(?<![\w.:/-])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?![\w.]*[a-df-zA-DF-Z_/])")
+
+
+def _quoted_numbers(section: str) -> list[str]:
+    """The numbers of a README section, leaving out link targets, inline code and image paths (file
+    names, commands) and identifiers (n1, single:1)."""
+    text = re.sub(r"\]\([^)]*\)", "]", section)
+    text = re.sub(r"`[^`]*`", "", text).replace("−", "-")
+    return _NUMBER.findall(text)
+
+
+def _accounted(token: str, values: list[float], integers: set[int]) -> bool:
+    """Whether TOKEN, as printed, is one of VALUES rounded to the token's digits (relative digits for
+    scientific notation), or an exact integer of INTEGERS."""
+    x = float(token)
+    if re.fullmatch(r"[-+]?\d+", token):
+        return int(x) in integers or abs(int(x)) in integers
+    mantissa = token.lower().split("e")[0]
+    decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
+    if "e" in token.lower():
+        scale = 10.0 ** math.floor(math.log10(abs(x))) if x else 1.0
+        tol = 0.5 * 10.0 ** -decimals * scale
+    else:
+        tol = 0.5 * 10.0 ** -decimals
+    return any(abs(v - x) <= tol * (1 + 1e-9) or abs(abs(v) - abs(x)) <= tol * (1 + 1e-9) for v in values)
+
+
+def _study_numbers(name: str, folder: Path) -> tuple[list[float], set[int]]:
+    """Every number the README may quote about study NAME: its statistics (recomputed), the arms' and
+    controls' means and CIs, the forecast medians and counts, the calibration picks, the stage times,
+    and the design numbers of its plan, space file and spec."""
+    from dnn_search.results.study_analysis import study_scale
+    from dnn_search.results.study_record import read_spec
+    from dnn_search.stats import mean_ci
+    spec = read_spec(folder)
+    scale = study_scale(spec)
+    natural = (lambda v: math.exp(v)) if scale.log else (lambda v: v)
+    values: list[float] = []
+    for row in recomputed_comparisons(folder):
+        for key in ("estimate", "ci_lo", "ci_hi", "ci90_lo", "ci90_hi"):
+            v = row.get(key)
+            if v is not None and math.isfinite(v):
+                values.append(natural(v) if row.get("unit") in ("ratio", "points") else v)
+                if row.get("unit") == "ratio":
+                    values.append(1 / natural(v))  # a ratio may be quoted either way round
+        values += [row[k] for k in ("p", "holm_p", "tost_p") if row.get(k) is not None and math.isfinite(row[k])]
+    committed = pd.read_parquet(folder / "comparisons.parquet")
+    for key in ("sigma_rep", "realised_power"):
+        values += [v for v in committed[key] if math.isfinite(v)]
+    tables = [pd.read_parquet(folder / "replicates.parquet")]
+    if (folder / "mix.parquet").is_file():
+        tables.append(pd.read_parquet(folder / "mix.parquet"))
+    for table in tables:
+        done = table[table["status"] == "COMPLETED"] if "status" in table.columns else table
+        for column in (c for c in done.columns if c.startswith(("test_", "val_")) and "[" in c):
+            for _, part in done.groupby("arm"):  # mean, CI and spread over meta-seeds, as the arm table prints them
+                finite = [v for v in part[column] if v is not None and math.isfinite(v)]
+                if len(finite) > 1:
+                    ci = mean_ci([math.log(v) for v in finite] if scale.log else [100 * v for v in finite])
+                    values += [natural(ci.mean), natural(ci.lo), natural(ci.hi), natural(ci.sd) if scale.log else ci.sd]
+        if "heldout_last" in done.columns:  # the views: each arm's learning curves at their end
+            for column in ("heldout_last", "heldout_change_last_quarter"):
+                values += [float(part[column].mean()) for _, part in done.groupby("arm")]
+    variance = pd.read_parquet(folder / "variance.parquet")
+    for column in ("sigma2_meta", "sigma2_ret", "icc"):
+        values += [float(v) for v in variance[column]] + [math.sqrt(v) for v in variance[column] if v >= 0]
+    validation = pd.read_parquet(folder / "validation.parquet")
+    for column in ("rollout_mse", "energy_drift"):
+        if column in validation.columns:
+            primary = validation[validation["protocol"] == "primary"]
+            for _, part in primary.groupby(["arm", "mode"]):
+                finite = part[column][part[column].map(math.isfinite)]
+                if len(finite):
+                    values.append(float(finite.median()))
+    if (folder / "calibration.parquet").is_file():
+        calibration = pd.read_parquet(folder / "calibration.parquet")
+        values += [float(v) for c in calibration.columns if c.startswith("param_") or c == "score"
+                   for v in calibration[c] if isinstance(v, float) and math.isfinite(v)]
+    run = json.loads((folder / "run.json").read_text())
+    seconds = [v for v in run.get("stage_seconds_total", {}).values()] + [run.get("wall_seconds_last_session", 0)]
+    values += [s / 60 for s in seconds] + [s / 3600 for s in seconds] + seconds
+    integers = {int(v) for v in values if float(v).is_integer()}
+    integers |= {round(s) for s in seconds} | {round(s / 60) for s in seconds}
+    # counts: replicates per arm and status, trainings, forecasts, diverged forecasts
+    reps = pd.read_parquet(folder / "replicates.parquet")
+    integers |= {int(c) for c in reps.groupby(["arm", "status"]).size()} | {len(reps), len(validation)}
+    if "rollout_diverged" in validation.columns:
+        primary = validation[validation["protocol"] == "primary"]
+        for _, part in primary.groupby(["arm", "mode"]):
+            integers |= {len(part), int(part["rollout_diverged"].sum()), int(part["forecasts"].sum())}
+        integers.add(int(primary["rollout_diverged"].sum()))
+    # the design: every number of the plan (its anchor and margins included), the space file and the spec
+    design = " ".join((REPO / p).read_text() for p in DIVERSITY[name][1:]) + json.dumps(
+        json.loads((folder / "study.json").read_text())["spec"])
+    for token in re.findall(r"\d+(?:\.\d+)?(?:e-?\d+)?", design):
+        v = float(token)
+        values.append(v)
+        if v.is_integer():
+            integers.add(int(v))
+    integers |= {90, 95}  # the CIs' levels
+    return values, integers
+
+
+def _readme_accounts(name: str) -> list[str]:
+    """Every place the README speaks of study NAME: each line of a table that links its folder, and
+    the section that opens with the link (up to the next heading)."""
+    readme = (REPO / "README.md").read_text()
+    link, places, start = f"(results/{name}/)", [], 0
+    while (start := readme.find(link, start)) != -1:
+        line_start = readme.rfind("\n", 0, start) + 1
+        if readme.startswith("|", line_start):
+            end = readme.find("\n", start)
+        else:
+            ends = [i for i in (readme.find("\n### ", start), readme.find("\n## ", start)) if i != -1]
+            end = min(ends) if ends else len(readme)
+        places.append(readme[line_start:end])
+        start = end
+    assert places, f"the README does not link results/{name}/"
+    return places
+
+
+@pytest.mark.parametrize("name", sorted(DIVERSITY))
+def test_readme_quotes_only_numbers_of_the_diversity_study(name):
+    """Every number in the README's accounts of a diversity study (its section, and each table row that
+    links it) is recomputed here from its committed tables with the study's statistics (or is a design
+    number of its plan, space file or spec, or a stage time of its run.json), and each account quotes
+    the primary contrast's estimate with its 95 % CI and its verdict as the summary prints them."""
+    from dnn_search.results.study_summary import _fmt_estimate, _interval
+    folder = _study_folder(name)
+    places = _readme_accounts(name)
+    values, integers = _study_numbers(name, folder)
+    stray = [t for place in places for t in _quoted_numbers(place) if not _accounted(t, values, integers)]
+    assert not stray, f"README's account of {name} quotes numbers its tables do not give: {stray}"
+    comparisons = pd.read_parquet(folder / "comparisons.parquet")
+    primary = comparisons[(comparisons["family"] == "primary") & (comparisons["protocol"] == "primary")]
+    for place in places:
+        flat = re.sub(r"\s+", " ", place)
+        for _, r in primary.iterrows():
+            estimate = _fmt_estimate(r["estimate"], r["unit"]).lstrip("×")
+            quotes = [f"{estimate} {_interval(r['ci_lo'], r['ci_hi'], r['unit'])}", f"**{r['verdict']}**"]
+            if not place.startswith("|"):  # the section also gives the equivalence test's interval
+                quotes.append(_interval(r["ci90_lo"], r["ci90_hi"], r["unit"]))
+            for text in quotes:
+                assert text in flat, f"README's account of {name} does not quote {text!r} ({r['contrast']})"
