@@ -84,15 +84,24 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8
     return atomic_write_bytes(path, text.encode(encoding))
 
 
-def ensure_writable_folder(folder: str | os.PathLike, what: str = "output folder") -> Path:
-    """Create `folder` now and prove it writable, so a bad path fails before any work is done."""
-    path = Path(folder)
+def unwritable_reason(folder: str | os.PathLike) -> str | None:
+    """None when FOLDER exists (or can be created) and accepts a new file, else the system's reason
+    (e.g. 'Permission denied'): the one write probe behind every "is this folder usable" check."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        Path(folder).mkdir(parents=True, exist_ok=True)
         # A unique probe name: concurrent trials check the same folder.
-        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=path)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=folder)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise UserError(f"cannot write to {what} {path}: {exc.strerror or exc}") from None
+        return exc.strerror or str(exc)
+    return None
+
+
+def ensure_writable_folder(folder: str | os.PathLike, what: str = "output folder") -> Path:
+    """Create `folder` now and prove it writable, so a bad path fails before any work is done."""
+    path = Path(folder)
+    reason = unwritable_reason(path)
+    if reason is not None:
+        raise UserError(f"cannot write to {what} {path}: {reason}")
     return path

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import torch
 
+from dnn_search.atomic import unwritable_reason
+
 log = logging.getLogger(__name__)
 
 RECORD = "build.json"
@@ -98,14 +100,8 @@ def load_prebuilt(folder: Path, ext: Extension):
 
 def writable_reason(folder: Path) -> str | None:
     """None if FOLDER exists (or can be created) and accepts a new file, else why not."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        return f"{folder} is not writable ({exc.strerror or exc})"
-    return None
+    reason = unwritable_reason(folder)
+    return None if reason is None else f"{folder} is not writable ({reason})"
 
 
 def build_into(folder: Path, ext: Extension) -> tuple[object, bool]:
