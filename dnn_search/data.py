@@ -74,6 +74,23 @@ def load_dataset(name: str, data_path: str | os.PathLike | None = None) -> Datas
     return dataset
 
 
+def validation_data(dataset: str, data_path: str | os.PathLike | None = None, trajectories: int | None = None,
+                    source: str = "") -> Dataset:
+    """DATASET as a study's validation networks see it: forecasts from the first TRAJECTORIES test
+    trajectories (None: all). What the validation trials, the dry run's unit costs and the start-up
+    check all load, so the dry run prices the forecasts the study will make. A count beyond the test
+    trajectories is the file's error (one UserError naming the key)."""
+    data = load_dataset(dataset, data_path)
+    if trajectories is None:
+        return data
+    available = int(data.trajectories_test.shape[0])
+    if trajectories > available:
+        where = f"search space {source}: " if source else "search space: "
+        raise UserError(f"{where}study.forecast.trajectories: {trajectories} is beyond the {available} test "
+                        f"trajectories of {data.name}")
+    return data.with_rollouts(None, trajectories)
+
+
 def _local_folder(name: str, data_path) -> Path:
     if data_path is None:
         raise UserError(f"{name} is read from local files: pass --data_path with the folder that holds them")

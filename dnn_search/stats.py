@@ -109,6 +109,23 @@ def mean_ci(values, level: float = 0.95) -> MeanCI:
     return MeanCI(mean, sd, n, mean - half, mean + half, level)
 
 
+def format_over_replicates(values, log: bool) -> tuple[str, str, str]:
+    """(mean, '[lo, hi]', spread) of the finite VALUES, a metric over replicates, as the study tables
+    print them: for an MSE (LOG) the geometric mean, its 95 % t-interval on the log scale and the spread
+    as the factor ×exp(sd); for an accuracy, points (× 100) with its interval and sd. An interval that
+    is not defined (one value) prints '[–]'; no value at all prints '–' three times."""
+    finite = finite_values(values)
+    if finite.size == 0:
+        return "–", "[–]", "–"
+    ci = mean_ci(np.log(finite) if log else 100.0 * finite)
+
+    def show(x: float) -> str:
+        return format_number(math.exp(x), 3) if log else f"{x:.2f}"
+    bounds = f"[{show(ci.lo)}, {show(ci.hi)}]" if math.isfinite(ci.lo) else "[–]"
+    spread = "–" if not math.isfinite(ci.sd) else f"×{math.exp(ci.sd):.2f}" if log else f"{ci.sd:.2f}"
+    return show(ci.mean), bounds, spread
+
+
 def _from_t(estimate: float, se: float, df: float, n_a: int, n_b: int, level: float) -> Difference:
     if not (se > 0 and math.isfinite(se) and df > 0):
         return Difference(estimate, math.nan, math.nan, math.nan, df if df > 0 else math.nan, math.nan,

@@ -36,7 +36,8 @@ def hh_study(tmp_path_factory) -> Path:
                                                  write_study_record)
     from dnn_search.search.study_plan import validation_jobs
     from dnn_search.search.study_run import _batch, _settings, _write_split
-    from dnn_search.search.study_spec import load_study, validation_data
+    from dnn_search.data import validation_data
+    from dnn_search.search.study_spec import load_study
     from dnn_search.search.study_trainables import train_network
     from dnn_search.splits import selection_split
     space = REPO / "search_spaces" / "study_smoke_hh.yaml"
@@ -143,12 +144,12 @@ def test_forecast_table_numbers_exactly(hh_study):
 
 def test_forecasts_made_default_to_every_test_trajectory(hh_study):
     """Without study.forecast every test trajectory is forecast (50 for Hénon–Heiles), as the trials'
-    own data (search/study_spec.validation_data) holds them."""
+    own data (data.validation_data) holds them."""
     from dataclasses import replace
 
     from dnn_search.results.study_analysis import _forecasts_column
     from dnn_search.results.study_record import read_spec
-    from dnn_search.search.study_spec import validation_data
+    from dnn_search.data import validation_data
     spec = read_spec(hh_study)
     row = {"rollout_diverged": 0}
     assert _forecasts_column(spec, [row]) == TRAJECTORIES and _forecasts_column(spec, [{}]) is None

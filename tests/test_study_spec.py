@@ -175,7 +175,8 @@ def test_forecast_subset_reaches_the_validation_data():
     first N test trajectories; a count beyond the data's is one line naming the key."""
     from dnn_search.results.study_record import StudySpec
     from dnn_search.search.study_run import _settings
-    from dnn_search.search.study_spec import study_data, validation_data
+    from dnn_search.data import validation_data
+    from dnn_search.search.study_spec import study_data
     spec = parse_study(_henonheiles(forecast={"trajectories": 3}), source="x.yaml")
     assert StudySpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
     settings = _settings(spec)

@@ -324,3 +324,19 @@ def test_k_for_power_is_the_smallest_sufficient_k():
     with pytest.raises(ValueError):
         tost_power(1.0, 5, -1.0)
     assert isinstance(tost(SAMPLE, -1.0, 1.0), Tost)
+
+
+def test_format_over_replicates_prints_the_study_tables_cells():
+    """The arm table's and the mix table's cells, written once: geometric mean, its t-interval and the
+    factor ×exp(sd) for an MSE; points and sd for an accuracy; '[–]' where one value has no interval."""
+    mse = [0.004, 0.005, None, float("nan"), 0.0045]
+    logs = np.log([0.004, 0.005, 0.0045])
+    half = sps.t.ppf(0.975, 2) * logs.std(ddof=1) / math.sqrt(3)
+    mean, bounds, spread = stats.format_over_replicates(mse, log=True)
+    assert mean == f"{math.exp(logs.mean()):.3g}"
+    assert bounds == f"[{math.exp(logs.mean() - half):.3g}, {math.exp(logs.mean() + half):.3g}]"
+    assert spread == f"×{math.exp(logs.std(ddof=1)):.2f}"
+    assert stats.format_over_replicates([0.61, 0.63], log=False)[0] == "62.00"
+    assert stats.format_over_replicates([0.61, 0.63], log=False)[2] == f"{np.std([61.0, 63.0], ddof=1):.2f}"
+    assert stats.format_over_replicates([0.5], log=False) == ("50.00", "[–]", "0.00")
+    assert stats.format_over_replicates([None, float("nan")], log=True) == ("–", "[–]", "–")

@@ -67,9 +67,8 @@ class Scale:
 
 
 def study_scale(spec: StudySpec) -> Scale:
-    from dnn_search.metalearn import MetaConfig
     from dnn_search.tasks import task_for_dataset
-    task = task_for_dataset(MetaConfig.from_dict(spec.fixed).dataset)
+    task = task_for_dataset(spec.dataset)
     metric = task.search_metric.removeprefix("heldout_")
     return Scale(metric, task.search_mode, log=task.search_mode == "min")
 
@@ -360,15 +359,14 @@ def write_study_results(exp_dir: Path, spec: StudySpec | None = None, name: str 
 def _forecasts_column(spec: StudySpec, rows: list[dict]) -> int | None:
     """The forecasts each of ROWS made, for validation.parquet's `forecasts` column (None when no row
     forecast): the forecast table counts the diverged forecasts out of those made, and a row says only
-    how many diverged. Each validation training forecast from the study's `study.forecast.trajectories`,
-    or with none from every test trajectory of the data (search/study_spec.validation_data)."""
+    how many diverged. Each validation training forecast from the test trajectories of the data its
+    validation loaded (`data.validation_data`: the study's `study.forecast.trajectories`, or all)."""
     if not any(DIVERGED_COLUMN in r for r in rows):
         return None
     if spec.forecast_trajectories is not None:
         return int(spec.forecast_trajectories)
-    from dnn_search.data import load_dataset
-    from dnn_search.metalearn import MetaConfig
-    trajectories = load_dataset(MetaConfig.from_dict(spec.fixed).dataset, spec.data_path).trajectories_test
+    from dnn_search.data import validation_data
+    trajectories = validation_data(spec.dataset, spec.data_path).trajectories_test
     return None if trajectories is None else int(trajectories.shape[0])
 
 

@@ -17,10 +17,8 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
-
 from dnn_search.results.study_record import COPIES_K, MIX_MODE, SCHEMA_VERSION, STUDY_CONTROLS_DIR, StudySpec
-from dnn_search.stats import holm, welch
+from dnn_search.stats import finite_values, format_over_replicates, holm, welch
 from dnn_search.study_stats import one_sample
 
 FAMILY = "controls"
@@ -136,19 +134,14 @@ def mix_group_ids(exp_dir: Path) -> dict[str, list[str]]:
 
 def mix_summary(mix, metric: str, log: bool) -> list[str]:
     """The arm table's rows for the mix groups (mean over groups, 95 % CI), from mix.parquet."""
-    from dnn_search.stats import format_number, mean_ci
     if mix is None or mix.empty:
         return []
     out = []
     for arm, part in mix.groupby("arm", sort=False):
-        values = [v for v in part[f"test_{metric}[{MIX_MODE}]"] if v is not None and math.isfinite(v)]
-        if not values:
+        values = part[f"test_{metric}[{MIX_MODE}]"]
+        if not finite_values(values).size:
             continue
-        scaled = [math.log(v) for v in values] if log else [100 * v for v in values]
-        ci = mean_ci(scaled)
-        show = (lambda x: format_number(math.exp(x), 3)) if log else (lambda x: f"{x:.2f}")
-        bounds = (f"[{show(ci.lo)}, {show(ci.hi)}]" if math.isfinite(ci.lo) else "[–]")
-        spread = ("–" if not np.isfinite(ci.sd) else f"×{math.exp(ci.sd):.2f}" if log else f"{ci.sd:.2f}")
-        out.append(f"| {arm} | {int(part['n'].iloc[0])} | {len(part)} mix groups | mix | {show(ci.mean)} {bounds} | "
+        mean, bounds, spread = format_over_replicates(values, log)
+        out.append(f"| {arm} | {int(part['n'].iloc[0])} | {len(part)} mix groups | mix | {mean} {bounds} | "
                    f"{spread} |")
     return out

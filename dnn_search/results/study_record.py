@@ -186,6 +186,13 @@ class StudySpec:
         return {**self.fixed, **arm.settings, "steps": self.steps}
 
     @property
+    def dataset(self) -> str:
+        """The study's dataset: the meta-learning settings' `dataset` (MetaConfig's default when the
+        file leaves it out), the one place every part of a study resolves it."""
+        from dnn_search.metalearn import MetaConfig
+        return MetaConfig.from_dict(self.fixed).dataset
+
+    @property
     def reference_arm(self) -> Arm | None:
         """The n = 1 arm (its settings are pure's and std:*'s), or None. Never a control arm."""
         return next((a for a in self.arms if a.n == 1 and not a.control), None)

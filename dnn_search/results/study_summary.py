@@ -15,7 +15,7 @@ from dnn_search.results.study_record import (COMPARISONS_TABLE, DIVERGED_COLUMN,
                                              StudySpec, control_modes, networks, read_spec)
 from dnn_search.results.study_secondary import summary_lines as secondary_protocol_summary
 from dnn_search.results.study_views import summary_lines as views_summary
-from dnn_search.stats import format_number, mean_ci
+from dnn_search.stats import finite_values, format_number, format_over_replicates, mean_ci
 
 FIGURE = "report_figures/study_arms.png"
 
@@ -63,16 +63,12 @@ def arm_table(replicates, spec, metric: str, log: bool) -> list[str]:
         failed = int(((replicates["arm"] == arm.name) & (replicates["status"] == "FAILED")).sum())
         modes = [c[len(f"test_{metric}["):-1] for c in replicates.columns if c.startswith(f"test_{metric}[")]
         for mode in modes:
-            values = [v for v in mine[f"test_{metric}[{mode}]"] if v is not None and math.isfinite(v)]
-            if not values:
+            values = mine[f"test_{metric}[{mode}]"]
+            if not finite_values(values).size:
                 continue
-            scaled = [math.log(v) for v in values] if log else [100 * v for v in values]
-            ci = mean_ci(scaled)
-            show = (lambda x: format_number(math.exp(x), 3)) if log else (lambda x: f"{x:.2f}")
-            spread = f"×{math.exp(ci.sd):.2f}" if log else f"{ci.sd:.2f}"
+            mean, bounds, spread = format_over_replicates(values, log)
             lines.append(f"| {arm.name} | {arm.n} | {len(mine)} / {failed} | {mode}{' (primary)' if mode == arm.primary else ''} | "
-                         f"{show(ci.mean)} [{show(ci.lo) if math.isfinite(ci.lo) else '–'}, "
-                         f"{show(ci.hi) if math.isfinite(ci.hi) else '–'}] | {spread} |")
+                         f"{mean} {bounds} | {spread} |")
     return lines
 
 
@@ -233,7 +229,6 @@ def forecast_lines(exp_dir: Path, spec: StudySpec, task) -> list[str]:
 def render_summary(exp_dir: Path, name: str) -> str:
     import pandas as pd
 
-    from dnn_search.metalearn import MetaConfig
     from dnn_search.results.study_analysis import study_scale
     from dnn_search.tasks import task_for_dataset
     exp_dir = Path(exp_dir)
@@ -242,8 +237,8 @@ def render_summary(exp_dir: Path, name: str) -> str:
     replicates = pd.read_parquet(exp_dir / REPLICATES_TABLE)
     comparisons = pd.read_parquet(exp_dir / COMPARISONS_TABLE)
     variance = pd.read_parquet(exp_dir / "variance.parquet")
-    dataset = spec.fixed.get("dataset", "MNIST1D")
-    task = task_for_dataset(MetaConfig.from_dict(spec.fixed).dataset)
+    dataset = spec.dataset
+    task = task_for_dataset(spec.dataset)
     unit = "log ratio" if scale.log else "accuracy points"
     lines = [f"# Diversity study `{name}`", "", spec.description, "",
              "## The answer", "",

@@ -29,9 +29,8 @@ log = logging.getLogger(__name__)
 
 
 def _task(spec: StudySpec):
-    from dnn_search.metalearn import MetaConfig
     from dnn_search.tasks import task_for_dataset
-    return task_for_dataset(MetaConfig.from_dict(spec.fixed).dataset)
+    return task_for_dataset(spec.dataset)
 
 
 def _optuna_study(exp_dir: Path, name: str, spec: StudySpec, arm: Arm):

@@ -114,13 +114,12 @@ def check_copies_once(exp_dir: Path, spec: StudySpec) -> dict:
 
     from dnn_search import controls
     from dnn_search.data import load_dataset
-    from dnn_search.metalearn import MetaConfig
     from dnn_search.results.study_record import retraining_seed
     from dnn_search.search.study_plan import validation_settings
     path = controls_dir(exp_dir) / COPIES_CHECK_FILE
     if path.exists():
         return json.loads(path.read_text())
-    data = load_dataset(MetaConfig.from_dict(spec.fixed).dataset, spec.data_path)
+    data = load_dataset(spec.dataset, spec.data_path)
     x = data.x_train[:CHECK_BATCH].to(torch.float32)
     output = data.task_object().output_size(data)
     record = {}
@@ -224,7 +223,7 @@ def mix_batches(exp_dir: Path, spec: StudySpec, jobs: list[MixJob], out_dir: Pat
     for j in jobs:
         groups.setdefault((j.arm, j.group), []).append(j)
     return [{"arm": arm, "replicate": todo[0].replicate, "meta_seed": -1,
-             "dataset": spec.fixed.get("dataset", "MNIST1D"), "act_path": str(mix_file(exp_dir, arm, g)),
+             "dataset": spec.dataset, "act_path": str(mix_file(exp_dir, arm, g)),
              "trainings": [{"key": j.key, "mode": MIX_MODE, "build": "diverse", "run": j.run, "seed": j.seed,
                             "validation": validation_settings(spec, spec.arm(arm), MIX_MODE),
                             "out": str(out_dir / f"{j.key}.json")} for j in todo]}

@@ -19,9 +19,8 @@ def record_replicates(exp_dir: Path, name: str, spec: StudySpec, reps) -> int:
     from optuna.distributions import CategoricalDistribution, IntDistribution
     from optuna.trial import TrialState, create_trial
 
-    from dnn_search.metalearn import MetaConfig
     from dnn_search.tasks import task_for_dataset
-    task = task_for_dataset(MetaConfig.from_dict(spec.fixed).dataset)
+    task = task_for_dataset(spec.dataset)
     metric = task.search_metric
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(storage_spec(exp_dir, None))

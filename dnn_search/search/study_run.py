@@ -80,9 +80,8 @@ def _write_split(exp_dir: Path, spec: StudySpec) -> None:
 
     from dnn_search.atomic import atomic_path
     from dnn_search.data import load_dataset
-    from dnn_search.metalearn import MetaConfig
     from dnn_search.splits import selection_split
-    data = load_dataset(MetaConfig.from_dict(spec.fixed).dataset, spec.data_path)
+    data = load_dataset(spec.dataset, spec.data_path)
     rest, selection = selection_split(data, spec.selection_fraction, selection_seed(spec))
     with atomic_path(exp_dir / SPLIT_FILE) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, rest=rest, selection=selection, seed=selection_seed(spec), fraction=spec.selection_fraction)
@@ -207,7 +206,7 @@ def _batch(exp_dir: Path, spec: StudySpec, rep: Replicate, jobs: list[Validation
     arm = spec.arm(rep.arm)
     metric, direction, log = pick or (None, None, None)
     return {"arm": rep.arm, "replicate": rep.key, "meta_seed": rep.meta_seed,
-            "dataset": spec.fixed.get("dataset", "MNIST1D"),
+            "dataset": spec.dataset,
             "act_path": str(replicate_folder(exp_dir, rep.key) / f"{ACTIVATIONS_STEM}.npz"),
             "trainings": [{"key": j.key, "mode": j.mode, "run": j.run, "seed": j.seed,
                            "validation": validation_settings(spec, arm, j.mode), "out": str(out_dir / f"{j.key}.json"),

@@ -261,28 +261,10 @@ def _forecast(c: Checker, raw, task, dataset: str) -> int | None:
     return c.integer("study.forecast.trajectories", section["trajectories"], 1)
 
 
-def validation_data(dataset: str, data_path=None, trajectories: int | None = None, source: str = ""):
-    """DATASET as a study's validation networks see it: forecasts from the first TRAJECTORIES test
-    trajectories (None: all). What the validation trials, the dry run's unit costs and the start-up
-    check all load, so the dry run prices the forecasts the study will make. A count beyond the test
-    trajectories is the file's error (one UserError naming the key)."""
-    from dnn_search.data import load_dataset
-    data = load_dataset(dataset, data_path)
-    if trajectories is None:
-        return data
-    available = int(data.trajectories_test.shape[0])
-    if trajectories > available:
-        where = f"search space {source}: " if source else "search space: "
-        raise UserError(f"{where}study.forecast.trajectories: {trajectories} is beyond the {available} test "
-                        f"trajectories of {data.name}")
-    return data.with_rollouts(None, trajectories)
-
-
 def study_data(spec: StudySpec, data_path=None):
     """The study's dataset as its validation sees it (`validation_data` with the file's forecast count)."""
-    from dnn_search.metalearn import MetaConfig
-    return validation_data(MetaConfig.from_dict(spec.fixed).dataset, data_path or spec.data_path,
-                           spec.forecast_trajectories, spec.source)
+    from dnn_search.data import validation_data
+    return validation_data(spec.dataset, data_path or spec.data_path, spec.forecast_trajectories, spec.source)
 
 
 def parse_study(data, source: str = "") -> StudySpec:

@@ -54,7 +54,7 @@ def study_validation_trial(config: dict, settings: dict) -> None:
     spend more on scheduling than on training. Each finished network leaves its file at once, so a
     restart trains only the networks that had not finished."""
     from dnn_search.actfile import read_activation_file
-    from dnn_search.search.study_spec import validation_data
+    from dnn_search.data import validation_data
 
     device, node_id = _prepare(settings)
     batch = config["job"]
