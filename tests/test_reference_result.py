@@ -229,20 +229,12 @@ def _study_rows(folder: Path) -> tuple[list[dict], list[dict]]:
 
 def recomputed_comparisons(folder: Path) -> list[dict]:
     """comparisons.parquet rebuilt from replicates.parquet and validation.parquet with the study's
-    statistics (the families of `write_study_results`, before its realised-power columns)."""
-    from dnn_search.results.study_analysis import (compare as compare_study, completed_by_arm, observations,
-                                                   secondary_protocol_family, study_scale)
-    from dnn_search.results.study_controls import control_comparisons, mix_group_ids
+    statistics (`study_comparisons`: every family, before the realised-power columns)."""
+    from dnn_search.results.study_analysis import study_comparisons, study_scale
     from dnn_search.results.study_record import read_spec
     spec = read_spec(folder)
-    scale = study_scale(spec)
     reps, every_row = _study_rows(folder)
-    rows = [r for r in every_row if r.get("protocol", "primary") == "primary"]
-    out = compare_study(spec, reps, rows, scale)
-    out += control_comparisons(spec, completed_by_arm(spec, reps), observations(rows, scale, "test"), scale,
-                               mix_group_ids(folder))
-    out += secondary_protocol_family(spec, reps, every_row, scale)
-    return out
+    return study_comparisons(folder, spec, reps, every_row, study_scale(spec))
 
 
 @pytest.mark.parametrize("name", sorted(DIVERSITY))

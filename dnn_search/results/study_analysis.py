@@ -303,6 +303,20 @@ def secondary_protocol_family(spec: StudySpec, replicates: list[dict], rows: lis
     return [{**r, "protocol": "secondary"} for r in out]
 
 
+def study_comparisons(exp_dir: Path, spec: StudySpec, replicates: list[dict], every_row: list[dict],
+                      scale: Scale) -> list[dict]:
+    """Every family of comparisons.parquet but the realised-power columns: the primary protocol's
+    (primary, sensitivity, secondary, failures, controls) from its rows of EVERY_ROW (each validation
+    training, either protocol), then the secondary protocol's family. What the study writes, and what
+    a committed result's tables are checked against."""
+    rows = [r for r in every_row if r.get("protocol", "primary") == "primary"]
+    out = compare(spec, replicates, rows, scale)
+    out += control_comparisons(spec, completed_by_arm(spec, replicates), observations(rows, scale, "test"), scale,
+                               mix_group_ids(exp_dir))
+    out += secondary_protocol_family(spec, replicates, every_row, scale)
+    return [{"protocol": "primary", **r} for r in out]
+
+
 def write_study_results(exp_dir: Path, spec: StudySpec | None = None, name: str = "") -> str:
     """Tables (replicates, validation, comparisons) and summary.md from the study's files; returns
     the summary's text. The summary is rebuilt from the tables alone (`study_summary.render`)."""
@@ -329,10 +343,7 @@ def write_study_results(exp_dir: Path, spec: StudySpec | None = None, name: str 
                 r[f"val_{scale.metric}[{mode}]"] = scale.natural(val.get((rep, mode), math.nan))
     write_table(exp_dir / REPLICATES_TABLE, reps, ("schema_version", "arm", "n", "replicate", "meta_seed",
                                                    "status", "steps", "reason"))
-    comparisons = compare(spec, reps, rows, scale)
-    comparisons += control_comparisons(spec, completed_by_arm(spec, reps), obs, scale, mix_group_ids(exp_dir))
-    comparisons += secondary_protocol_family(spec, reps, every_row, scale)
-    comparisons = [{"protocol": "primary", **r} for r in comparisons]
+    comparisons = study_comparisons(exp_dir, spec, reps, every_row, scale)
     variance = components(spec, reps, rows, scale)
     for r in comparisons:
         primary = r["family"] == "primary" and r["protocol"] == "primary"
