@@ -118,6 +118,8 @@ def test_readme_counts_every_failed_trial(result):
 DIVERSITY = {
     "mnist1d-diversity": ("scripts/reproduce_mnist1d_diversity.sh", "search_spaces/study_mnist1d.yaml",
                           "results/plans/mnist1d-diversity.md"),
+    "mnist1d-diversity-2": ("scripts/reproduce_mnist1d_diversity_2.sh", "search_spaces/study_mnist1d_2.yaml",
+                            "results/plans/mnist1d-diversity-2.md"),
     "henonheiles-diversity": ("scripts/reproduce_henonheiles_diversity.sh", "search_spaces/study_henonheiles.yaml",
                               "results/plans/henonheiles-diversity.md"),
 }

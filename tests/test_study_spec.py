@@ -74,6 +74,13 @@ def test_bad_input_exits_2_before_anything_starts(tmp_path, search_env):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "search_spaces").glob("study_*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_study_file_parses(path):
+    """Each committed study file is a valid study (the pre-registered ones are run from the file as it is)."""
+    spec = load_study(path)
+    assert len(spec.arms) >= 2 and spec.replicates >= 2
+
+
 def test_default_primary_family_and_seeds():
     from dnn_search.results.study_record import replicates_of, retraining_seed
     spec = load_study(SMOKE)
