@@ -401,9 +401,12 @@ def test_readme_quotes_only_numbers_of_the_diversity_study(name):
     for place in places:
         flat = re.sub(r"\s+", " ", place)
         for _, r in primary.iterrows():
-            estimate = _fmt_estimate(r["estimate"], r["unit"]).lstrip("×")
-            quotes = [f"{estimate} {_interval(r['ci_lo'], r['ci_hi'], r['unit'])}", f"**{r['verdict']}**"]
-            if not place.startswith("|"):  # the section also gives the equivalence test's interval
-                quotes.append(_interval(r["ci90_lo"], r["ci90_hi"], r["unit"]))
+            if not math.isfinite(r["estimate"]):  # an arm with fewer than 2 completed replicates: no estimate
+                quotes = ["not computable", f"**{r['verdict']}**"]
+            else:
+                estimate = _fmt_estimate(r["estimate"], r["unit"]).lstrip("×")
+                quotes = [f"{estimate} {_interval(r['ci_lo'], r['ci_hi'], r['unit'])}", f"**{r['verdict']}**"]
+                if not place.startswith("|"):  # the section also gives the equivalence test's interval
+                    quotes.append(_interval(r["ci90_lo"], r["ci90_hi"], r["unit"]))
             for text in quotes:
                 assert text in flat, f"README's account of {name} does not quote {text!r} ({r['contrast']})"
