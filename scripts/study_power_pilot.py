@@ -64,7 +64,6 @@ def report(folder: Path, runs: int, k_chosen: int, contrasts: int, min_k: int = 
     spec = read_spec(folder)
     scale = study_scale(spec)
     margin = tuple(spec.margin)  # (low, high) on the analysis scale
-    direction = "min" if scale.log else "max"
     unit = "log " + scale.metric if scale.log else "accuracy points"
     shown = [r for r in pilot_rows(folder, runs) if r["k"] >= 2 and math.isfinite(r["sigma_rep"])]
     rows = [r for r in shown if r["k"] >= min_k]
@@ -96,7 +95,7 @@ def report(folder: Path, runs: int, k_chosen: int, contrasts: int, min_k: int = 
             "", f"At K = {k_chosen}, R = {runs} ({contrasts} primary contrast(s) sharing the n = 1 arm, Holm; "
             f'simulated, seed 0): rate of the verdict "equivalent" per contrast / for all', ""]
     for label, s in cases[:2]:
-        each, joint = simulate(s, k_chosen, contrasts, margin, direction)
+        each, joint = simulate(s, k_chosen, contrasts, margin, scale.direction)
         out.append(f"- sigma_rep {label}, {s:.3f}: {each:.2f} / {joint:.2f}")
     return out + [""]
 

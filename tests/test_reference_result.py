@@ -263,6 +263,31 @@ def test_diversity_summary_is_rendered_from_its_tables(name, tmp_path):
     assert (folder / "summary.md").read_text() == render_summary(copy, name)
 
 
+@pytest.mark.parametrize("name", sorted(DIVERSITY))
+def test_diversity_summary_says_which_arm_leaves_a_contrast_without_estimate(name):
+    """A t-test contrast with no estimate is 'not computable' and names each side that completed no
+    replicate, and a Welch row between arms with different counts shows both (`K = 12 vs 0`), never
+    one arm's count alone (the first MNIST-1D study printed `welch (K = 12)` for a contrast whose other
+    arm had none)."""
+    from dnn_search.results.study_summary import not_computable
+    folder = _study_folder(name)
+    comparisons = pd.read_parquet(folder / "comparisons.parquet")
+    summary = (folder / "summary.md").read_text()
+    for _, r in comparisons[comparisons["test"].isin(["welch", "one-sample"])].iterrows():
+        reason = not_computable(r)
+        if math.isfinite(r["estimate"]):
+            assert reason is None, r["contrast"]
+            continue
+        na, nb = int(r["n_a"]), int(r["n_b"])
+        if r["test"] == "welch" and 0 in (na, nb):
+            empty = [side for side, n in ((r["a"], na), (r["b"], nb)) if n == 0]
+            assert reason is not None and all(side in reason for side in empty), (r["contrast"], reason)
+        if reason:
+            assert f"| {r['contrast']} | {r['test']} (K = " in summary and reason in summary, r["contrast"]
+        if r["test"] == "welch" and na != nb:
+            assert f"| {r['contrast']} | welch (K = {na} vs {nb}) |" in summary, r["contrast"]
+
+
 _NUMBER = re.compile(r"(?<![\w.:/-])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?![\w.]*[a-df-zA-DF-Z_/])")
 
 

@@ -34,6 +34,38 @@ def _interval(lo: float, hi: float, unit: str) -> str:
     return f"[{lo:+.2f}, {hi:+.2f}]"
 
 
+def _count(value) -> int | None:
+    return int(value) if value is not None and math.isfinite(float(value)) else None
+
+
+def _k(r) -> str:
+    """The replicates behind a t-test contrast: `K = 12`, or `K = 12 vs 0` for a Welch test between
+    arms that completed different numbers of replicates (a one-sample test has one K: its pairs)."""
+    na, nb = _count(r.get("n_a")), _count(r.get("n_b"))
+    if na is None:
+        return "K = –"
+    return f"K = {na}" if nb is None or nb == na or r["test"] != "welch" else f"K = {na} vs {nb}"
+
+
+def not_computable(r) -> str | None:
+    """Why a t-test contrast has no estimate (a side with no completed replicate, or no replicate with
+    both networks), or None when it has one. The tables keep NaN there; this says which arm ran out."""
+    if r["estimate"] is not None and math.isfinite(float(r["estimate"])):
+        return None
+    na, nb = _count(r.get("n_a")), _count(r.get("n_b"))
+    if r["test"] == "welch" and na is not None and nb is not None:
+        empty = [side for side, n in ((r["a"], na), (r["b"], nb)) if n == 0]
+        if empty:
+            return f"not computable: {' and '.join(empty)} {'has' if len(empty) == 1 else 'have'} 0 completed replicates"
+    if r["test"] == "one-sample" and na == 0:
+        return f"not computable: no completed replicate has both {r['a']} and {r['b']}"
+    return None
+
+
+def _estimate_cell(r) -> str:
+    return not_computable(r) or _fmt_estimate(r["estimate"], r["unit"])
+
+
 def _p(value) -> str:
     return "–" if value is None or not math.isfinite(float(value)) else f"{float(value):.2g}"
 
@@ -46,6 +78,10 @@ def answer_lines(comparisons, dataset: str, margin: tuple[float, float]) -> list
         unit = r["unit"]
         what = "ratio of geometric-mean test MSE" if unit == "ratio" else "difference in test accuracy (points)"
         window = _interval(*margin, unit)
+        missing = not_computable(r)
+        if missing:
+            lines.append(f"- **{dataset}, {r['contrast']}**: {what} {missing}, so no test: **{r['verdict']}**.")
+            continue
         lines.append(f"- **{dataset}, {r['contrast']}**: {what} {_fmt_estimate(r['estimate'], unit)}, 95 % CI "
                      f"{_interval(r['ci_lo'], r['ci_hi'], unit)} (Holm p {_p(r['holm_p'])}; 90 % CI "
                      f"{_interval(r['ci90_lo'], r['ci90_hi'], unit)} against the margin {window}): "
@@ -82,7 +118,7 @@ def comparison_table(comparisons, family: str) -> list[str]:
         if unit == "odds ratio":
             lines.append(f"| {r['contrast']} | {r['test']} | {format_number(r['estimate'], 3)} | – | {_p(r['p'])} | – |")
             continue
-        lines.append(f"| {r['contrast']} | {r['test']} (K = {int(r['n_a'])}) | {_fmt_estimate(r['estimate'], unit)} | "
+        lines.append(f"| {r['contrast']} | {r['test']} ({_k(r)}) | {_estimate_cell(r)} | "
                      f"{_interval(r['ci_lo'], r['ci_hi'], unit)} | {_p(r['p'])} | {_p(r.get('holm_p'))} |")
     return lines
 
@@ -104,7 +140,7 @@ def verdict_table(comparisons, family: str, power: bool = False) -> list[str]:
             k_cell = int(k) if k is not None and math.isfinite(k) else "–"
             cells = (f" {format_number(r.get('sigma_rep'), 3)} | {k_cell} | "
                      f"{format_number(r.get('realised_power'), 2)} |")
-        lines.append(f"| {r['contrast']} | {r['test']} (K = {int(r['n_a'])}) | {_fmt_estimate(r['estimate'], unit)} | "
+        lines.append(f"| {r['contrast']} | {r['test']} ({_k(r)}) | {_estimate_cell(r)} | "
                      f"{_interval(r['ci_lo'], r['ci_hi'], unit)} | {_interval(r['ci90_lo'], r['ci90_hi'], unit)} | "
                      f"{_p(r['holm_p'])} | {_p(r.get('tost_p'))} | **{r['verdict']}** |" + cells)
     return lines
