@@ -136,9 +136,8 @@ def verdict_table(comparisons, family: str, power: bool = False) -> list[str]:
         unit = r["unit"]
         cells = ""
         if power:
-            k = r.get("power_k")
-            k_cell = int(k) if k is not None and math.isfinite(k) else "–"
-            cells = (f" {format_number(r.get('sigma_rep'), 3)} | {k_cell} | "
+            k_cell = _count(r.get("power_k"))
+            cells = (f" {format_number(r.get('sigma_rep'), 3)} | {'–' if k_cell is None else k_cell} | "
                      f"{format_number(r.get('realised_power'), 2)} |")
         lines.append(f"| {r['contrast']} | {r['test']} ({_k(r)}) | {_estimate_cell(r)} | "
                      f"{_interval(r['ci_lo'], r['ci_hi'], unit)} | {_interval(r['ci90_lo'], r['ci90_hi'], unit)} | "
