@@ -351,10 +351,10 @@ def _study_numbers(name: str, folder: Path) -> tuple[list[float], set[int]]:
         if "heldout_last" in done.columns:  # the views: each arm's learning curves at their end
             for column in ("heldout_last", "heldout_change_last_quarter"):
                 values += [float(part[column].mean()) for _, part in done.groupby("arm")]
+    validation = pd.read_parquet(folder / "validation.parquet")
     variance = pd.read_parquet(folder / "variance.parquet")
     for column in ("sigma2_meta", "sigma2_ret", "icc"):
         values += [float(v) for v in variance[column]] + [math.sqrt(v) for v in variance[column] if v >= 0]
-    validation = pd.read_parquet(folder / "validation.parquet")
     for column in ("rollout_mse", "energy_drift"):
         if column in validation.columns:
             primary = validation[validation["protocol"] == "primary"]
@@ -368,6 +368,11 @@ def _study_numbers(name: str, folder: Path) -> tuple[list[float], set[int]]:
                    for v in calibration[c] if isinstance(v, float) and math.isfinite(v)]
     run = json.loads((folder / "run.json").read_text())
     seconds = [v for v in run.get("stage_seconds_total", {}).values()] + [run.get("wall_seconds_last_session", 0)]
+    # the work itself, from the committed records (a stage's wall time is lost where its session was stopped):
+    # the replicates' outer steps and the trainings, in core-seconds
+    steps = [json.loads(f.read_text()) for f in sorted((folder / "replicates").glob("*/steps.json"))]
+    seconds += [sum(s.get("seconds", 0.0) for run_steps in steps for s in run_steps),
+                float(validation["seconds"].sum())]
     values += [s / 60 for s in seconds] + [s / 3600 for s in seconds] + seconds
     integers = {int(v) for v in values if float(v).is_integer()}
     integers |= {round(s) for s in seconds} | {round(s / 60) for s in seconds}
