@@ -140,6 +140,35 @@ def test_resume_keeps_the_rows_of_trials_newer_than_tunes_snapshot(tmp_path):
     assert [r.step for r in pd.read_parquet(tmp_path / STEPS_FILE).itertuples() if r.trial_id == "t2"] == [3]
 
 
+def test_resume_writes_a_row_for_a_stale_trial_no_table_ever_held(tmp_path):
+    """A trial asked for in the very step whose table write stopped the driver is in no table and in
+    no Tune snapshot: the study alone knows it. The resume marks it stale, and the table gets its row
+    (FAILED, with the reason and the values it was asked to run with), so that the table holds every
+    trial of the study."""
+    space, state, collector, searcher = _searcher(tmp_path)
+    searcher.suggest("t1")
+    collector.trials["t1"] = _tune_trial("t1", "RUNNING")
+    collector.write()
+    snapshot = tmp_path / "searcher-state.pkl"
+    searcher.save(str(snapshot))
+    asked = searcher.suggest("t2")  # the driver stops before any table or snapshot holds t2
+    assert set(pd.read_parquet(tmp_path / TRIALS_FILE).trial_id) == {"t1"}
+
+    state2 = DriverState()
+    collector2 = make_collector(tmp_path, space, True, state2)
+    storage = open_storage(storage_spec(tmp_path, None))
+    searcher2 = make_searcher(space, "w", storage, state2)
+    searcher2.restore(str(snapshot))
+    state2.study = optuna.load_study(study_name="w", storage=storage)
+    collector2.trials = {"t1": _tune_trial("t1", "RUNNING")}
+    collector2.write()
+    table = pd.read_parquet(tmp_path / TRIALS_FILE).set_index("trial_id")
+    assert sorted(table.index) == ["t1", "t2"], table.to_string()
+    assert table.loc["t2", "status"] == "FAILED" and "stale" in table.loc["t2", "error"]
+    assert table.loc["t2", "optuna_number"] == 1 and table.loc["t2", "steps_done"] == 0
+    assert all(table.loc["t2", k] == v for k, v in asked.items() if k in space.params), (asked, table.loc["t2"])
+
+
 @pytest.mark.slow
 def test_search_stops_on_a_failing_write_and_resume_finishes_it(tmp_path, search_env):
     """A real driver: the write before the 1st tell fails once (retried, the search goes on), the

@@ -7,7 +7,8 @@ finished is on disk. On --resume it starts from the killed run's tables and Tune
 keeps the rows of trials that Tune's restored snapshot does not know: Tune saves that snapshot
 now and then, so a driver that stopped can leave trials (even ones Optuna was told about) newer
 than it; their rows stay, with the study's verdict (a trial lost that way is marked failed as
-"stale" by the searcher's restore).
+"stale" by the searcher's restore). A trial asked for in the step that stopped the driver may be in no
+table at all: the study's record of it gives its row.
 
 A write that fails (a full disk, a permission) is retried once; a second failure stops the search:
 it is recorded in `DriverState.failure` (so the searcher tells Optuna nothing more and the driver's
@@ -137,7 +138,7 @@ def make_collector(exp_dir: Path, space: SearchSpace, quiet: bool, state: Driver
         # ------------------------------------------------------------------------------ tables
 
         def trial_rows(self) -> list[dict]:
-            numbers, states, errors = _optuna_index(state)
+            numbers, states, errors, params = _optuna_index(state)
             # the task's search metric, final and best (classification: heldout_accuracy, max)
             tracked_metric = task.search_metric
             best = max if task.search_mode == "max" else min
@@ -170,6 +171,11 @@ def make_collector(exp_dir: Path, space: SearchSpace, quiet: bool, state: Driver
             for tid, previous in self.previous_rows.items():
                 if tid not in self.trials:  # newer than Tune's restored snapshot (module doc)
                     rows.append(_carried_row(previous, numbers.get(tid), states.get(tid), errors.get(tid)))
+            for tid, number in numbers.items():
+                # asked for and ended in the study, known neither to Tune nor to an earlier table: a trial
+                # created in the very step a stopped driver's table write failed (marked stale on resume)
+                if tid not in self.trials and tid not in self.previous_rows and _told_status(states[tid]):
+                    rows.append(_lost_row(tid, number, states[tid], errors[tid], params.get(tid, {})))
             rows.sort(key=lambda r: (r["optuna_number"] is None, r["optuna_number"] or 0, r["trial_id"]))
             return rows
 
@@ -264,22 +270,33 @@ def _status(trial, optuna_state, result) -> str:
 
 
 def _optuna_index(state: DriverState):
-    """{ray trial id: optuna number}, {.. : optuna state name}, {.. : recorded error} from the study."""
+    """{ray trial id: optuna number}, {.. : optuna state name}, {.. : recorded error}, {.. : sampled
+    params} from the study."""
     study = state.study
-    numbers, states, errors = {}, {}, {}
+    numbers, states, errors, params = {}, {}, {}, {}
     if study is None:
-        return numbers, states, errors
+        return numbers, states, errors, params
     try:
         frozen = study.get_trials(deepcopy=False)
     except Exception as exc:  # the storage's own errors (sqlalchemy, journal): the table still gets written
         log.warning("cannot read the Optuna study (%s): trials.parquet shows Tune's statuses only", exc)
-        return numbers, states, errors
+        return numbers, states, errors, params
     for t in frozen:
         tid = t.user_attrs.get("ray_trial_id")
         if tid:
             numbers[tid], states[tid] = t.number, t.state.name
             errors[tid] = str(t.user_attrs.get("error") or "")
-    return numbers, states, errors
+            params[tid] = dict(t.params)
+    return numbers, states, errors, params
+
+
+def _lost_row(tid: str, number: int, optuna_state: str, error: str, params: dict) -> dict:
+    """The row of a trial only the study knows (it never reported a step): its number, the study's
+    verdict and reason, and the values it was asked to run with."""
+    return {"trial_id": tid, "optuna_number": number, "status": _told_status(optuna_state), "error": error,
+            "retries": 0, "node_id": "", **params, "steps_done": 0, "score": math.nan,
+            "final_meta_loss": math.nan, "wall_seconds": math.nan, "started_at": math.nan,
+            "ended_at": math.nan, "checkpoint_path": ""}
 
 
 def _previous_trials(path: Path) -> dict[str, dict]:
