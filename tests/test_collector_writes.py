@@ -54,6 +54,17 @@ def _searcher(tmp_path):
     return space, state, collector, searcher
 
 
+def _resumed(tmp_path, space, snapshot):
+    """The driver of a --resume: a new collector (reading the stopped run's tables) and a searcher
+    restored from Tune's snapshot SNAPSHOT (which marks the trials it does not know stale)."""
+    state = DriverState()
+    collector = make_collector(tmp_path, space, True, state)
+    storage = open_storage(storage_spec(tmp_path, None))
+    make_searcher(space, "w", storage, state).restore(str(snapshot))
+    state.study = optuna.load_study(study_name="w", storage=storage)
+    return collector
+
+
 def _result(space, step=3):
     return {"step": step, "target_steps": 3, space.metric: 0.5, "meta_loss": 1.0, "diverged": False}
 
@@ -124,12 +135,7 @@ def test_resume_keeps_the_rows_of_trials_newer_than_tunes_snapshot(tmp_path):
     assert set(pd.read_parquet(tmp_path / TRIALS_FILE).trial_id) == {"t1", "t2", "t3"}
 
     # the driver stops; --resume restores Tune's snapshot, which knows t1, and Tune adds a new trial
-    state2 = DriverState()
-    collector2 = make_collector(tmp_path, space, True, state2)
-    storage = open_storage(storage_spec(tmp_path, None))
-    searcher2 = make_searcher(space, "w", storage, state2)
-    searcher2.restore(str(snapshot))
-    state2.study = optuna.load_study(study_name="w", storage=storage)
+    collector2 = _resumed(tmp_path, space, snapshot)
     collector2.trials = {"t1": _tune_trial("t1", "RUNNING"), "t4": _tune_trial("t4", "PENDING")}
     collector2.write()
     table = pd.read_parquet(tmp_path / TRIALS_FILE).set_index("trial_id")
@@ -154,12 +160,7 @@ def test_resume_writes_a_row_for_a_stale_trial_no_table_ever_held(tmp_path):
     asked = searcher.suggest("t2")  # the driver stops before any table or snapshot holds t2
     assert set(pd.read_parquet(tmp_path / TRIALS_FILE).trial_id) == {"t1"}
 
-    state2 = DriverState()
-    collector2 = make_collector(tmp_path, space, True, state2)
-    storage = open_storage(storage_spec(tmp_path, None))
-    searcher2 = make_searcher(space, "w", storage, state2)
-    searcher2.restore(str(snapshot))
-    state2.study = optuna.load_study(study_name="w", storage=storage)
+    collector2 = _resumed(tmp_path, space, snapshot)
     collector2.trials = {"t1": _tune_trial("t1", "RUNNING")}
     collector2.write()
     table = pd.read_parquet(tmp_path / TRIALS_FILE).set_index("trial_id")

@@ -175,7 +175,7 @@ def make_collector(exp_dir: Path, space: SearchSpace, quiet: bool, state: Driver
                 # asked for and ended in the study, known neither to Tune nor to an earlier table: a trial
                 # created in the very step a stopped driver's table write failed (marked stale on resume)
                 if tid not in self.trials and tid not in self.previous_rows and _told_status(states[tid]):
-                    rows.append(_lost_row(tid, number, states[tid], errors[tid], params.get(tid, {})))
+                    rows.append(_carried_row(_lost_row(tid, params.get(tid, {})), number, states[tid], errors[tid]))
             rows.sort(key=lambda r: (r["optuna_number"] is None, r["optuna_number"] or 0, r["trial_id"]))
             return rows
 
@@ -290,12 +290,11 @@ def _optuna_index(state: DriverState):
     return numbers, states, errors, params
 
 
-def _lost_row(tid: str, number: int, optuna_state: str, error: str, params: dict) -> dict:
-    """The row of a trial only the study knows (it never reported a step): its number, the study's
-    verdict and reason, and the values it was asked to run with."""
-    return {"trial_id": tid, "optuna_number": number, "status": _told_status(optuna_state), "error": error,
-            "retries": 0, "node_id": "", **params, "steps_done": 0, "score": math.nan,
-            "final_meta_loss": math.nan, "wall_seconds": math.nan, "started_at": math.nan,
+def _lost_row(tid: str, params: dict) -> dict:
+    """The row of a trial only the study knows (it never reported a step): the values it was asked to
+    run with; `_carried_row` adds its number and the study's verdict and reason."""
+    return {"trial_id": tid, "error": "", "retries": 0, "node_id": "", **params, "steps_done": 0,
+            "score": math.nan, "final_meta_loss": math.nan, "wall_seconds": math.nan, "started_at": math.nan,
             "ended_at": math.nan, "checkpoint_path": ""}
 
 
