@@ -21,7 +21,7 @@ from pathlib import Path
 
 from dnn_search.atomic import atomic_write_text
 from dnn_search.errors import UserError
-from dnn_search.search import tune_patches
+from dnn_search.search import ray_embedded, tune_patches
 from dnn_search.search.space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -162,6 +162,7 @@ def ray_session(address: str | None, quiet: bool = False, exp_dir: Path | None =
         _embedded_auth()
     import ray
     tune_patches.apply()
+    ray_embedded.apply()
     if ray.is_initialized():
         yield ray
         return
@@ -175,8 +176,10 @@ def ray_session(address: str | None, quiet: bool = False, exp_dir: Path | None =
             if exp_dir is not None:
                 record = Path(exp_dir) / SESSION_FILE
                 atomic_write_text(record, json.dumps({"pid": os.getpid(), "temp": temp}) + "\n")
-            ray.init(include_dashboard=False, _temp_dir=temp, log_to_driver=False,
-                     logging_level=logging.ERROR, configure_logging=True)
+            ray_embedded.prepare_environment()
+            with ray_embedded.lean_start():
+                ray.init(include_dashboard=False, _temp_dir=temp, log_to_driver=False,
+                         logging_level=logging.ERROR, configure_logging=True)
         else:
             _probe_address(address)
             try:
@@ -189,6 +192,8 @@ def ray_session(address: str | None, quiet: bool = False, exp_dir: Path | None =
                 raise UserError(f"--address {address}: cannot join the Ray cluster: "
                                 f"{' '.join(str(exc).split())[:300]}{hint}") from None
         yield ray
+        if temp and ray.is_initialized():
+            ray_embedded.stop_at_once()  # all written: no graceful stop needed (ray_embedded)
     finally:
         if ray.is_initialized():
             ray.shutdown()

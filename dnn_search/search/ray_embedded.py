@@ -1,0 +1,194 @@
+"""Three shortcuts for the embedded local Ray (the default session), which its start and its stop
+otherwise pay on every command (docs/benchmarks_search.md, issue 21 point 3, measured on 2 cores).
+
+**Trial actors on the workers Ray prestarts.** A new local Ray starts one idle worker per CPU
+while `ray.init` waits, so that the first tasks need not boot one. Tune registers every trainable
+with a runtime env, `{"env_vars": {"PL_DISABLE_FORK": "1", ...}}`, and Ray keeps workers of
+different runtime envs apart: the prestarted workers never serve a trial, and each trial slot
+boots a fresh worker through Ray's runtime-env set-up (two Python starts, then Tune's and torch's
+imports), 0.7 s later on the first trial's clock. On an embedded node the workers inherit the
+environment of the raylet, which inherited this driver's when it started: where every variable
+Tune would set already has that value in the raylet's environment, the runtime env changes nothing
+in the worker, and the trainable is registered without it (`prepare_environment` sets Tune's
+defaults in this process before `ray.init`, so that they are inherited). Anywhere else (a cluster,
+a variable that differs, no /proc) Tune's runtime env stays.
+
+**Stopping at once.** `ray.shutdown` stops the node's processes one after the other, each with
+SIGTERM and up to a second to exit (1.35 s here). After a command whose work is all written, the
+embedded node holds nothing a graceful exit would save, so `stop_at_once` makes that shutdown
+SIGKILL the node's processes and everything they started, all at once (the whole `ray.shutdown`
+then takes 0.3 s, the driver's own disconnect included). The session uses
+it only when its body ended without an error; otherwise Ray's own stop runs.
+
+**A lean start.** A new local Ray also starts an autoscaler monitor, a log monitor and a dashboard
+head (the last even with `include_dashboard=False`, and `ray.init` polls until it has registered):
+three Python processes taking ~0.7 CPU-s each while the node, the driver and the first trials'
+workers start on the same cores. An embedded node never scales, the session streams no worker
+logs to the driver (`log_to_driver=False`), and nothing here uses Ray's dashboard, job or state
+APIs: `lean_start` starts the node without the three. Measured here, the first trials start 1.5 s
+sooner (median of five paired runs, 2 trials of one step each: 7.0 s -> 5.4 s).
+
+All three touch private names of one Ray minor release (`tune_patches.WRITTEN_FOR`): on any other Ray,
+or where a name is missing, they do nothing and Ray behaves as it does without them.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from pathlib import Path
+
+from dnn_search.search import tune_patches
+
+
+def _applies() -> bool:
+    import ray
+    return tune_patches.applies_to(ray.__version__)
+
+
+def _tune_env_module():
+    try:
+        from ray.tune.execution import class_cache
+    except ImportError:
+        return None
+    if not all(hasattr(class_cache, name) for name in ("DEFAULT_ENV_VARS", "ENV_VARS_TO_PROPAGATE", "_ActorClassCache")):
+        return None
+    return class_cache
+
+
+def tune_env_vars() -> dict[str, str] | None:
+    """The variables Tune puts in each trainable's runtime env (None where this Tune is unknown)."""
+    class_cache = _tune_env_module()
+    if class_cache is None:
+        return None
+    env = dict(class_cache.DEFAULT_ENV_VARS)
+    env.update({k: os.environ[k] for k in class_cache.ENV_VARS_TO_PROPAGATE if k in os.environ})
+    return env
+
+
+def prepare_environment() -> None:
+    """Before an embedded `ray.init`: Tune's default trainable variables into this process's
+    environment, for the raylet and its workers to inherit (a value already set is kept)."""
+    class_cache = _tune_env_module() if _applies() else None
+    if class_cache is not None:
+        for key, value in class_cache.DEFAULT_ENV_VARS.items():
+            os.environ.setdefault(key, value)
+
+
+def _embedded_node():
+    """Ray's node object when this driver started the node itself (embedded), else None."""
+    try:
+        from ray._private import worker
+    except ImportError:
+        return None
+    node = getattr(worker, "_global_node", None)
+    processes = getattr(node, "all_processes", None)
+    if not isinstance(processes, dict) or not processes.get("raylet"):
+        return None  # joined a running cluster (connect-only), or a Ray whose node looks different
+    return node
+
+
+def raylet_environment() -> dict[str, str] | None:
+    """The environment of the embedded node's raylet (which its workers inherit), read from /proc;
+    None on a cluster or where it cannot be read."""
+    node = _embedded_node()
+    if node is None:
+        return None
+    try:
+        pid = node.all_processes["raylet"][0].process.pid
+        raw = (Path("/proc") / str(pid) / "environ").read_bytes()
+    except (AttributeError, IndexError, OSError):
+        return None
+    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
+
+
+def _registering_without_env(original):
+    def get(self, trainable_cls):
+        if trainable_cls not in self._cache:
+            wanted, inherited = tune_env_vars(), raylet_environment()
+            if wanted is not None and inherited is not None and all(inherited.get(k) == v for k, v in wanted.items()):
+                import ray
+                self._cache[trainable_cls] = ray.remote(trainable_cls)
+        return original(self, trainable_cls)
+    return get
+
+
+def apply() -> bool:
+    """Install the trainable registration of the module doc once per process; True when in place.
+    It acts only on an embedded node whose raylet already has Tune's variables."""
+    class_cache = _tune_env_module() if _applies() else None
+    if class_cache is None:
+        return False
+    cache_cls = class_cache._ActorClassCache
+    if not getattr(cache_cls, "_dnn_search_prestarted", False):
+        cache_cls.get = _registering_without_env(cache_cls.get)
+        cache_cls._dnn_search_prestarted = True
+    return True
+
+
+@contextlib.contextmanager
+def lean_start():
+    """Around an embedded `ray.init`: the node starts without its autoscaler monitor, log monitor
+    and dashboard head (module doc). Ray's classes are as they were once the block ends."""
+    try:
+        from ray._private.node import Node
+        from ray._private.parameter import RayParams
+    except ImportError:
+        Node = RayParams = None
+    if RayParams is None or not _applies() or not callable(getattr(Node, "start_api_server", None)):
+        yield
+        return
+    original_params, original_api = RayParams.__init__, Node.start_api_server
+
+    def params(self, *args, **kwargs):
+        original_params(self, *args, **kwargs)
+        self.no_monitor = True
+        self.include_log_monitor = False
+
+    def no_api_server(self, **_ignored):
+        self._webui_url = None
+
+    RayParams.__init__, Node.start_api_server = params, no_api_server
+    try:
+        yield
+    finally:
+        RayParams.__init__, Node.start_api_server = original_params, original_api
+
+
+def _descendants(roots: set[int]) -> set[int]:
+    """ROOTS and every live process below them, from /proc (parents read before anything is killed)."""
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(proc.name))
+    found, todo = set(), list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in found and pid != os.getpid():
+            found.add(pid)
+            todo.extend(children.get(pid, ()))
+    return found
+
+
+def stop_at_once() -> bool:
+    """Make the coming `ray.shutdown` SIGKILL the embedded node's processes and their children at
+    once instead of stopping them one by one (module doc). True when it will."""
+    node = _embedded_node() if _applies() else None
+    if node is None or not callable(getattr(node, "kill_all_processes", None)):
+        return False
+
+    def kill_all_processes(**_ignored) -> None:
+        popens = [info.process for infos in node.all_processes.values() for info in infos
+                  if getattr(info, "process", None) is not None]
+        for pid in _descendants({p.pid for p in popens if p.poll() is None}):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        for popen in popens:
+            with contextlib.suppress(Exception):
+                popen.wait(timeout=5)  # reap them (SIGKILL cannot be ignored: they are gone at once)
+
+    node.kill_all_processes = kill_all_processes
+    return True

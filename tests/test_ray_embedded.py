@@ -1,0 +1,122 @@
+"""dnn_search.search.ray_embedded on a real embedded Ray (`ray_session` with no address): the node
+starts without its autoscaler monitor, log monitor and dashboard head; a Tune trial runs on a worker
+Ray prestarted while `ray.init` waited; and the session's end kills every process of the node at
+once (the raylet ends by SIGKILL) and leaves none behind. After a body that raised, Ray's own
+stop runs and leaves none behind either."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+SCRIPT = r"""
+import json, os, sys, time
+from pathlib import Path
+from dnn_search.search import ray_embedded
+from dnn_search.search.ray_session import ray_session
+
+def cmdline(pid):
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+def alive(pid):
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+def all_pids():
+    return {int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()}
+
+def trainable(config):
+    from ray import tune
+    tune.report({"pid": os.getpid()})
+
+out = {}
+root = Path(sys.argv[1])
+with ray_session(None, True, root / "ok") as ray:
+    from ray import tune
+    node = ray_embedded._embedded_node()
+    raylet = node.all_processes["raylet"][0].process
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the workers Ray prestarts when this driver registers
+        tree = ray_embedded._descendants({p.process.pid for infos in node.all_processes.values() for p in infos})
+        if any("default_worker" in cmdline(p) or cmdline(p).startswith("ray::IDLE") for p in tree):
+            break
+        time.sleep(0.05)
+    out["programs"] = sorted(cmdline(p)[:200] for p in tree)
+    before = all_pids()
+    grid = tune.Tuner(trainable, run_config=tune.RunConfig(storage_path=str(root / "tune"), verbose=0)).fit()
+    pid = int(grid[0].metrics["pid"])
+    out["trial_worker_prestarted"] = pid in before
+    inside = ray_embedded._descendants({p.process.pid for infos in node.all_processes.values() for p in infos})
+out["raylet_returncode"] = raylet.returncode
+out["left_alive"] = sorted(cmdline(p)[:120] for p in inside if alive(p))
+try:
+    with ray_session(None, True, root / "failing") as ray:
+        node = ray_embedded._embedded_node()
+        inside = ray_embedded._descendants({p.process.pid for infos in node.all_processes.values() for p in infos})
+        raise RuntimeError("the body failed")
+except RuntimeError:
+    pass
+out["left_alive_after_error"] = sorted(cmdline(p)[:120] for p in inside if alive(p))
+print("OUTCOME", json.dumps(out), flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def outcome(tmp_path_factory, search_env):
+    import ray
+
+    from dnn_search.search import tune_patches
+    if not tune_patches.applies_to(ray.__version__):
+        pytest.skip(f"Ray {ray.__version__} is not the release ray_embedded was written for")
+    root = tmp_path_factory.mktemp("embedded")
+    script = root / "embedded.py"
+    script.write_text(SCRIPT)
+    proc = subprocess.run([sys.executable, str(script), str(root)], env=search_env, cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    (line,) = [x for x in proc.stdout.splitlines() if x.startswith("OUTCOME ")]
+    return json.loads(line.split(" ", 1)[1])
+
+
+def test_the_node_starts_without_autoscaler_log_monitor_or_dashboard(outcome):
+    programs = " | ".join(outcome["programs"])
+    assert "raylet" in programs and "gcs_server" in programs, programs
+    for absent in ("autoscaler/_private/monitor.py", "log_monitor.py", "dashboard/dashboard.py"):
+        assert absent not in programs, programs
+
+
+def test_a_trial_runs_on_a_worker_ray_prestarted(outcome):
+    assert outcome["trial_worker_prestarted"] is True
+
+
+def test_the_end_kills_the_whole_node_at_once(outcome):
+    assert outcome["raylet_returncode"] == -9  # SIGKILL: stop_at_once ran, not Ray's one-by-one stop
+    assert outcome["left_alive"] == []
+
+
+def test_after_an_error_rays_own_stop_leaves_nothing_either(outcome):
+    assert outcome["left_alive_after_error"] == []
+
+
+def test_other_ray_releases_are_left_alone(monkeypatch):
+    from ray._private.node import Node
+    from ray._private.parameter import RayParams
+
+    from dnn_search.search import ray_embedded, tune_patches
+    monkeypatch.setattr(tune_patches, "applies_to", lambda version: False)
+    params, api = RayParams.__init__, Node.start_api_server
+    with ray_embedded.lean_start():
+        assert RayParams.__init__ is params and Node.start_api_server is api
+    assert ray_embedded.apply() is False and ray_embedded.stop_at_once() is False
+    assert ray_embedded.raylet_environment() is None  # no embedded node in this process
