@@ -70,8 +70,14 @@ def snapshot(exp: Path, name: str) -> dict:
 
 
 def latest_checkpoint_step(trial_dir: Path) -> int:
-    steps = [int(torch.load(c / "state.pt", weights_only=True)["step"]) for c in trial_dir.glob("checkpoint_*")
-             if (c / "state.pt").is_file()]
+    """The newest checkpoint step on storage; a state.pt that Tune is still copying there (its copy
+    is not atomic, so a poll can read it half-written) does not count yet."""
+    steps = []
+    for c in trial_dir.glob("checkpoint_*"):
+        try:
+            steps.append(int(torch.load(c / "state.pt", weights_only=True)["step"]))
+        except (OSError, EOFError, RuntimeError, pickle.UnpicklingError):
+            continue
     return max(steps, default=0)
 
 
