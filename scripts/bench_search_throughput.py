@@ -97,6 +97,17 @@ def _wait_for_port(port: int, timeout: float = 60.0) -> None:
     raise SystemExit(f"the local Ray head did not answer on port {port} within {timeout:.0f} s")
 
 
+PROFILED_MAIN = """
+import cProfile, sys
+from dnn_search.cli import main
+out, sys.argv = sys.argv[1], ["dnn-search", *sys.argv[2:]]
+profile = cProfile.Profile()
+code = profile.runcall(main)
+profile.dump_stats(out)
+sys.exit(code)
+"""
+
+
 def profile_top(path: Path, n: int = 12) -> str:
     """The driver's cProfile: the functions with the most cumulative time, as markdown rows."""
     import pstats
@@ -138,7 +149,10 @@ def main() -> int:
         path.write_text(yaml.safe_dump(space))
         env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
         prof = Path(tmp) / "driver.prof"
-        runner = [sys.executable, *(["-m", "cProfile", "-o", str(prof)] if args.profile else []), "-m", "dnn_search"]
+        # `dnn-search` ends with os._exit (no interpreter teardown), so `python -m cProfile` would never
+        # write its file: profile `main` itself and write the file before exiting
+        runner = ([sys.executable, "-c", PROFILED_MAIN, str(prof)] if args.profile
+                  else [sys.executable, "-m", "dnn_search"])
         address = []
         head = None
         if args.local_ray:
