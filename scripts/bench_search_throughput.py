@@ -10,6 +10,8 @@ Optuna, checkpoints and reporting -- what a longer search amortises.
 
     python scripts/bench_search_throughput.py                       # 4 trials x 6 steps, 2 at once
     python scripts/bench_search_throughput.py --write docs/benchmarks_search.md
+    git worktree add /tmp/before COMMIT    # then, on a quiet machine: before/after alternating, 3 each
+    python scripts/bench_search_throughput.py --trials 16 --steps 30 --repeat 3 --compare-with /tmp/before
 """
 from __future__ import annotations
 
@@ -120,25 +122,9 @@ def profile_top(path: Path, n: int = 12) -> str:
     return "\n".join(out)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trials", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--max-concurrent", type=int, default=2)
-    parser.add_argument("--write", default=None, help="write the result as markdown to this file")
-    parser.add_argument("--label", default="", help="a name for this run in the written file (e.g. before/after)")
-    parser.add_argument("--append", action="store_true", help="append to --write instead of replacing it")
-    parser.add_argument("--profile", action="store_true",
-                        help="run the driver under cProfile and add its top functions (the trials run in "
-                             "Ray workers: their parts come from the decomposition)")
-    parser.add_argument("--local-ray", action="store_true",
-                        help="start a local Ray head first (`ray start --head --block`, its own temp folder, "
-                             "stopped at the end) and run the search on it with --address: a Ray session kept "
-                             "across commands, so the search pays neither Ray's start nor its shutdown")
-    parser.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "dnn_search-throughput-cache"),
-                        help="kept between runs, so the native kernels' one-time build (30-50 s) and the data "
-                             "generation are not measured; run twice when it is new")
-    args = parser.parse_args()
+def run_once(args, checkout: Path) -> dict:
+    """One search with the code of CHECKOUT (a checkout of this repository: `python -m dnn_search` run
+    there imports its own package first), measured from its own tables."""
     import pandas as pd
     space = yaml.safe_load((REPO / "search_spaces" / "mnist1d.yaml").read_text())
     space.update(num_samples=args.trials, max_concurrent=args.max_concurrent, scheduler={"type": "none"},
@@ -170,52 +156,124 @@ def main() -> int:
             proc = subprocess.run([*runner, "search", "--space", str(path), "--name", "tp",
                                    "--storage", str(Path(tmp) / "r"), "--quiet", "--cache-dir", args.cache_dir,
                                    *address],
-                                  env=env, cwd=REPO,
+                                  env=env, cwd=checkout,
                                   capture_output=True, text=True)
             ended = time.time()
         finally:
             if head is not None:
                 os.killpg(head.pid, signal.SIGTERM)
                 head.wait(60)
-        wall = ended - started
         if proc.returncode != 0:
-            print(proc.stderr[-3000:], file=sys.stderr)
-            return 1
+            raise SystemExit(f"the search in {checkout} failed:\n{proc.stderr[-3000:]}")
         trials = pd.read_parquet(Path(tmp) / "r" / "tp" / "trials.parquet")
         steps = pd.read_parquet(Path(tmp) / "r" / "tp" / "steps.parquet")
         top = profile_top(prof) if args.profile else ""
-    done_steps = len(steps)
+    wall = ended - started
     step_seconds = float(steps["seconds"].sum())  # time inside outer steps, summed over trials
     busy = step_seconds / args.max_concurrent     # if the concurrent trials overlapped perfectly
-    parts = decompose(trials, steps, wall, started, ended, args.max_concurrent)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True,
+                            text=True).stdout.strip()
+    return {"commit": commit, "wall": wall, "trials": len(trials), "steps": len(steps),
+            "statuses": trials.status.value_counts().to_dict(), "step_seconds": step_seconds,
+            "outside": max(0.0, 1 - busy / wall), "top": top,
+            "parts": decompose(trials, steps, wall, started, ended, args.max_concurrent)}
+
+
+def one_run_table(args, r: dict, label: str) -> str:
+    """A run's summary and where its slots' core-seconds went, as markdown."""
+    n = max(r["trials"], 1)
     rows = {
         "CPU": f"{cpu_model()} ({os.cpu_count()} cores), torch threads per trial: 1",
-        "code": commit,
-        "search": f"{len(trials)} trials x {args.steps} outer steps, {args.max_concurrent} at once, "
-                  f"mnist1d.yaml sizes, statuses {trials.status.value_counts().to_dict()}, "
+        "code": r["commit"],
+        "search": f"{r['trials']} trials x {args.steps} outer steps, {args.max_concurrent} at once, "
+                  f"mnist1d.yaml sizes, statuses {r['statuses']}, "
                   f"{'on a local Ray head started before it (--address)' if args.local_ray else 'embedded Ray'}",
-        "wall time (whole command)": f"{wall:.1f} s",
-        "outer steps per hour": f"{done_steps / wall * 3600:.0f}",
-        "trials per hour": f"{len(trials) / wall * 3600:.1f}",
-        "mean outer step inside a trial": f"{step_seconds / max(done_steps, 1):.2f} s",
-        "share of wall time outside outer steps": f"{max(0.0, 1 - busy / wall) * 100:.1f} %",
+        "wall time (whole command)": f"{r['wall']:.1f} s",
+        "outer steps per hour": f"{r['steps'] / r['wall'] * 3600:.0f}",
+        "trials per hour": f"{r['trials'] / r['wall'] * 3600:.1f}",
+        "mean outer step inside a trial": f"{r['step_seconds'] / max(r['steps'], 1):.2f} s",
+        "share of wall time outside outer steps": f"{r['outside'] * 100:.1f} %",
     }
-    n = max(len(trials), 1)
-    total = args.max_concurrent * wall
-    parts_rows = [f"| {k} | {v:.1f} | {v / total * 100:.1f} % | {v / n:.2f} |" for k, v in parts.items()]
-    text = "\n".join(f"| {k} | {v} |" for k, v in rows.items())
-    title = f"whole-search throughput{' (' + args.label + ')' if args.label else ''}"
-    table = (f"| {title} | |\n|---|---|\n" + text + "\n\n"
+    total = args.max_concurrent * r["wall"]
+    parts_rows = [f"| {k} | {v:.1f} | {v / total * 100:.1f} % | {v / n:.2f} |" for k, v in r["parts"].items()]
+    title = f"whole-search throughput{' (' + label + ')' if label else ''}"
+    table = (f"| {title} | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows.items()) + "\n\n"
              f"| where the {args.max_concurrent} slots' {total:.0f} core-seconds went | core-s | share | per trial (s) |\n"
              "|---|---|---|---|\n" + "\n".join(parts_rows) + "\n")
-    if top:
-        table += "\nThe driver's profile (cProfile, cumulative):\n\n" + top + "\n"
+    if r["top"]:
+        table += "\nThe driver's profile (cProfile, cumulative):\n\n" + r["top"] + "\n"
+    return table
+
+
+# the parts of `decompose`, by the short names of the comparison table's columns
+SHORT = {"fixed start-up": "fixed start-up", "tail": "tail", "hand-over": "hand-over",
+         "reporting": "reporting", "end (": "end"}
+
+
+def comparison_table(args, runs: list[tuple[str, dict]]) -> str:
+    """Each run as one row (in the order run), then the mean share outside outer steps per code."""
+    head = ("| run | code | wall time | **outside outer steps** | "
+            + " | ".join(SHORT.values()) + " |\n|" + "---|" * (4 + len(SHORT)) + "\n")
+    lines = []
+    for label, r in runs:
+        total = args.max_concurrent * r["wall"]
+        shares = [next(v for k, v in r["parts"].items() if k.startswith(prefix)) / total * 100 for prefix in SHORT]
+        lines.append(f"| {label} | {r['commit']} | {r['wall']:.1f} s | **{r['outside'] * 100:.1f} %** | "
+                     + " | ".join(f"{x:.1f} %" for x in shares) + " |")
+    means = {}
+    for label, r in runs:
+        means.setdefault(label.rsplit(" ", 1)[0], []).append(r["outside"] * 100)
+    summary = "; ".join(f"{k}: mean {sum(v) / len(v):.1f} % ({', '.join(f'{x:.1f}' for x in v)})"
+                        for k, v in means.items())
+    return head + "\n".join(lines) + f"\n\nOutside outer steps, {summary}.\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--max-concurrent", type=int, default=2)
+    parser.add_argument("--write", default=None, help="write the result as markdown to this file")
+    parser.add_argument("--label", default="", help="a name for this run in the written file (e.g. before/after)")
+    parser.add_argument("--append", action="store_true", help="append to --write instead of replacing it")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run the search this many times (the share outside outer steps varies by about a "
+                             "point between runs on a 2-core machine) and add a row per run and their mean")
+    parser.add_argument("--compare-with", default=None, metavar="CHECKOUT",
+                        help="another checkout of this repository (e.g. `git worktree add /tmp/before COMMIT`): "
+                             "its code runs first, then this one's, alternating, --repeat times each")
+    parser.add_argument("--profile", action="store_true",
+                        help="run the driver under cProfile and add its top functions (the trials run in "
+                             "Ray workers: their parts come from the decomposition)")
+    parser.add_argument("--local-ray", action="store_true",
+                        help="start a local Ray head first (`ray start --head --block`, its own temp folder, "
+                             "stopped at the end) and run the search on it with --address: a Ray session kept "
+                             "across commands, so the search pays neither Ray's start nor its shutdown")
+    parser.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "dnn_search-throughput-cache"),
+                        help="kept between runs, so the native kernels' one-time build (30-50 s) and the data "
+                             "generation are not measured; run twice when it is new")
+    args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    other = Path(args.compare_with).resolve() if args.compare_with else None
+    if other is not None and not (other / "dnn_search" / "__main__.py").is_file():
+        parser.error(f"--compare-with {args.compare_with}: not a checkout of this repository")
+    runs = []
+    for i in range(1, args.repeat + 1):
+        for name, checkout in ((("before", other),) if other else ()) + ((("after" if other else args.label or "run"), REPO),):
+            label = f"{name} {i}"
+            print(f"run {label} ({checkout}) ...", file=sys.stderr, flush=True)
+            runs.append((label, run_once(args, checkout)))
+    single = len(runs) == 1
+    table = one_run_table(args, runs[0][1], args.label) if single else comparison_table(args, runs)
     print(table)
     if args.write:
+        compared = f" --compare-with CHECKOUT (of {runs[0][1]['commit']})" if other else ""
         command = (f"python scripts/bench_search_throughput.py --trials {args.trials} --steps {args.steps} "
                    f"--max-concurrent {args.max_concurrent}{' --profile' if args.profile else ''}"
                    f"{' --local-ray' if args.local_ray else ''}"
+                   f"{f' --repeat {args.repeat}' if args.repeat > 1 else ''}"
+                   f"{compared}"
                    f"{' --label ' + args.label if args.label else ''} --write {args.write}")
         block = f"## {args.label or 'run'}\n\nMade by `{command}` on {time.strftime('%Y-%m-%d %H:%M')}.\n\n" + table
         head = ("# Whole-search throughput\n\nThe outside share is 1 - (sum of the trials' outer-step seconds / "
