@@ -19,19 +19,13 @@ SCRIPT = r"""
 import json, os, sys, time
 from pathlib import Path
 from dnn_search.search import ray_embedded
-from dnn_search.search.ray_session import ray_session
+from dnn_search.search.ray_session import _alive as alive, ray_session
 
 def cmdline(pid):
     try:
         return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
-
-def alive(pid):
-    try:
-        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 def all_pids():
     return {int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()}

@@ -34,11 +34,15 @@ or where a name is missing, they do nothing and Ray behaves as it does without t
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 from dnn_search.search import tune_patches
+
+log = logging.getLogger(__name__)
 
 
 def _applies() -> bool:
@@ -47,6 +51,9 @@ def _applies() -> bool:
 
 
 def _tune_env_module():
+    """Tune's trainable registration module, where this is the Ray release written for; else None."""
+    if not _applies():
+        return None
     try:
         from ray.tune.execution import class_cache
     except ImportError:
@@ -69,7 +76,7 @@ def tune_env_vars() -> dict[str, str] | None:
 def prepare_environment() -> None:
     """Before an embedded `ray.init`: Tune's default trainable variables into this process's
     environment, for the raylet and its workers to inherit (a value already set is kept)."""
-    class_cache = _tune_env_module() if _applies() else None
+    class_cache = _tune_env_module()
     if class_cache is not None:
         for key, value in class_cache.DEFAULT_ENV_VARS.items():
             os.environ.setdefault(key, value)
@@ -116,7 +123,7 @@ def _registering_without_env(original):
 def apply() -> bool:
     """Install the trainable registration of the module doc once per process; True when in place.
     It acts only on an embedded node whose raylet already has Tune's variables."""
-    class_cache = _tune_env_module() if _applies() else None
+    class_cache = _tune_env_module()
     if class_cache is None:
         return False
     cache_cls = class_cache._ActorClassCache
@@ -187,8 +194,10 @@ def stop_at_once() -> bool:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         for popen in popens:
-            with contextlib.suppress(Exception):
+            try:
                 popen.wait(timeout=5)  # reap them (SIGKILL cannot be ignored: they are gone at once)
+            except subprocess.TimeoutExpired:  # stuck in the kernel (uninterruptible sleep): say so, go on
+                log.warning("Ray process %s did not end within 5 s of SIGKILL; left to the system", popen.pid)
 
     node.kill_all_processes = kill_all_processes
     return True
