@@ -1,5 +1,6 @@
 """dnn_search.search.ray_embedded on a real embedded Ray (`ray_session` with no address): the node
-starts without its autoscaler monitor, log monitor and dashboard head; a Tune trial runs on a worker
+starts without its autoscaler monitor, log monitor and dashboard head, and Ray's lookup of the new
+raylet runs once it has registered (no second-long sleep); a Tune trial runs on a worker
 Ray prestarted while `ray.init` waited; and the session's end kills every process of the node at
 once (the raylet ends by SIGKILL) and leaves none behind. After a body that raised, Ray's own
 stop runs and leaves none behind either."""
@@ -34,9 +35,21 @@ def trainable(config):
     from ray import tune
     tune.report({"pid": os.getpid()})
 
+from dnn_search.search import ray_session as session_module
+session_module._ray_env()
+session_module._embedded_auth()  # as ray_session does before Ray is imported
+from ray._private import state as ray_state
+ray_asked = []  # whether the node was in the GCS's node table when Ray's blocking lookup ran
+blocking_get_node = ray_state.GlobalState.get_node
+def get_node(self, node_id):
+    ray_asked.append(any(n.get("NodeID") == node_id for n in self.node_table()))
+    return blocking_get_node(self, node_id)
+ray_state.GlobalState.get_node = get_node
+
 out = {}
 root = Path(sys.argv[1])
 with ray_session(None, True, root / "ok") as ray:
+    out["registered_when_ray_asked"] = list(ray_asked)
     from ray import tune
     node = ray_embedded._embedded_node()
     raylet = node.all_processes["raylet"][0].process
@@ -90,6 +103,12 @@ def test_the_node_starts_without_autoscaler_log_monitor_or_dashboard(outcome):
         assert absent not in programs, programs
 
 
+def test_rays_blocking_lookup_of_the_new_node_finds_it_at_once(outcome):
+    # without lean_start's poll, the lookup runs 0.1 s after the raylet starts, before it has
+    # registered (it waits for its Python agents first), and sleeps a second before it asks again
+    assert outcome["registered_when_ray_asked"] == [True]
+
+
 def test_a_trial_runs_on_a_worker_ray_prestarted(outcome):
     assert outcome["trial_worker_prestarted"] is True
 
@@ -104,13 +123,27 @@ def test_after_an_error_rays_own_stop_leaves_nothing_either(outcome):
 
 
 def test_other_ray_releases_are_left_alone(monkeypatch):
+    from ray._private import services
     from ray._private.node import Node
     from ray._private.parameter import RayParams
 
     from dnn_search.search import ray_embedded, tune_patches
     monkeypatch.setattr(tune_patches, "applies_to", lambda version: False)
     params, api = RayParams.__init__, Node.start_api_server
+    get_node = services.get_node
     with ray_embedded.lean_start():
-        assert RayParams.__init__ is params and Node.start_api_server is api
+        assert RayParams.__init__ is params and Node.start_api_server is api and services.get_node is get_node
     assert ray_embedded.apply() is False and ray_embedded.stop_at_once() is False
     assert ray_embedded.raylet_environment() is None  # no embedded node in this process
+
+
+def test_a_poll_that_cannot_read_the_node_table_leaves_the_wait_to_ray(monkeypatch):
+    from ray._private import state
+
+    from dnn_search.search import ray_embedded
+
+    def unreadable(self):
+        raise RuntimeError("the GCS did not answer")
+    monkeypatch.setattr(state.GlobalState, "node_table", unreadable)
+    # no exception, and no waiting out the timeout: Ray's own lookup runs next and reports
+    assert ray_embedded.wait_for_registration("127.0.0.1:1", "ab" * 28, timeout_s=60) is False
