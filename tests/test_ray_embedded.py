@@ -1,7 +1,8 @@
 """dnn_search.search.ray_embedded on a real embedded Ray (`ray_session` with no address): the node
 starts without its autoscaler monitor, log monitor and dashboard head, and Ray's lookup of the new
-raylet runs once it has registered (no second-long sleep); a Tune trial runs on a worker
-Ray prestarted while `ray.init` waited; and the session's end kills every process of the node at
+raylet runs once it has registered (no second-long sleep); the driver starts the node before it
+imports Tune; a Tune trial runs on a worker Ray prestarted while `ray.init` waited, with torch
+preloaded where every such worker hosts a trial; and the session's end kills every process of the node at
 once (the raylet ends by SIGKILL) and leaves none behind. After a body that raised, Ray's own
 stop runs and leaves none behind either."""
 from __future__ import annotations
@@ -32,8 +33,9 @@ def all_pids():
     return {int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()}
 
 def trainable(config):
+    preloaded = "torch" in sys.modules  # nothing on the way here imports torch: Ray preloaded it
     from ray import tune
-    tune.report({"pid": os.getpid()})
+    tune.report({"pid": os.getpid(), "torch_preloaded": preloaded})
 
 from dnn_search.search import ray_session as session_module
 session_module._ray_env()
@@ -45,11 +47,20 @@ def get_node(self, node_id):
     ray_asked.append(any(n.get("NodeID") == node_id for n in self.node_table()))
     return blocking_get_node(self, node_id)
 ray_state.GlobalState.get_node = get_node
+import ray as ray_module
+tune_at_init = []  # whether the driver had imported Tune when it started the node
+ray_init = ray_module.init
+def init(*args, **kwargs):
+    tune_at_init.append("ray.tune" in sys.modules)
+    return ray_init(*args, **kwargs)
+ray_module.init = init
 
 out = {}
 root = Path(sys.argv[1])
-with ray_session(None, True, root / "ok") as ray:
+from ray._private.utils import get_num_cpus
+with ray_session(None, True, root / "ok", max_concurrent=get_num_cpus()) as ray:
     out["registered_when_ray_asked"] = list(ray_asked)
+    out["tune_imported_before_the_node_started"] = list(tune_at_init)
     from ray import tune
     node = ray_embedded._embedded_node()
     raylet = node.all_processes["raylet"][0].process
@@ -63,6 +74,7 @@ with ray_session(None, True, root / "ok") as ray:
     before = all_pids()
     grid = tune.Tuner(trainable, run_config=tune.RunConfig(storage_path=str(root / "tune"), verbose=0)).fit()
     pid = int(grid[0].metrics["pid"])
+    out["torch_preloaded"] = grid[0].metrics["torch_preloaded"]
     out["trial_worker_prestarted"] = pid in before
     inside = ray_embedded._descendants({p.process.pid for infos in node.all_processes.values() for p in infos})
 out["raylet_returncode"] = raylet.returncode
@@ -113,6 +125,34 @@ def test_a_trial_runs_on_a_worker_ray_prestarted(outcome):
     assert outcome["trial_worker_prestarted"] is True
 
 
+def test_the_node_starts_before_tune_is_imported_and_its_workers_preload_torch(outcome):
+    # a trial per CPU: every prestarted worker hosts one, so torch and Tune are preloaded into them
+    # while the driver imports Tune after the node's start
+    assert outcome["tune_imported_before_the_node_started"] == [False]
+    assert outcome["torch_preloaded"] is True
+
+
+def test_preloading_only_where_every_prestarted_worker_hosts_a_trial():
+    from ray._private.utils import get_num_cpus
+
+    from dnn_search.search import ray_embedded
+    cpus = get_num_cpus()
+    preload = {"preload_python_modules": ["torch", "ray.tune"]}
+    assert ray_embedded.system_config(cpus, 1.0) == preload
+    assert ray_embedded.system_config(2 * cpus, 0.5) == preload
+    assert ray_embedded.system_config(cpus, 2.0) == {}       # half the workers would idle
+    assert ray_embedded.system_config(None, 1.0) == {}       # not known: Ray as it is
+    if cpus > 1:
+        assert ray_embedded.system_config(cpus - 1, 1.0) == {}
+
+
+def test_the_variables_set_before_tune_is_imported_are_tunes():
+    from ray.tune.execution import class_cache
+
+    from dnn_search.search import ray_embedded
+    assert dict(ray_embedded.TUNE_ENV_VARS) == class_cache.DEFAULT_ENV_VARS
+
+
 def test_the_end_kills_the_whole_node_at_once(outcome):
     assert outcome["raylet_returncode"] == -9  # SIGKILL: stop_at_once ran, not Ray's one-by-one stop
     assert outcome["left_alive"] == []
@@ -134,6 +174,7 @@ def test_other_ray_releases_are_left_alone(monkeypatch):
     with ray_embedded.lean_start():
         assert RayParams.__init__ is params and Node.start_api_server is api and services.get_node is get_node
     assert ray_embedded.apply() is False and ray_embedded.stop_at_once() is False
+    assert ray_embedded.system_config(64, 1.0) == {}
     assert ray_embedded.raylet_environment() is None  # no embedded node in this process
 
 

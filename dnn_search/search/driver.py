@@ -156,7 +156,8 @@ def run_search(opts: Options, *, then=None) -> dict:
 def _run_search(opts: Options, space: SearchSpace, exp_dir: Path, record: SearchRecord, then) -> dict:
     if opts.resume:
         clean_stale_session(exp_dir, opts.quiet)
-    with ray_session(record.address, opts.quiet, exp_dir) as ray, contextlib.ExitStack() as stack:
+    with ray_session(record.address, opts.quiet, exp_dir, space.max_concurrent, space.cpus_per_trial) as ray, \
+            contextlib.ExitStack() as stack:
         nodes = check_resources(ray, space)
         warn_storage(record.address, exp_dir, nodes, opts.quiet)
         write_record(exp_dir, record)

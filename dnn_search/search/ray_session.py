@@ -152,18 +152,26 @@ def _embedded_auth() -> None:
     os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 
 
+def _patch_tune() -> None:
+    """Our fixes to Tune (tune_patches, ray_embedded); this imports Tune (~0.7 s), which the session
+    does once its Ray is up, so that a new embedded node starts meanwhile (ray_embedded)."""
+    tune_patches.apply()
+    ray_embedded.apply()
+
+
 @contextlib.contextmanager
-def ray_session(address: str | None, quiet: bool = False, exp_dir: Path | None = None):
+def ray_session(address: str | None, quiet: bool = False, exp_dir: Path | None = None,
+                max_concurrent: int | None = None, cpus_per_trial: float = 1.0):
     """An embedded local Ray (started and stopped here, temp files removed) or a running cluster.
     With EXP_DIR, an embedded session is recorded there (SESSION_FILE) so that a later --resume can
-    clean up after a driver that was killed."""
+    clean up after a driver that was killed. MAX_CONCURRENT trials of CPUS_PER_TRIAL at once let an
+    embedded node preload the trials' modules where that wastes nothing (ray_embedded)."""
     _ray_env()
     if address is None:
         _embedded_auth()
     import ray
-    tune_patches.apply()
-    ray_embedded.apply()
     if ray.is_initialized():
+        _patch_tune()
         yield ray
         return
     temp = None
@@ -179,7 +187,8 @@ def ray_session(address: str | None, quiet: bool = False, exp_dir: Path | None =
             ray_embedded.prepare_environment()
             with ray_embedded.lean_start():
                 ray.init(include_dashboard=False, _temp_dir=temp, log_to_driver=False,
-                         logging_level=logging.ERROR, configure_logging=True)
+                         logging_level=logging.ERROR, configure_logging=True,
+                         _system_config=ray_embedded.system_config(max_concurrent, cpus_per_trial) or None)
         else:
             _probe_address(address)
             try:
@@ -191,6 +200,7 @@ def ray_session(address: str | None, quiet: bool = False, exp_dir: Path | None =
                         "or ~/.ray/auth_token")
                 raise UserError(f"--address {address}: cannot join the Ray cluster: "
                                 f"{' '.join(str(exc).split())[:300]}{hint}") from None
+        _patch_tune()
         yield ray
         if temp and ray.is_initialized():
             ray_embedded.stop_at_once()  # all written: no graceful stop needed (ray_embedded)

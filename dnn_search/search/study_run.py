@@ -247,7 +247,7 @@ def run_study(opts: StudyOptions) -> dict:
         _write_split(exp_dir, spec)
     stages: dict[str, float] = {}
     address = opts.address
-    with ray_session(address, opts.quiet, exp_dir) as ray:
+    with ray_session(address, opts.quiet, exp_dir, spec.max_concurrent, spec.cpus_per_trial) as ray:
         check_resources(ray, spec)  # a trial no node can hold (CPUs, GPUs, memory) fails here, not pending forever
         settings = _settings(spec)
         started = time.time()
