@@ -7,7 +7,7 @@ Read top-down:
                  samplers, schedulers (name -> factory tables), pipeline_spec; checker (key-path errors)
     driver       one search from start to end on one Ray session (`run_search`, `export`)
     ray_session  the embedded local Ray or a cluster; cleaning up after a killed driver
-    ray_embedded the embedded Ray's lean start, trials on its prestarted workers, its stop at once
+    ray_embedded the embedded Ray's lean start, trials on its prestarted (preloaded) workers, its stop at once
     study        Optuna: distributions, the truthful searcher, which trials the study holds finished
     state        the driver's state, handed to the searcher and the collector
     collector    the Tune callback that writes trials.parquet / steps.parquet

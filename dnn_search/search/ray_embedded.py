@@ -199,8 +199,10 @@ def wait_for_registration(gcs_address: str, node_id: str, timeout_s: float = REG
         log.debug("poll for the raylet's registration stopped: %s", exc)
         return False
     finally:
-        with contextlib.suppress(Exception):  # a failed disconnect must not fail the start
+        try:
             table.disconnect()
+        except Exception as exc:  # noqa: BLE001 -- a failed disconnect must not fail the start
+            log.debug("could not disconnect the poll's GCS client: %s", exc)
     return False
 
 
@@ -242,15 +244,30 @@ def lean_start():
         services.get_node = original_get_node
 
 
+def _stat_fields(pid: int | str) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (the state first, then the parent's PID);
+    [] where there is no such process or /proc cannot be read."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def process_state(pid: int) -> str | None:
+    """PID's state letter from /proc (R, S, D, Z, ...); None where it cannot be read."""
+    fields = _stat_fields(pid)
+    return fields[0] if fields else None
+
+
 def _descendants(roots: set[int]) -> set[int]:
     """ROOTS and every live process below them, from /proc (parents read before anything is killed)."""
     children: dict[int, list[int]] = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(proc.name))
+        fields = _stat_fields(proc.name)
+        if len(fields) > 1 and fields[1].isdigit():
+            children.setdefault(int(fields[1]), []).append(int(proc.name))
     found, todo = set(), list(roots)
     while todo:
         pid = todo.pop()
@@ -265,11 +282,7 @@ STOP_WAIT_S = 5.0
 
 def _ended(pid: int) -> bool:
     """PID has exited: no such process, or only its zombie entry is left for its parent to reap."""
-    try:
-        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state in ("Z", "X")
+    return process_state(pid) in (None, "Z", "X")
 
 
 def stop_at_once() -> bool:

@@ -87,9 +87,9 @@ def processes_under(folder: str) -> list[int]:
     for proc in proc_root.iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
+        if ray_embedded.process_state(int(proc.name)) in (None, "Z"):  # gone, or a zombie
+            continue
         try:
-            if (proc / "stat").read_text().split(")")[-1].split()[0] == "Z":
-                continue
             hits = folder in (proc / "cmdline").read_bytes().decode(errors="replace")
             for link in ("cwd", "fd/1", "fd/2"):
                 if not hits:
@@ -109,10 +109,7 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    with contextlib.suppress(OSError):
-        if (Path("/proc") / str(pid) / "stat").read_text().split(")")[-1].split()[0] == "Z":
-            return False
-    return True
+    return ray_embedded.process_state(pid) != "Z"
 
 
 def clean_stale_session(exp_dir: Path, quiet: bool = False) -> int:
