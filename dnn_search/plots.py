@@ -1,6 +1,7 @@
-"""Science figures and the one way the tool draws and writes them (Agg backend, atomic PNGs): learned
-activations, Hessian spectral densities (`smoothed_density`) and forecasts of a trajectory. The
-report's figures, drawn from search tables, live in `dnn_search.results.figures_*`."""
+"""Science figures and the one way the tool draws and writes them with matplotlib (Agg backend, atomic
+PNGs): Hessian spectral densities (`smoothed_density`) and forecasts of a trajectory; and learned
+activations, the one chart drawn with Pillow instead (`linechart.py`: every search trial draws it as it
+ends). The report's figures, drawn from search tables, live in `dnn_search.results.figures_*`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,12 +22,11 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, path, tight: bool = True) -> Path:
-    """FIG as a PNG at PATH, atomically. `tight` crops to the drawn content, which draws the figure
-    twice; a figure whose margins are set for its content passes False (half the time again)."""
+def save_figure(fig, path) -> Path:
+    """FIG as a PNG at PATH, atomically, cropped to its drawn content."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight" if tight else None, format="png")
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     pyplot().close(fig)
     return path
 
@@ -47,25 +47,18 @@ def smoothed_density(eigen_runs, weight_runs, grid: np.ndarray, sd: float) -> np
 
 def plot_activations(acts: ActivationSet, path, title: str = "Learned activations") -> Path:
     """Each learned f_i on [-5, 5] next to its base function (dashed). Every search trial draws one
-    as it ends, while its slot waits: the margins are fixed for this one layout instead of cropped
-    (0.11 -> 0.075 s a plot here, a third of a trial's hand-over; docs/benchmarks_search.md)."""
+    as it ends, while its slot waits: drawn with Pillow (`linechart.py`), not matplotlib, in a few
+    milliseconds instead of 0.07 s and 0.37 s of import per worker (docs/benchmarks_search.md)."""
     import torch
-    plt = pyplot()
+
+    from dnn_search.linechart import Series, line_chart, viridis
     x = standard_grid()
     y = acts.evaluate(x)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(x, base_value(acts.base, torch.as_tensor(x)).numpy(), "k--", lw=1.5, label=f"base: {acts.base}")
-    colors = plt.cm.viridis(np.linspace(0, 0.9, acts.n))
-    for i in range(acts.n):
-        ax.plot(x, y[i], color=colors[i], lw=1.5, label=f"f{i + 1}" if acts.n <= 10 else None)
-    ax.set_xlabel("input x (pre-activation)")
-    ax.set_ylabel("activation f(x)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))  # short tick labels: fixed margins fit
-    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.12, top=0.88)
-    return save_figure(fig, path, tight=False)
+    series = [Series(base_value(acts.base, torch.as_tensor(x)).numpy(), (0, 0, 0), dashed=True,
+                     label=f"base: {acts.base}")]
+    for i, color in enumerate(viridis(np.linspace(0, 0.9, acts.n))):
+        series.append(Series(y[i], color, label=f"f{i + 1}" if acts.n <= 10 else None))
+    return line_chart(path, x, series, title=title, xlabel="input x (pre-activation)", ylabel="activation f(x)")
 
 
 def plot_forecast(truth, forecasts: dict, path, title: str, dt: float = 0.01, state_names=None) -> Path:
