@@ -2,15 +2,16 @@
 
 Why not matplotlib, which draws every other figure of the tool (`plots.py`): a trial draws this chart
 while its slot waits for the next trial, and matplotlib took 0.07 s a chart there, and 0.46 s for a
-worker's first (its import), ~0.7 % of a search's wall time at `mnist1d.yaml` sizes. This draws the
-same chart on the same layout in 0.013 s, 0.04 s the first (docs/benchmarks_search.md, fourth round).
+worker's first (its import). This draws the same chart on the same layout in 0.014 to 0.024 s, 0.04 to
+0.07 s the first: the hand-over between trials went from 1.1-1.3 % to 0.6-0.7 % of a search's wall
+time at `mnist1d.yaml` sizes (docs/benchmarks_search.md, fourth round).
 
 How: everything is drawn at `SUPERSAMPLE` times the size and reduced at the end (anti-aliased lines
 and text); text is DejaVu Sans, matplotlib's own font, found without importing matplotlib (Pillow's
-default font where it is missing); the PNG is compressed at zlib level 1 (0.009 -> 0.003 s, files
-~15 % larger, still smaller than matplotlib's). Ticks fall on round numbers (1, 2, 2.5 or 5 times a power of ten);
-y tick labels beyond 10^±3 share an offset ("1e4") above the axis, as matplotlib's scientific style
-does, so that the fixed left margin fits every label.
+default font where it is missing); the PNG is compressed at zlib level 1 (level 6 took 9 ms of each
+plot; files ~15 % larger, still smaller than matplotlib's). Ticks fall on round numbers (1, 2, 2.5 or 5
+times a power of ten); y tick labels beyond 10^±3 share an offset ("1e4") above the axis, as
+matplotlib's scientific style does, so that the fixed left margin fits every label.
 """
 from __future__ import annotations
 
