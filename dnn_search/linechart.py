@@ -25,7 +25,8 @@ import numpy as np
 from dnn_search.atomic import atomic_path
 
 DPI = 110                 # pixels per inch: line widths and ticks in points -> pixels
-TEXT_DPI = 96             # the same for text: sized as the tool's matplotlib figures show it (a 12-point title is 16 pixels high there)
+TEXT_DPI = 96             # the same for text, sized as the tool's matplotlib figures show it (there a
+                          # 12-point title is 16 pixels high)
 SUPERSAMPLE = 2           # drawn this many times larger, then reduced
 MARGINS = (0.13, 0.97, 0.12, 0.88)  # left, right, bottom, top: the axes box, as fractions of the image
 GRID_GREY = (217, 217, 217)
@@ -95,8 +96,8 @@ def _limits(values: np.ndarray) -> tuple[float, float]:
     """The data range with matplotlib's 5 % margin on each side (a flat range gets a unit one)."""
     finite = values[np.isfinite(values)]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (-1.0, 1.0)
-    if hi - lo <= 1e-12 * max(1.0, abs(lo), abs(hi)):
-        pad = max(abs(lo) * 0.05, 1.0) if lo == 0 else abs(lo) * 0.05
+    if hi - lo <= 1e-12 * max(1.0, abs(lo), abs(hi)):  # flat: 5 % of the value, or 1 around zero
+        pad = abs(lo) * 0.05 or 1.0
         return lo - pad, hi + pad
     pad = 0.05 * (hi - lo)
     return lo - pad, hi + pad

@@ -73,3 +73,14 @@ def test_the_chart_draws_each_line_in_its_colour_solid_or_dashed_and_leaves_out_
     assert _runs_of(red) == 1 and red.sum() > 0.85 * axes_width  # one unbroken line across the axes
     assert _runs_of(blue) >= 20 and 0.4 * axes_width < blue.sum() < 0.85 * axes_width  # dashes
     assert _runs_of(green) == 2  # the NaN stretch is not drawn
+
+
+@pytest.mark.parametrize("value", [0.0, 3.0, -2e5])
+def test_a_flat_chart_is_drawn_in_the_middle_of_its_axes(tmp_path, value):
+    from dnn_search.linechart import Series, line_chart
+    x = np.linspace(-5, 5, 100)
+    path = line_chart(tmp_path / "f.png", x, [Series(np.full_like(x, value), (220, 0, 0), label="flat")],
+                      title="t", xlabel="x", ylabel="y")
+    rgb = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    rows = np.flatnonzero((np.abs(rgb - np.array((220, 0, 0))).sum(axis=2) < 60).sum(axis=1) > 300)
+    assert len(rows) and abs(rows.mean() - 220) < 5  # the middle row of the axes box (rows 52.8 to 387.2)
