@@ -45,7 +45,7 @@ not there yet, sleeps a whole second before it asks again: `lean_start` polls th
 table every 20 ms first, so that the blocking call finds the node at once (`ray.init` 1.73 s ->
 1.15 s here, three runs each).
 
-All three touch private names of one Ray minor release (`tune_patches.WRITTEN_FOR`): on any other Ray,
+All four touch private names of one Ray minor release (`tune_patches.WRITTEN_FOR`): on any other Ray,
 or where a name is missing, they do nothing and Ray behaves as it does without them.
 """
 from __future__ import annotations
@@ -116,7 +116,8 @@ def system_config(max_concurrent: int | None, cpus_per_trial: float) -> dict:
     try:
         from ray._private.utils import get_num_cpus  # the node's CPUs: one prestarted worker each
         cpus = get_num_cpus()
-    except (ImportError, AttributeError, ValueError, OSError):
+    except (ImportError, AttributeError, ValueError, OSError) as exc:
+        log.debug("no preloading: the node's CPU count is unknown (%s)", exc)
         return {}
     slots = max_concurrent if cpus_per_trial <= 0 else min(max_concurrent, int(cpus / cpus_per_trial + 1e-9))
     return {"preload_python_modules": list(PRELOADED)} if slots >= cpus else {}
@@ -280,8 +281,9 @@ def _descendants(roots: set[int]) -> set[int]:
 STOP_WAIT_S = 5.0
 
 
-def _ended(pid: int) -> bool:
-    """PID has exited: no such process, or only its zombie entry is left for its parent to reap."""
+def ended(pid: int) -> bool:
+    """PID has exited: no such process, or only its zombie (or dead) entry is left for its parent to
+    reap. The one test of it: the stop here, and ray_session's search for a killed driver's Ray."""
     return process_state(pid) in (None, "Z", "X")
 
 
@@ -307,7 +309,7 @@ def stop_at_once() -> bool:
                 pass
         # the workers are the raylet's children: wait until the kernel has ended them too (a worker
         # holding torch takes a moment to release its memory), so that nothing of the node runs on
-        while (left := [pid for pid in killed if not _ended(pid)]) and time.monotonic() < deadline:
+        while (left := [pid for pid in killed if not ended(pid)]) and time.monotonic() < deadline:
             time.sleep(0.01)
         if left:  # stuck in the kernel (uninterruptible sleep): say so, go on
             log.warning("Ray process(es) %s did not end within %g s of SIGKILL; left to the system",

@@ -87,7 +87,7 @@ def processes_under(folder: str) -> list[int]:
     for proc in proc_root.iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
-        if ray_embedded.process_state(int(proc.name)) in (None, "Z"):  # gone, or a zombie
+        if ray_embedded.ended(int(proc.name)):  # gone, or a zombie
             continue
         try:
             hits = folder in (proc / "cmdline").read_bytes().decode(errors="replace")
@@ -109,7 +109,7 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return ray_embedded.process_state(pid) != "Z"
+    return not ray_embedded.ended(pid)
 
 
 def clean_stale_session(exp_dir: Path, quiet: bool = False) -> int:
