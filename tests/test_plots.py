@@ -84,3 +84,15 @@ def test_a_flat_chart_is_drawn_in_the_middle_of_its_axes(tmp_path, value):
     rgb = np.asarray(Image.open(path).convert("RGB")).astype(int)
     rows = np.flatnonzero((np.abs(rgb - np.array((220, 0, 0))).sum(axis=2) < 60).sum(axis=1) > 300)
     assert len(rows) and abs(rows.mean() - 220) < 5  # the middle row of the axes box (rows 52.8 to 387.2)
+
+
+def test_x_tick_labels_beyond_a_thousand_show_their_offset_under_the_axis(tmp_path):
+    # the labels read 0, 0.5, ... 2.0: without the "1e4" beside them they would claim the wrong x
+    from dnn_search.linechart import Series, line_chart
+    x = np.linspace(0, 2e4, 100)
+    path = line_chart(tmp_path / "x.png", x, [Series(np.sin(x / 3e3), (220, 0, 0))], title="t", xlabel="x",
+                      ylabel="y")
+    pixels = np.asarray(Image.open(path).convert("L"))
+    # under the tick labels at the axis' right end: the last label ("2.0", rows ~396-408) ends at
+    # column ~625, the axis at 640
+    assert pixels[410:430, 628:641].min() < 100
